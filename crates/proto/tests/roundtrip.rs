@@ -1,0 +1,223 @@
+//! Every request and response survives encode → decode unchanged, and no byte string makes the
+//! decoder panic.
+
+use bytes::Bytes;
+use corral_proto::message::request_frame;
+use corral_proto::*;
+use proptest::prelude::*;
+
+fn text() -> impl Strategy<Value = String> {
+    "[/a-zA-Z0-9_é.-]{0,12}"
+}
+
+fn bytes() -> impl Strategy<Value = Bytes> {
+    proptest::collection::vec(any::<u8>(), 0..16).prop_map(Bytes::from)
+}
+
+fn stat() -> impl Strategy<Value = Stat> {
+    (any::<[i64; 6]>(), any::<[i32; 5]>()).prop_map(|(l, i)| Stat {
+        czxid: l[0],
+        mzxid: l[1],
+        ctime: l[2],
+        mtime: l[3],
+        version: i[0],
+        cversion: i[1],
+        aversion: i[2],
+        ephemeral_owner: l[4],
+        data_length: i[3],
+        num_children: i[4],
+        pzxid: l[5],
+    })
+}
+
+fn acl() -> impl Strategy<Value = Vec<Acl>> {
+    proptest::collection::vec(
+        (any::<i32>(), text(), text()).prop_map(|(p, s, i)| Acl::new(p, &s, &i)),
+        0..3,
+    )
+}
+
+fn path_watch() -> impl Strategy<Value = PathWatchRequest> {
+    (text(), any::<bool>()).prop_map(|(path, watch)| PathWatchRequest { path, watch })
+}
+
+fn path_version() -> impl Strategy<Value = PathVersionRequest> {
+    (text(), any::<i32>()).prop_map(|(path, version)| PathVersionRequest { path, version })
+}
+
+fn create() -> impl Strategy<Value = Request> {
+    (
+        prop_oneof![
+            Just(OpCode::Create),
+            Just(OpCode::Create2),
+            Just(OpCode::CreateContainer)
+        ],
+        text(),
+        bytes(),
+        acl(),
+        any::<i32>(),
+    )
+        .prop_map(|(op, path, data, acl, flags)| Request::Create {
+            op,
+            req: CreateRequest {
+                path,
+                data,
+                acl,
+                flags,
+            },
+        })
+}
+
+fn write_op() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        create(),
+        (text(), bytes(), acl(), any::<i32>(), any::<i64>()).prop_map(
+            |(path, data, acl, flags, ttl)| Request::CreateTtl(CreateTtlRequest {
+                path,
+                data,
+                acl,
+                flags,
+                ttl
+            })
+        ),
+        path_version().prop_map(Request::Delete),
+        path_version().prop_map(Request::Check),
+        (text(), bytes(), any::<i32>()).prop_map(|(path, data, version)| Request::SetData(
+            SetDataRequest {
+                path,
+                data,
+                version
+            }
+        )),
+    ]
+}
+
+fn strings() -> impl Strategy<Value = Vec<String>> {
+    proptest::collection::vec(text(), 0..4)
+}
+
+fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        write_op(),
+        path_watch().prop_map(Request::Exists),
+        path_watch().prop_map(Request::GetData),
+        path_watch().prop_map(Request::GetChildren),
+        path_watch().prop_map(Request::GetChildren2),
+        text().prop_map(|path| Request::GetAcl(PathRequest { path })),
+        text().prop_map(|path| Request::Sync(PathRequest { path })),
+        text().prop_map(|path| Request::GetEphemerals(PathRequest { path })),
+        text().prop_map(|path| Request::GetAllChildrenNumber(PathRequest { path })),
+        (text(), acl(), any::<i32>())
+            .prop_map(|(path, acl, version)| Request::SetAcl(SetAclRequest { path, acl, version })),
+        proptest::collection::vec(write_op(), 0..4).prop_map(Request::Multi),
+        proptest::collection::vec(
+            prop_oneof![
+                path_watch().prop_map(Request::GetData),
+                path_watch().prop_map(Request::GetChildren)
+            ],
+            0..4
+        )
+        .prop_map(Request::MultiRead),
+        (text(), any::<i32>()).prop_map(|(path, watcher_type)| Request::RemoveWatches(
+            WatchTypeRequest { path, watcher_type }
+        )),
+        (text(), any::<i32>()).prop_map(|(path, mode)| Request::AddWatch(AddWatchRequest {
+            path,
+            mode
+        })),
+        (any::<i32>(), text(), bytes()).prop_map(|(auth_type, scheme, auth)| Request::Auth(
+            AuthPacket {
+                auth_type,
+                scheme,
+                auth
+            }
+        )),
+        (any::<i64>(), strings(), strings(), strings(), strings(), strings()).prop_map(
+            |(z, a, b, c, d, e)| Request::SetWatches2(SetWatches2 {
+                relative_zxid: z,
+                data_watches: a,
+                exist_watches: b,
+                child_watches: c,
+                persistent_watches: d,
+                persistent_recursive_watches: e
+            })
+        ),
+        "[/a-z]{1,10}".prop_map(Request::DeleteContainer),
+        Just(Request::Ping),
+        Just(Request::WhoAmI),
+        Just(Request::CloseSession),
+    ]
+}
+
+fn error_code() -> impl Strategy<Value = ErrorCode> {
+    prop_oneof![
+        Just(ErrorCode::Ok),
+        Just(ErrorCode::NoNode),
+        Just(ErrorCode::RuntimeInconsistency),
+        Just(ErrorCode::BadVersion)
+    ]
+}
+
+fn response() -> impl Strategy<Value = (OpCode, Response)> {
+    let single = prop_oneof![
+        text().prop_map(|p| (OpCode::Create, Response::Path(p))),
+        (text(), stat()).prop_map(|(path, stat)| (
+            OpCode::Create2,
+            Response::Create2(Create2Response { path, stat })
+        )),
+        stat().prop_map(|s| (OpCode::SetData, Response::Stat(s))),
+        (bytes(), stat()).prop_map(|(data, stat)| (
+            OpCode::GetData,
+            Response::GetData(GetDataResponse { data, stat })
+        )),
+        strings().prop_map(|c| (OpCode::GetChildren, Response::GetChildren(c))),
+        (strings(), stat()).prop_map(|(children, stat)| (
+            OpCode::GetChildren2,
+            Response::GetChildren2(GetChildren2Response { children, stat })
+        )),
+        (acl(), stat()).prop_map(|(acl, stat)| (
+            OpCode::GetAcl,
+            Response::GetAcl(GetAclResponse { acl, stat })
+        )),
+        any::<i32>().prop_map(|n| (OpCode::GetAllChildrenNumber, Response::Count(n))),
+        Just((OpCode::Delete, Response::Empty)),
+    ];
+    prop_oneof![
+        single.clone(),
+        proptest::collection::vec(
+            prop_oneof![
+                single.prop_map(|(op, r)| MultiResult::Ok(op, r)),
+                error_code().prop_map(MultiResult::Error)
+            ],
+            0..4
+        )
+        .prop_map(|r| (OpCode::Multi, Response::Multi(r))),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn requests_round_trip(req in request()) {
+        let frame = request_frame(7, &req);
+        let len = i32::from_be_bytes(frame[0..4].try_into().unwrap()) as usize;
+        prop_assert_eq!(len, frame.len() - 4);
+        let mut r = Reader::new(&frame[4..]);
+        let header = RequestHeader::decode(&mut r).unwrap();
+        prop_assert_eq!(header.xid, 7);
+        let body = &frame[12..];
+        prop_assert_eq!(Request::decode(header.op_type, body).unwrap(), req);
+    }
+
+    #[test]
+    fn responses_round_trip((op, resp) in response()) {
+        let mut body = Vec::new();
+        resp.encode(&mut body);
+        prop_assert_eq!(Response::decode(op, &body).unwrap(), resp);
+    }
+
+    #[test]
+    fn decoder_never_panics(op in -20i32..120, body in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let _ = Request::decode(op, &body);
+        let _ = corral_proto::frame::Handshake::decode(&body);
+    }
+}
