@@ -77,7 +77,11 @@ impl<'a> Reader<'a> {
 
     /// A length prefix: −1 means null (returned as `None`); any other negative value is an error,
     /// and so is a length longer than what is left, so a hostile length never allocates.
-    fn length(&mut self, what: &'static str, elem_min: usize) -> Result<Option<usize>, DecodeError> {
+    fn length(
+        &mut self,
+        what: &'static str,
+        elem_min: usize,
+    ) -> Result<Option<usize>, DecodeError> {
         let len = self.i32()?;
         if len == -1 {
             return Ok(None);

@@ -333,8 +333,8 @@ impl Response {
                     if h.done {
                         break;
                     }
-                    let sub = OpCode::from_i32(h.op_type)
-                        .ok_or(DecodeError::UnknownOpCode(h.op_type))?;
+                    let sub =
+                        OpCode::from_i32(h.op_type).ok_or(DecodeError::UnknownOpCode(h.op_type))?;
                     if sub == OpCode::Error {
                         let code = i32::decode(r)?;
                         results.push(MultiResult::Error(

@@ -121,10 +121,8 @@ fn request() -> impl Strategy<Value = Request> {
         (text(), any::<i32>()).prop_map(|(path, watcher_type)| Request::RemoveWatches(
             WatchTypeRequest { path, watcher_type }
         )),
-        (text(), any::<i32>()).prop_map(|(path, mode)| Request::AddWatch(AddWatchRequest {
-            path,
-            mode
-        })),
+        (text(), any::<i32>())
+            .prop_map(|(path, mode)| Request::AddWatch(AddWatchRequest { path, mode })),
         (any::<i32>(), text(), bytes()).prop_map(|(auth_type, scheme, auth)| Request::Auth(
             AuthPacket {
                 auth_type,
@@ -132,16 +130,22 @@ fn request() -> impl Strategy<Value = Request> {
                 auth
             }
         )),
-        (any::<i64>(), strings(), strings(), strings(), strings(), strings()).prop_map(
-            |(z, a, b, c, d, e)| Request::SetWatches2(SetWatches2 {
+        (
+            any::<i64>(),
+            strings(),
+            strings(),
+            strings(),
+            strings(),
+            strings()
+        )
+            .prop_map(|(z, a, b, c, d, e)| Request::SetWatches2(SetWatches2 {
                 relative_zxid: z,
                 data_watches: a,
                 exist_watches: b,
                 child_watches: c,
                 persistent_watches: d,
                 persistent_recursive_watches: e
-            })
-        ),
+            })),
         "[/a-z]{1,10}".prop_map(Request::DeleteContainer),
         Just(Request::Ping),
         Just(Request::WhoAmI),

@@ -1,0 +1,270 @@
+//! Access control as ZooKeeper does it: the schemes `world`, `auth`, `digest`, `ip` and the
+//! `super` identity, the permission check (`checkACL`), the normalisation of ACLs given to create
+//! and setACL (`fixupACL`), and the table that stores each distinct ACL list once.
+
+use base64::Engine;
+use corral_proto::codes::perms;
+use corral_proto::{Acl, ErrorCode, Id};
+use sha1::{Digest, Sha1};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// `world:anyone` with every permission: ZooKeeper's `OPEN_ACL_UNSAFE`.
+pub fn open_acl() -> Vec<Acl> {
+    vec![Acl::new(perms::ALL, "world", "anyone")]
+}
+
+/// `world:anyone` with read only: ZooKeeper's `READ_ACL_UNSAFE`.
+pub fn read_acl() -> Vec<Acl> {
+    vec![Acl::new(perms::READ, "world", "anyone")]
+}
+
+/// The digest id for `user:password`: `user:base64(sha1("user:password"))`.
+pub fn digest_id(user_password: &str) -> String {
+    let user = user_password.split(':').next().unwrap_or("");
+    let hash = Sha1::digest(user_password.as_bytes());
+    format!(
+        "{user}:{}",
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    )
+}
+
+/// Whether the identities `ids` hold permission `perm` on a node with `acl` (ZooKeeper's
+/// `checkACL`). The `super` identity holds every permission; an empty ACL grants everything.
+pub fn check(acl: &[Acl], perm: i32, ids: &[Id]) -> Result<(), ErrorCode> {
+    if acl.is_empty() || ids.iter().any(|id| id.scheme == "super") {
+        return Ok(());
+    }
+    for entry in acl.iter().filter(|a| a.perms & perm != 0) {
+        let id = &entry.id;
+        if id.scheme == "world" && id.id == "anyone" {
+            return Ok(());
+        }
+        if ids
+            .iter()
+            .any(|auth| auth.scheme == id.scheme && matches(&id.scheme, &auth.id, &id.id))
+        {
+            return Ok(());
+        }
+    }
+    Err(ErrorCode::NoAuth)
+}
+
+/// Whether an authenticated id matches an ACL's id in one scheme (`AuthenticationProvider.matches`).
+fn matches(scheme: &str, auth_id: &str, acl_id: &str) -> bool {
+    match scheme {
+        "digest" => auth_id == acl_id,
+        "ip" => ip_matches(auth_id, acl_id),
+        _ => false,
+    }
+}
+
+/// `addr` against `pattern`, an address or `address/bits`.
+fn ip_matches(addr: &str, pattern: &str) -> bool {
+    let (net, bits) = match pattern.split_once('/') {
+        Some((n, b)) => (n, b.parse::<u32>().ok()),
+        None => (pattern, None),
+    };
+    let (Ok(addr), Ok(net)) = (addr.parse::<IpAddr>(), net.parse::<IpAddr>()) else {
+        return false;
+    };
+    let (a, n): (Vec<u8>, Vec<u8>) = match (addr, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => (a.octets().to_vec(), n.octets().to_vec()),
+        (IpAddr::V6(a), IpAddr::V6(n)) => (a.octets().to_vec(), n.octets().to_vec()),
+        _ => return false,
+    };
+    let bits = bits.unwrap_or(a.len() as u32 * 8).min(a.len() as u32 * 8) as usize;
+    (0..bits).all(|i| {
+        let mask = 0x80u8 >> (i % 8);
+        a[i / 8] & mask == n[i / 8] & mask
+    })
+}
+
+fn ip_pattern_is_valid(pattern: &str) -> bool {
+    let (net, bits) = match pattern.split_once('/') {
+        Some((n, b)) => (n, Some(b)),
+        None => (pattern, None),
+    };
+    let Ok(addr) = net.parse::<IpAddr>() else {
+        return false;
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    bits.is_none_or(|b| b.parse::<u32>().is_ok_and(|b| b <= max))
+}
+
+/// Normalises the ACL of a create or setACL (ZooKeeper's `fixupACL`): empty is invalid, `auth`
+/// entries become one entry per authenticated identity of the session, unknown schemes and
+/// malformed ids are invalid, duplicates are dropped.
+pub fn fixup(acl: &[Acl], ids: &[Id]) -> Result<Vec<Acl>, ErrorCode> {
+    if acl.is_empty() {
+        return Err(ErrorCode::InvalidAcl);
+    }
+    let mut out: Vec<Acl> = Vec::with_capacity(acl.len());
+    let mut push = |a: Acl| {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    };
+    for entry in acl {
+        match entry.id.scheme.as_str() {
+            "world" if entry.id.id == "anyone" => push(entry.clone()),
+            "auth" => {
+                // Only schemes whose identities prove who the client is can stand in for `auth`.
+                let mut any = false;
+                for id in ids.iter().filter(|id| id.scheme == "digest") {
+                    any = true;
+                    push(Acl {
+                        perms: entry.perms,
+                        id: id.clone(),
+                    });
+                }
+                if !any {
+                    return Err(ErrorCode::InvalidAcl);
+                }
+            }
+            "digest" if entry.id.id.split(':').count() == 2 => push(entry.clone()),
+            "ip" if ip_pattern_is_valid(&entry.id.id) => push(entry.clone()),
+            _ => return Err(ErrorCode::InvalidAcl),
+        }
+    }
+    Ok(out)
+}
+
+/// A reference to an ACL list held in the [`AclTable`].
+pub type AclRef = u32;
+
+/// Stores each distinct ACL list once, reference-counted, as ZooKeeper's `ReferenceCountedACLCache`:
+/// a million znodes with the same ACL share one list.
+#[derive(Debug, Clone, Default)]
+pub struct AclTable {
+    lists: Vec<Arc<[Acl]>>,
+    refs: Vec<u32>,
+    index: HashMap<Arc<[Acl]>, AclRef>,
+    free: Vec<AclRef>,
+}
+
+impl AclTable {
+    /// Takes a reference to `acl`, adding it if new.
+    pub fn intern(&mut self, acl: &[Acl]) -> AclRef {
+        if let Some(&r) = self.index.get(acl) {
+            self.refs[r as usize] += 1;
+            return r;
+        }
+        let list: Arc<[Acl]> = acl.into();
+        let r = match self.free.pop() {
+            Some(r) => {
+                self.lists[r as usize] = list.clone();
+                self.refs[r as usize] = 1;
+                r
+            }
+            None => {
+                self.lists.push(list.clone());
+                self.refs.push(1);
+                (self.lists.len() - 1) as AclRef
+            }
+        };
+        self.index.insert(list, r);
+        r
+    }
+
+    /// Drops one reference; the list is forgotten with its last reference.
+    pub fn release(&mut self, r: AclRef) {
+        let count = &mut self.refs[r as usize];
+        debug_assert!(*count > 0, "ACL reference released more often than taken");
+        *count -= 1;
+        if *count == 0 {
+            let list = std::mem::replace(&mut self.lists[r as usize], Arc::from(Vec::new()));
+            self.index.remove(&list);
+            self.free.push(r);
+        }
+    }
+
+    pub fn get(&self, r: AclRef) -> &[Acl] {
+        &self.lists[r as usize]
+    }
+
+    /// Distinct lists in use.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_matches_zookeeper() {
+        // The digest ZooKeeper's own documentation gives for super:test.
+        assert_eq!(
+            digest_id("super:test"),
+            "super:D/InIHSb7yEEbrWz8b9l71RjZJU="
+        );
+    }
+
+    #[test]
+    fn permission_checks() {
+        let acl = vec![
+            Acl::new(perms::READ, "digest", "bob:xyz"),
+            Acl::new(perms::ALL, "ip", "10.0.0.0/8"),
+        ];
+        let bob = vec![Id::new("digest", "bob:xyz")];
+        assert_eq!(check(&acl, perms::READ, &bob), Ok(()));
+        assert_eq!(check(&acl, perms::WRITE, &bob), Err(ErrorCode::NoAuth));
+        let local = vec![Id::new("ip", "10.1.2.3")];
+        assert_eq!(check(&acl, perms::WRITE, &local), Ok(()));
+        let other = vec![Id::new("ip", "11.1.2.3")];
+        assert_eq!(check(&acl, perms::READ, &other), Err(ErrorCode::NoAuth));
+        assert_eq!(check(&acl, perms::ADMIN, &[Id::new("super", "")]), Ok(()));
+        assert_eq!(check(&[], perms::ADMIN, &[]), Ok(()));
+    }
+
+    #[test]
+    fn fixup_expands_auth_and_rejects_bad_ids() {
+        let ids = vec![Id::new("ip", "127.0.0.1"), Id::new("digest", "u:h")];
+        let fixed = fixup(&[Acl::new(perms::ALL, "auth", "")], &ids).unwrap();
+        assert_eq!(fixed, vec![Acl::new(perms::ALL, "digest", "u:h")]);
+        assert_eq!(
+            fixup(&[Acl::new(perms::ALL, "auth", "")], &ids[..1]),
+            Err(ErrorCode::InvalidAcl)
+        );
+        assert_eq!(fixup(&[], &ids), Err(ErrorCode::InvalidAcl));
+        for bad in [
+            ("world", "bob"),
+            ("digest", "nocolon"),
+            ("ip", "1.2.3.4/33"),
+            ("foo", "x"),
+        ] {
+            assert_eq!(
+                fixup(&[Acl::new(1, bad.0, bad.1)], &ids),
+                Err(ErrorCode::InvalidAcl),
+                "{bad:?}"
+            );
+        }
+        let dup = [
+            Acl::new(1, "world", "anyone"),
+            Acl::new(1, "world", "anyone"),
+        ];
+        assert_eq!(fixup(&dup, &ids).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn table_shares_and_frees_lists() {
+        let mut t = AclTable::default();
+        let a = t.intern(&open_acl());
+        let b = t.intern(&open_acl());
+        assert_eq!(a, b);
+        let c = t.intern(&read_acl());
+        assert_ne!(a, c);
+        t.release(a);
+        assert_eq!(t.len(), 2);
+        t.release(b);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.intern(&read_acl()), c);
+    }
+}

@@ -1,0 +1,297 @@
+//! The namespace of znodes and the queries on it. Changes go through [`crate::apply`] only.
+//!
+//! Nodes are kept in one hash map keyed by full path (as ZooKeeper does), so a lookup is one probe
+//! whatever the depth. Each node keeps the names of its children, allocated only once it has some:
+//! most znodes are leaves. Data is a boxed slice, ACLs a 4-byte reference into a shared table.
+
+use crate::acl::{self, AclRef, AclTable};
+use crate::path;
+use corral_proto::codes::ephemeral_owner;
+use corral_proto::{Acl, Stat};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// The paths ZooKeeper creates in every tree and treats as special.
+pub const ZOOKEEPER_PATH: &str = "/zookeeper";
+pub const QUOTA_PATH: &str = "/zookeeper/quota";
+pub const CONFIG_PATH: &str = "/zookeeper/config";
+
+/// One znode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub czxid: i64,
+    pub mzxid: i64,
+    pub pzxid: i64,
+    pub ctime: i64,
+    pub mtime: i64,
+    pub version: i32,
+    pub cversion: i32,
+    pub aversion: i32,
+    pub ephemeral_owner: i64,
+    pub acl: AclRef,
+    pub data: Box<[u8]>,
+    pub children: Option<Box<HashSet<Box<str>>>>,
+}
+
+impl Node {
+    pub fn new(zxid: i64, time_ms: i64, ephemeral_owner: i64, acl: AclRef, data: &[u8]) -> Self {
+        Node {
+            czxid: zxid,
+            mzxid: zxid,
+            pzxid: zxid,
+            ctime: time_ms,
+            mtime: time_ms,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner,
+            acl,
+            data: data.into(),
+            children: None,
+        }
+    }
+
+    pub fn child_count(&self) -> usize {
+        self.children.as_ref().map_or(0, |c| c.len())
+    }
+
+    pub fn children(&self) -> impl Iterator<Item = &str> {
+        self.children.iter().flat_map(|c| c.iter().map(|s| &**s))
+    }
+
+    pub fn add_child(&mut self, name: &str) {
+        self.children
+            .get_or_insert_with(Default::default)
+            .insert(name.into());
+    }
+
+    pub fn remove_child(&mut self, name: &str) {
+        if let Some(c) = &mut self.children {
+            c.remove(name);
+            if c.is_empty() {
+                self.children = None;
+            }
+        }
+    }
+
+    pub fn stat(&self) -> Stat {
+        Stat {
+            czxid: self.czxid,
+            mzxid: self.mzxid,
+            ctime: self.ctime,
+            mtime: self.mtime,
+            version: self.version,
+            cversion: self.cversion,
+            aversion: self.aversion,
+            ephemeral_owner: self.ephemeral_owner,
+            data_length: self.data.len() as i32,
+            num_children: self.child_count() as i32,
+            pzxid: self.pzxid,
+        }
+    }
+
+    /// An ephemeral node owned by a session (not a container or TTL node, whose owner field
+    /// carries a marker instead).
+    pub fn is_session_ephemeral(&self) -> bool {
+        self.ephemeral_owner != 0
+            && self.ephemeral_owner != ephemeral_owner::CONTAINER
+            && ephemeral_owner::ttl_of(self.ephemeral_owner).is_none()
+    }
+}
+
+/// Settings that change what a write does; every replica must apply the same ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TreeConfig {
+    /// ZooKeeper's `extendedTypesEnabled`: TTL nodes are refused (Unimplemented) without it.
+    pub extended_types: bool,
+}
+
+/// The whole replicated state: znodes, ACLs, sessions and their ephemerals.
+#[derive(Debug, Clone)]
+pub struct DataTree {
+    pub(crate) nodes: HashMap<Box<str>, Node>,
+    pub(crate) acls: AclTable,
+    pub(crate) ephemerals: HashMap<i64, BTreeSet<Box<str>>>,
+    pub(crate) containers: BTreeSet<Box<str>>,
+    pub(crate) ttls: BTreeSet<Box<str>>,
+    /// Live sessions and their negotiated timeouts.
+    pub(crate) sessions: BTreeMap<i64, i32>,
+    pub(crate) last_zxid: i64,
+    pub(crate) config: TreeConfig,
+}
+
+/// The key the map uses for a path: ZooKeeper's parent of `/a` is `""`, which is the root.
+pub(crate) fn key(path: &str) -> &str {
+    if path.is_empty() {
+        "/"
+    } else {
+        path
+    }
+}
+
+impl DataTree {
+    /// A tree holding what every ZooKeeper tree holds: `/`, `/zookeeper`, `/zookeeper/quota` and
+    /// `/zookeeper/config`, all with zeroed stats.
+    pub fn new(config: TreeConfig) -> Self {
+        let mut tree = DataTree {
+            nodes: HashMap::new(),
+            acls: AclTable::default(),
+            ephemerals: HashMap::new(),
+            containers: BTreeSet::new(),
+            ttls: BTreeSet::new(),
+            sessions: BTreeMap::new(),
+            last_zxid: 0,
+            config,
+        };
+        let open = acl::open_acl();
+        for p in ["/", ZOOKEEPER_PATH, QUOTA_PATH] {
+            let r = tree.acls.intern(&open);
+            tree.nodes.insert(p.into(), Node::new(0, 0, 0, r, &[]));
+        }
+        let r = tree.acls.intern(&acl::read_acl());
+        tree.nodes
+            .insert(CONFIG_PATH.into(), Node::new(0, 0, 0, r, &[]));
+        for p in [ZOOKEEPER_PATH, QUOTA_PATH, CONFIG_PATH] {
+            let parent = key(path::parent_of(p).unwrap_or(""));
+            tree.nodes
+                .get_mut(parent)
+                .expect("built-in parent exists")
+                .add_child(path::name_of(p));
+        }
+        tree
+    }
+
+    pub fn config(&self) -> TreeConfig {
+        self.config
+    }
+
+    /// The zxid of the last entry applied.
+    pub fn last_zxid(&self) -> i64 {
+        self.last_zxid
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        if path.is_empty() {
+            return None;
+        }
+        self.nodes.get(path)
+    }
+
+    pub fn acl(&self, node: &Node) -> &[Acl] {
+        self.acls.get(node.acl)
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Total bytes of data held, for `mntr`'s approximate data size.
+    pub fn data_size(&self) -> usize {
+        self.nodes.iter().map(|(k, n)| k.len() + n.data.len()).sum()
+    }
+
+    /// Sorted names of a node's children.
+    pub fn children_of(&self, node: &Node) -> Vec<String> {
+        let mut names: Vec<String> = node.children().map(str::to_owned).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// How many nodes lie below `path` (not counting itself).
+    pub fn descendant_count(&self, path: &str) -> usize {
+        let mut count = 0;
+        let mut stack = vec![path.to_owned()];
+        while let Some(p) = stack.pop() {
+            if let Some(node) = self.nodes.get(key(&p)) {
+                for child in node.children() {
+                    count += 1;
+                    stack.push(path::join(&p, child));
+                }
+            }
+        }
+        count
+    }
+
+    /// The ephemeral nodes a session owns, sorted.
+    pub fn ephemerals_of(&self, session_id: i64) -> Vec<String> {
+        self.ephemerals
+            .get(&session_id)
+            .map(|s| s.iter().map(|p| p.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every session with ephemerals, and how many, for `dump`-style reports.
+    pub fn ephemeral_counts(&self) -> impl Iterator<Item = (i64, usize)> + '_ {
+        self.ephemerals.iter().map(|(s, p)| (*s, p.len()))
+    }
+
+    pub fn session_timeout(&self, session_id: i64) -> Option<i32> {
+        self.sessions.get(&session_id).copied()
+    }
+
+    pub fn sessions(&self) -> impl Iterator<Item = (i64, i32)> + '_ {
+        self.sessions.iter().map(|(s, t)| (*s, *t))
+    }
+
+    /// Containers and TTL nodes that may be due for removal at `now_ms`, as ZooKeeper's
+    /// `ContainerManager` picks them: childless containers that once had a child, and childless
+    /// TTL nodes unmodified for longer than their TTL. The removal itself is an entry that
+    /// re-checks these conditions when applied.
+    pub fn reap_candidates(&self, now_ms: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in &self.containers {
+            if let Some(n) = self.nodes.get(p) {
+                if n.child_count() == 0 && n.cversion > 0 {
+                    out.push(p.to_string());
+                }
+            }
+        }
+        for p in &self.ttls {
+            if let Some(n) = self.nodes.get(p) {
+                if ttl_expired(n, now_ms) {
+                    out.push(p.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// Approximate bytes used by the tree's own structures, for memory reports.
+    pub fn approximate_heap_bytes(&self) -> usize {
+        let per_node = std::mem::size_of::<Node>() + std::mem::size_of::<Box<str>>() + 24;
+        self.nodes
+            .iter()
+            .map(|(k, n)| {
+                per_node
+                    + k.len()
+                    + n.data.len()
+                    + n.children
+                        .as_ref()
+                        .map_or(0, |c| c.iter().map(|s| s.len() + 24).sum())
+            })
+            .sum()
+    }
+}
+
+pub(crate) fn ttl_expired(n: &Node, now_ms: i64) -> bool {
+    match ephemeral_owner::ttl_of(n.ephemeral_owner) {
+        Some(ttl) => n.child_count() == 0 && ttl != 0 && now_ms - n.mtime > ttl,
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_tree_has_zookeepers_built_in_nodes() {
+        let t = DataTree::new(TreeConfig::default());
+        let root = t.get("/").unwrap();
+        assert_eq!(t.children_of(root), vec!["zookeeper"]);
+        let zk = t.get("/zookeeper").unwrap();
+        assert_eq!(t.children_of(zk), vec!["config", "quota"]);
+        assert_eq!(t.acl(t.get(CONFIG_PATH).unwrap()), acl::read_acl());
+        assert_eq!(t.descendant_count("/"), 3);
+        assert_eq!(t.get(""), None);
+    }
+}
