@@ -22,6 +22,7 @@ kept to two test files on purpose; there is no conftest.py).
 import os
 import queue
 import re
+import signal
 import socket
 import threading
 import time
@@ -52,6 +53,8 @@ WAIT_S = float(os.environ.get("ZK_WAIT_S", "5"))
 # How long the server may take to delete an emptied container node. ZooKeeper checks every
 # znode.container.checkIntervalMs (60 s by default); reference_zk.sh sets it to 500 ms.
 REAPER_WAIT_S = float(os.environ.get("ZK_REAPER_WAIT_S", "5"))
+# Upper bound on a whole test, setup and teardown included; a backstop for calls that never return.
+TEST_TIMEOUT_S = float(os.environ.get("ZK_TEST_TIMEOUT_S", "30"))
 ROOT_PREFIX = "/corral-compat"
 SESSION_TIMEOUT_S = 10.0
 
@@ -88,6 +91,25 @@ def split_hosts(hosts):
 @pytest.fixture(scope="session")
 def zk_hosts():
     return zk_hosts_from_env()
+
+
+@pytest.fixture(autouse=True)
+def _test_deadline():
+    """Fail a test that runs longer than TEST_TIMEOUT_S instead of hanging the suite.
+
+    Every wait in the tests is bounded, but kazoo's blocking calls are not: a server that keeps
+    the connection alive yet never answers one request would block forever. SIGALRM interrupts
+    the main thread wherever it waits.
+    """
+
+    def expire(signum, frame):
+        raise TimeoutError("test exceeded %.0f s (ZK_TEST_TIMEOUT_S)" % TEST_TIMEOUT_S)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, TEST_TIMEOUT_S)
+    yield
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
 
 
 def new_client(hosts, auth=(), **kwargs):

@@ -182,7 +182,12 @@ impl Jute for String {
         out.extend_from_slice(self.as_bytes());
     }
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(r.ustring()?.unwrap_or("").to_owned())
+        // Java's `new String(bytes, UTF_8)`: malformed sequences become U+FFFD, which path
+        // validation then refuses, so a bad path gets BadArguments as from ZooKeeper.
+        match r.length("ustring", 1)? {
+            None => Ok(String::new()),
+            Some(n) => Ok(String::from_utf8_lossy(r.take(n, "ustring")?).into_owned()),
+        }
     }
 }
 
@@ -267,9 +272,9 @@ mod tests {
     }
 
     #[test]
-    fn invalid_utf8_is_rejected() {
+    fn invalid_utf8_becomes_replacement_characters() {
         let mut b = 2i32.to_be_bytes().to_vec();
         b.extend_from_slice(&[0xff, 0xfe]);
-        assert_eq!(String::from_bytes(&b), Err(DecodeError::InvalidUtf8));
+        assert_eq!(String::from_bytes(&b).unwrap(), "\u{fffd}\u{fffd}");
     }
 }

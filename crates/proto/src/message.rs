@@ -257,6 +257,8 @@ pub enum Response {
     Ephemerals(Vec<String>),
     WhoAmI(Vec<ClientInfo>),
     Multi(Vec<MultiResult>),
+    /// addWatch's success body: an `ErrorResponse` holding 0.
+    ErrorBody(i32),
 }
 
 /// One result of a multi or multiRead.
@@ -277,7 +279,7 @@ impl Response {
             Response::GetChildren(c) | Response::Ephemerals(c) => c.encode(out),
             Response::GetChildren2(r) => r.encode(out),
             Response::GetAcl(r) => r.encode(out),
-            Response::Count(n) => n.encode(out),
+            Response::Count(n) | Response::ErrorBody(n) => n.encode(out),
             Response::WhoAmI(c) => c.encode(out),
             Response::Multi(results) => {
                 for res in results {
@@ -326,6 +328,7 @@ impl Response {
             GetAllChildrenNumber => Response::Count(i32::decode(r)?),
             GetEphemerals => Response::Ephemerals(Vec::<String>::decode(r)?),
             WhoAmI => Response::WhoAmI(Vec::<ClientInfo>::decode(r)?),
+            AddWatch => Response::ErrorBody(i32::decode(r)?),
             Multi | MultiRead => {
                 let mut results = Vec::new();
                 loop {

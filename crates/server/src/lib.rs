@@ -1,1 +1,17 @@
+//! # corral-server
+//!
+//! The network server: it accepts ZooKeeper clients ([`connection`]), keeps their sessions and
+//! watches, and orders their writes into the data tree ([`core`]). Configuration comes from a
+//! zoo.cfg ([`config`]); status comes out as four-letter words ([`four_letter`]).
 
+pub mod config;
+pub mod connection;
+pub mod core;
+pub mod four_letter;
+pub mod server;
+pub mod session;
+pub mod stats;
+pub mod watch;
+
+pub use config::{ConfigError, ServerConfig};
+pub use server::{Server, ServerError};

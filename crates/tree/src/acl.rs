@@ -81,16 +81,29 @@ fn ip_matches(addr: &str, pattern: &str) -> bool {
     })
 }
 
+/// ZooKeeper's ip provider accepts IPv4 patterns only: `a.b.c.d` or `a.b.c.d/bits`.
 fn ip_pattern_is_valid(pattern: &str) -> bool {
     let (net, bits) = match pattern.split_once('/') {
         Some((n, b)) => (n, Some(b)),
         None => (pattern, None),
     };
-    let Ok(addr) = net.parse::<IpAddr>() else {
-        return false;
-    };
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    bits.is_none_or(|b| b.parse::<u32>().is_ok_and(|b| b <= max))
+    net.parse::<std::net::Ipv4Addr>().is_ok()
+        && bits.is_none_or(|b| b.parse::<u32>().is_ok_and(|b| b <= 32))
+}
+
+/// The length of Java's `s.split(sep)`, which drops trailing empty strings.
+fn java_split_len(s: &str, sep: char) -> usize {
+    let parts: Vec<&str> = s.split(sep).collect();
+    parts.len() - parts.iter().rev().take_while(|p| p.is_empty()).count()
+}
+
+/// The user name ZooKeeper reports for an identity (whoAmI): digest ids up to the colon.
+pub fn user_name(id: &Id) -> String {
+    match id.scheme.as_str() {
+        "digest" => id.id.split(':').next().unwrap_or("").to_owned(),
+        "ip" => id.id.clone(),
+        _ => String::new(),
+    }
 }
 
 /// Normalises the ACL of a create or setACL (ZooKeeper's `fixupACL`): empty is invalid, `auth`
@@ -123,7 +136,7 @@ pub fn fixup(acl: &[Acl], ids: &[Id]) -> Result<Vec<Acl>, ErrorCode> {
                     return Err(ErrorCode::InvalidAcl);
                 }
             }
-            "digest" if entry.id.id.split(':').count() == 2 => push(entry.clone()),
+            "digest" if java_split_len(&entry.id.id, ':') == 2 => push(entry.clone()),
             "ip" if ip_pattern_is_valid(&entry.id.id) => push(entry.clone()),
             _ => return Err(ErrorCode::InvalidAcl),
         }
@@ -184,6 +197,10 @@ impl AclTable {
         &self.lists[r as usize]
     }
 
+    pub fn get_shared(&self, r: AclRef) -> Arc<[Acl]> {
+        self.lists[r as usize].clone()
+    }
+
     /// Distinct lists in use.
     pub fn len(&self) -> usize {
         self.index.len()
@@ -237,6 +254,9 @@ mod tests {
         for bad in [
             ("world", "bob"),
             ("digest", "nocolon"),
+            ("digest", "a:"),
+            ("digest", "a:b:c"),
+            ("ip", "::1"),
             ("ip", "1.2.3.4/33"),
             ("foo", "x"),
         ] {

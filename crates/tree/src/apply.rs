@@ -15,6 +15,7 @@ use crate::tree::{key, ttl_expired, DataTree, Node, CONFIG_PATH, QUOTA_PATH, ZOO
 use corral_proto::codes::{ephemeral_owner, perms};
 use corral_proto::records::*;
 use corral_proto::{CreateMode, ErrorCode, EventType, MultiResult, OpCode, Request, Response};
+use std::sync::Arc;
 
 /// One ordered write, ready to apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,11 +42,13 @@ pub enum Txn {
     Reap { path: String },
 }
 
-/// A change that fires watches.
+/// A change that fires watches. `acl` is the ACL of the node the event names (for a deleted
+/// node, the ACL it had): a watcher without READ on it is not told (ZooKeeper's CVE-2024-23944 fix).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub path: String,
     pub kind: EventType,
+    pub acl: Arc<[Acl]>,
 }
 
 /// What applying an entry did.
@@ -68,7 +71,7 @@ enum Undo {
     Deleted {
         path: String,
         node: Node,
-        acl: Vec<Acl>,
+        acl: Arc<[Acl]>,
         parent_pzxid: i64,
     },
     DataSet {
@@ -236,10 +239,10 @@ impl DataTree {
                 self.delete(ctx, &req.path, req.version, undo, events)?;
                 Ok((OpCode::Delete, Response::Empty))
             }
-            Request::DeleteContainer(p) => {
-                self.delete_container(ctx, p, events)?;
-                Ok((OpCode::Delete, Response::Empty))
-            }
+            // ZooKeeper 3.8 reads the path of a client's deleteContainer together with the request
+            // header, so it always contains a NUL and is refused; only the server's reaper deletes
+            // containers (Txn::Reap).
+            Request::DeleteContainer(_) => Err(ErrorCode::BadArguments),
             Request::SetData(req) => {
                 let stat = self.set_data(ctx, req, undo, events)?;
                 Ok((OpCode::SetData, Response::Stat(stat)))
@@ -323,14 +326,17 @@ impl DataTree {
         parent.add_child(path::name_of(&path));
         parent.cversion = parent.cversion.wrapping_add(1);
         parent.pzxid = ctx.zxid;
+        let parent_acl = self.acls.get_shared(parent.acl);
         self.index_special(&path, owner);
         events.push(Event {
             path: path.clone(),
             kind: EventType::NodeCreated,
+            acl: self.acls.get_shared(acl_ref),
         });
         events.push(Event {
             path: parent_key,
             kind: EventType::NodeChildrenChanged,
+            acl: parent_acl,
         });
         Ok((path, stat))
     }
@@ -412,44 +418,26 @@ impl DataTree {
         parent.remove_child(path::name_of(path));
         let parent_pzxid = parent.pzxid;
         parent.pzxid = parent.pzxid.max(zxid);
+        let parent_acl = self.acls.get_shared(parent.acl);
         self.unindex_special(path, node.ephemeral_owner);
-        let acl = self.acls.get(node.acl).to_vec();
+        let acl = self.acls.get_shared(node.acl);
         self.acls.release(node.acl);
         undo.push(Undo::Deleted {
             path: path.to_owned(),
             node,
-            acl,
+            acl: acl.clone(),
             parent_pzxid,
         });
         events.push(Event {
             path: path.to_owned(),
             kind: EventType::NodeDeleted,
+            acl,
         });
         events.push(Event {
             path: parent_key,
             kind: EventType::NodeChildrenChanged,
+            acl: parent_acl,
         });
-    }
-
-    /// opcode 20 as ZooKeeper's PrepRequestProcessor handles it: any childless node that is not
-    /// a session's ephemeral.
-    fn delete_container(
-        &mut self,
-        ctx: &Ctx,
-        path: &str,
-        events: &mut Vec<Event>,
-    ) -> Result<(), ErrorCode> {
-        let parent_path = Self::deletable_parent(path)?;
-        let node = self.get(path).ok_or(ErrorCode::NoNode)?;
-        if node.child_count() > 0 {
-            return Err(ErrorCode::NotEmpty);
-        }
-        if node.is_session_ephemeral() {
-            return Err(ErrorCode::BadVersion);
-        }
-        self.get(key(parent_path)).ok_or(ErrorCode::NoNode)?;
-        self.remove_leaf(ctx.zxid, path, &mut Vec::new(), events);
-        Ok(())
     }
 
     fn reap(
@@ -497,9 +485,11 @@ impl DataTree {
         node.mzxid = ctx.zxid;
         node.mtime = ctx.time_ms;
         let stat = node.stat();
+        let acl = self.acls.get_shared(node.acl);
         events.push(Event {
             path: req.path.clone(),
             kind: EventType::NodeDataChanged,
+            acl,
         });
         Ok(stat)
     }
@@ -724,10 +714,10 @@ mod tests {
         let closed = t.run(1, Txn::CloseSession);
         assert_eq!(closed.closed_session, Some(1));
         assert!(t.tree.get("/e").is_none());
-        assert!(closed.events.contains(&Event {
-            path: "/e".into(),
-            kind: EventType::NodeDeleted
-        }));
+        assert!(closed
+            .events
+            .iter()
+            .any(|e| e.path == "/e" && e.kind == EventType::NodeDeleted));
         assert_eq!(t.create("/f", 0), Err(ErrorCode::SessionExpired));
     }
 

@@ -80,9 +80,18 @@ impl Node {
             ctime: self.ctime,
             mtime: self.mtime,
             version: self.version,
-            cversion: self.cversion,
+            // ZooKeeper stores the number of child creations and shows creations + deletions.
+            cversion: self
+                .cversion
+                .wrapping_mul(2)
+                .wrapping_sub(self.child_count() as i32),
             aversion: self.aversion,
-            ephemeral_owner: self.ephemeral_owner,
+            // Containers and TTL nodes keep a marker in the owner field; clients see 0.
+            ephemeral_owner: if self.is_session_ephemeral() {
+                self.ephemeral_owner
+            } else {
+                0
+            },
             data_length: self.data.len() as i32,
             num_children: self.child_count() as i32,
             pzxid: self.pzxid,
@@ -148,8 +157,9 @@ impl DataTree {
             tree.nodes.insert(p.into(), Node::new(0, 0, 0, r, &[]));
         }
         let r = tree.acls.intern(&acl::read_acl());
-        tree.nodes
-            .insert(CONFIG_PATH.into(), Node::new(0, 0, 0, r, &[]));
+        let mut config = Node::new(0, 0, 0, r, &[]);
+        config.aversion = -1;
+        tree.nodes.insert(CONFIG_PATH.into(), config);
         for p in [ZOOKEEPER_PATH, QUOTA_PATH, CONFIG_PATH] {
             let parent = key(path::parent_of(p).unwrap_or(""));
             tree.nodes
@@ -169,11 +179,14 @@ impl DataTree {
         self.last_zxid
     }
 
+    /// The node at `path`; `""` is the root, as in ZooKeeper.
     pub fn get(&self, path: &str) -> Option<&Node> {
-        if path.is_empty() {
-            return None;
-        }
-        self.nodes.get(path)
+        self.nodes.get(key(path))
+    }
+
+    /// The node's ACL as a shared list, for events that must be filtered by it.
+    pub fn acl_shared(&self, node: &Node) -> std::sync::Arc<[Acl]> {
+        self.acls.get_shared(node.acl)
     }
 
     pub fn acl(&self, node: &Node) -> &[Acl] {
@@ -292,6 +305,10 @@ mod tests {
         assert_eq!(t.children_of(zk), vec!["config", "quota"]);
         assert_eq!(t.acl(t.get(CONFIG_PATH).unwrap()), acl::read_acl());
         assert_eq!(t.descendant_count("/"), 3);
-        assert_eq!(t.get(""), None);
+        assert_eq!(t.get("").unwrap(), root);
+        // What a fresh ZooKeeper shows: cversion is derived from creations and children.
+        assert_eq!(root.stat().cversion, -1);
+        assert_eq!(zk.stat().cversion, -2);
+        assert_eq!(t.get(CONFIG_PATH).unwrap().stat().aversion, -1);
     }
 }

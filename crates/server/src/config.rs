@@ -1,0 +1,305 @@
+//! Server settings, read from a ZooKeeper-style `zoo.cfg` (`key=value` lines, `#` comments).
+//!
+//! An existing ZooKeeper configuration should work unchanged: the keys Corral knows are read with
+//! ZooKeeper's meaning and defaults, keys that only matter to ZooKeeper's JVM or to features
+//! Corral does not have are warned about, and a value that cannot be used is an error naming the
+//! key and the value, so the server refuses to start rather than run with a setting it ignored.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: expected key=value, found {text:?}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
+    #[error("invalid value for {key}: {value:?} ({why})")]
+    Value {
+        key: String,
+        value: String,
+        why: String,
+    },
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub tick_time_ms: u32,
+    pub client_port: u16,
+    pub client_address: IpAddr,
+    pub data_dir: PathBuf,
+    pub min_session_timeout_ms: u32,
+    pub max_session_timeout_ms: u32,
+    /// Connections allowed from one IP address; 0 means no limit.
+    pub max_client_cnxns: usize,
+    /// Four-letter words that are answered; `*` in the file allows all.
+    pub four_letter_whitelist: Vec<String>,
+    /// `jute.maxbuffer`: the largest frame accepted from a client.
+    pub max_frame_len: usize,
+    pub extended_types: bool,
+    /// `user:base64(sha1(user:password))` of the super user, if any.
+    pub super_digest: Option<String>,
+    /// How often containers and TTL nodes are checked for removal.
+    pub container_check_interval_ms: u64,
+    /// Keys that were in the file but mean nothing to Corral, for the start-up warning.
+    pub ignored_keys: Vec<String>,
+}
+
+/// Four-letter words ZooKeeper answers when the whitelist allows everything.
+pub const ALL_FOUR_LETTER_WORDS: &[&str] = &[
+    "conf", "cons", "crst", "dump", "envi", "ruok", "srst", "srvr", "stat", "wchs", "wchc", "wchp",
+    "dirs", "mntr", "isro",
+];
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            tick_time_ms: 2000,
+            client_port: 2181,
+            client_address: IpAddr::from([127, 0, 0, 1]),
+            data_dir: PathBuf::from("./corral-data"),
+            min_session_timeout_ms: 4000,
+            max_session_timeout_ms: 40000,
+            max_client_cnxns: 60,
+            four_letter_whitelist: vec!["srvr".into()],
+            max_frame_len: corral_proto::frame::DEFAULT_MAX_FRAME_LEN,
+            extended_types: false,
+            super_digest: None,
+            container_check_interval_ms: 60_000,
+            ignored_keys: Vec::new(),
+        }
+    }
+}
+
+/// Keys ZooKeeper knows that Corral accepts without acting on them (yet).
+const KNOWN_BUT_UNUSED: &[&str] = &[
+    "initLimit",
+    "syncLimit",
+    "dataLogDir",
+    "admin.enableServer",
+    "admin.serverPort",
+    "autopurge.snapRetainCount",
+    "autopurge.purgeInterval",
+    "standaloneEnabled",
+    "reconfigEnabled",
+    "preAllocSize",
+    "snapCount",
+    "metricsProvider.className",
+];
+
+impl ServerConfig {
+    /// Reads a zoo.cfg file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut pairs = BTreeMap::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                return Err(ConfigError::Syntax {
+                    path: path.to_owned(),
+                    line: i + 1,
+                    text: raw.to_owned(),
+                });
+            };
+            pairs.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        Self::from_pairs(&pairs)
+    }
+
+    /// Builds a configuration from key/value pairs, over ZooKeeper's defaults.
+    pub fn from_pairs(pairs: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut c = ServerConfig::default();
+        let mut min_timeout = None;
+        let mut max_timeout = None;
+        for (key, value) in pairs {
+            match key.as_str() {
+                "tickTime" => c.tick_time_ms = parse_positive(key, value)?,
+                "clientPort" => c.client_port = parse(key, value)?,
+                "clientPortAddress" => c.client_address = parse(key, value)?,
+                "dataDir" => c.data_dir = PathBuf::from(value),
+                "minSessionTimeout" => min_timeout = Some(parse_timeout(key, value)?),
+                "maxSessionTimeout" => max_timeout = Some(parse_timeout(key, value)?),
+                "maxClientCnxns" => c.max_client_cnxns = parse(key, value)?,
+                "4lw.commands.whitelist" => c.four_letter_whitelist = parse_whitelist(key, value)?,
+                "jute.maxbuffer" | "zookeeper.jute.maxbuffer" => {
+                    c.max_frame_len = parse_positive::<usize>(key, value)?
+                }
+                "extendedTypesEnabled" | "zookeeper.extendedTypesEnabled" => {
+                    c.extended_types = parse_bool(key, value)?
+                }
+                "superDigest"
+                | "DigestAuthenticationProvider.superDigest"
+                | "zookeeper.DigestAuthenticationProvider.superDigest" => {
+                    if value.split(':').count() != 2 {
+                        return Err(bad(key, value, "expected user:base64-digest"));
+                    }
+                    c.super_digest = Some(value.clone());
+                }
+                "znode.container.checkIntervalMs" => {
+                    c.container_check_interval_ms = parse_positive(key, value)?
+                }
+                k if KNOWN_BUT_UNUSED.contains(&k) || k.starts_with("server.") => {}
+                other => c.ignored_keys.push(other.to_owned()),
+            }
+        }
+        // ZooKeeper: the bounds default to 2 and 20 ticks, and -1 means the default.
+        c.min_session_timeout_ms = min_timeout.flatten().unwrap_or(2 * c.tick_time_ms);
+        c.max_session_timeout_ms = max_timeout.flatten().unwrap_or(20 * c.tick_time_ms);
+        if c.min_session_timeout_ms > c.max_session_timeout_ms {
+            return Err(bad(
+                "minSessionTimeout",
+                &c.min_session_timeout_ms.to_string(),
+                "must not be larger than maxSessionTimeout",
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Clamps a requested session timeout to [minSessionTimeout, maxSessionTimeout].
+    pub fn negotiate_timeout(&self, requested_ms: i32) -> i32 {
+        (requested_ms.max(0) as u32).clamp(self.min_session_timeout_ms, self.max_session_timeout_ms)
+            as i32
+    }
+
+    pub fn four_letter_allowed(&self, word: &str) -> bool {
+        self.four_letter_whitelist.iter().any(|w| w == word)
+    }
+}
+
+fn bad(key: &str, value: &str, why: &str) -> ConfigError {
+    ConfigError::Value {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        why: why.to_owned(),
+    }
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e: T::Err| bad(key, value, &e.to_string()))
+}
+
+fn parse_positive<T: std::str::FromStr + PartialOrd + Default>(
+    key: &str,
+    value: &str,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let v: T = parse(key, value)?;
+    if v <= T::default() {
+        return Err(bad(key, value, "must be positive"));
+    }
+    Ok(v)
+}
+
+fn parse_timeout(key: &str, value: &str) -> Result<Option<u32>, ConfigError> {
+    match value.parse::<i64>() {
+        Ok(-1) => Ok(None),
+        Ok(v) if v > 0 && v <= u32::MAX as i64 => Ok(Some(v as u32)),
+        _ => Err(bad(
+            key,
+            value,
+            "expected milliseconds > 0, or -1 for the default",
+        )),
+    }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" => Ok(true),
+        "false" | "no" => Ok(false),
+        _ => Err(bad(key, value, "expected true or false")),
+    }
+}
+
+fn parse_whitelist(key: &str, value: &str) -> Result<Vec<String>, ConfigError> {
+    let mut words = Vec::new();
+    for w in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        if w == "*" {
+            return Ok(ALL_FOUR_LETTER_WORDS
+                .iter()
+                .map(|s| s.to_string())
+                .collect());
+        }
+        if !ALL_FOUR_LETTER_WORDS.contains(&w) {
+            return Err(bad(key, value, &format!("unknown four-letter word {w:?}")));
+        }
+        words.push(w.to_owned());
+    }
+    // ZooKeeper always answers srvr.
+    if !words.iter().any(|w| w == "srvr") {
+        words.push("srvr".into());
+    }
+    Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_follow_tick_time() {
+        let c = ServerConfig::from_pairs(&pairs(&[("tickTime", "1000")])).unwrap();
+        assert_eq!(
+            (c.min_session_timeout_ms, c.max_session_timeout_ms),
+            (2000, 20000)
+        );
+        assert_eq!(c.negotiate_timeout(100), 2000);
+        assert_eq!(c.negotiate_timeout(90000), 20000);
+        assert_eq!(c.negotiate_timeout(5000), 5000);
+    }
+
+    #[test]
+    fn bad_values_name_key_and_value() {
+        let err = ServerConfig::from_pairs(&pairs(&[("clientPort", "http")])).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("clientPort") && msg.contains("http"), "{msg}");
+        let err = ServerConfig::from_pairs(&pairs(&[("tickTime", "0")])).unwrap_err();
+        assert!(err.to_string().contains("tickTime"));
+        let err = ServerConfig::from_pairs(&pairs(&[("4lw.commands.whitelist", "ruok,boom")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("boom"));
+    }
+
+    #[test]
+    fn whitelist_and_unknown_keys() {
+        let c = ServerConfig::from_pairs(&pairs(&[
+            ("4lw.commands.whitelist", "ruok, stat"),
+            ("fancyFeature", "1"),
+            ("server.1", "127.0.0.1:2888:3888"),
+        ]))
+        .unwrap();
+        assert!(c.four_letter_allowed("ruok") && c.four_letter_allowed("srvr"));
+        assert!(!c.four_letter_allowed("conf"));
+        assert_eq!(c.ignored_keys, vec!["fancyFeature"]);
+        let all = ServerConfig::from_pairs(&pairs(&[("4lw.commands.whitelist", "*")])).unwrap();
+        assert!(all.four_letter_allowed("mntr"));
+    }
+}

@@ -1,0 +1,160 @@
+//! One client connection: framing on the socket, nothing else.
+//!
+//! The reader takes frames off the socket (closing the connection on a frame larger than
+//! `jute.maxbuffer`, a negative length or a frame too short for its header), decodes them and
+//! hands them to the core in order. The writer drains the connection's outbox, writing whatever
+//! has queued in one go, so a burst of replies costs one syscall. A four-letter word in the first
+//! four bytes is answered as text and the connection closed.
+
+use crate::core::{CoreMsg, Outgoing};
+use crate::four_letter::parse_word;
+use crate::watch::ConnId;
+use bytes::BytesMut;
+use corral_proto::frame::{FrameDecoder, Handshake};
+use corral_proto::{Jute, Request, RequestHeader};
+use std::net::SocketAddr;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most bytes gathered into one write.
+const MAX_WRITE_BATCH: usize = 1 << 20;
+
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn: ConnId,
+    core: mpsc::Sender<CoreMsg>,
+    max_frame_len: usize,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    while buf.len() < 4 {
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    if let Some(word) = parse_word(&buf[..4]) {
+        let (reply, answer) = oneshot::channel();
+        let msg = CoreMsg::FourLetter {
+            word: word.to_owned(),
+            reply,
+        };
+        if core.send(msg).await.is_ok() {
+            if let Ok(text) = answer.await {
+                let _ = wr.write_all(text.as_bytes()).await;
+            }
+        }
+        let _ = wr.shutdown().await;
+        return;
+    }
+
+    let decoder = FrameDecoder::new(max_frame_len);
+    let handshake = loop {
+        match decoder.decode(&mut buf) {
+            Ok(Some(frame)) => match Handshake::decode(&frame) {
+                Ok(h) => break h,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "closing: first frame is not a connect request");
+                    return;
+                }
+            },
+            Ok(None) => match rd.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                return;
+            }
+        }
+    };
+
+    let (out, outbox) = mpsc::unbounded_channel();
+    let (closed_tx, mut closed) = oneshot::channel();
+    tokio::spawn(write_loop(wr, outbox, closed_tx));
+    let connect = CoreMsg::Connect {
+        conn,
+        peer,
+        handshake,
+        out,
+    };
+    if core.send(connect).await.is_err() {
+        return;
+    }
+    'conn: loop {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    let received = Instant::now();
+                    if frame.len() < 8 {
+                        tracing::warn!(%peer, len = frame.len(), "closing: frame too short for a request header");
+                        break 'conn;
+                    }
+                    let header = RequestHeader::from_bytes(&frame[..8]).expect("8 bytes checked");
+                    let request = Request::decode(header.op_type, &frame[8..]);
+                    let msg = CoreMsg::Packet {
+                        conn,
+                        xid: header.xid,
+                        op: header.op_type,
+                        request,
+                        received,
+                    };
+                    if core.send(msg).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "closing connection");
+                    break 'conn;
+                }
+            }
+        }
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            _ = &mut closed => break,
+        }
+    }
+    let _ = core.send(CoreMsg::Closed { conn }).await;
+}
+
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut outbox: mpsc::UnboundedReceiver<Outgoing>,
+    closed: oneshot::Sender<()>,
+) {
+    let mut batch = Vec::with_capacity(16 * 1024);
+    let mut close = false;
+    while let Some(first) = outbox.recv().await {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Outgoing::Frame(f) => batch.extend_from_slice(&f),
+                Outgoing::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            if batch.len() < MAX_WRITE_BATCH {
+                next = outbox.try_recv().ok();
+            }
+        }
+        if wr.write_all(&batch).await.is_err() {
+            break;
+        }
+        batch.clear();
+        if close {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+    let _ = closed.send(());
+}

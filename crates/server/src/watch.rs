@@ -1,0 +1,274 @@
+//! Watches: who wants to hear about which path.
+//!
+//! ZooKeeper's semantics: a data watch (from getData, or exists) fires once on NodeCreated,
+//! NodeDataChanged or NodeDeleted of its path; a child watch fires once on NodeChildrenChanged or
+//! NodeDeleted; a persistent watch fires on every event of its path and stays; a
+//! persistent-recursive watch fires on every event of its path and of every path below it, except
+//! NodeChildrenChanged, and stays. Watches belong to a connection and die with it; a reconnecting
+//! client restores them with setWatches.
+//!
+//! One table maps a path to its watchers, so a million watches on a million paths cost one entry
+//! each, and a second index per connection makes dropping a connection cheap.
+
+use corral_proto::EventType;
+use corral_tree::path;
+use std::collections::{HashMap, HashSet};
+
+pub type ConnId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum WatchKind {
+    Data,
+    Child,
+    Persistent,
+    Recursive,
+}
+
+impl WatchKind {
+    /// Whether a watch of this kind on the event's own path fires for `event`.
+    fn fires_on(self, event: EventType) -> bool {
+        use EventType::*;
+        match self {
+            WatchKind::Data => matches!(event, NodeCreated | NodeDataChanged | NodeDeleted),
+            WatchKind::Child => matches!(event, NodeChildrenChanged | NodeDeleted),
+            WatchKind::Persistent => true,
+            WatchKind::Recursive => event != NodeChildrenChanged,
+        }
+    }
+
+    fn is_one_shot(self) -> bool {
+        matches!(self, WatchKind::Data | WatchKind::Child)
+    }
+}
+
+/// Which watches a removeWatches or checkWatches names (`WatcherType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatcherType {
+    Children,
+    Data,
+    Any,
+}
+
+impl WatcherType {
+    pub fn from_i32(v: i32) -> Option<Self> {
+        match v {
+            1 => Some(WatcherType::Children),
+            2 => Some(WatcherType::Data),
+            3 => Some(WatcherType::Any),
+            _ => None,
+        }
+    }
+
+    fn covers(self, kind: WatchKind) -> bool {
+        match self {
+            WatcherType::Children => matches!(kind, WatchKind::Child | WatchKind::Persistent),
+            WatcherType::Data => kind != WatchKind::Child,
+            WatcherType::Any => true,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct WatchManager {
+    by_path: HashMap<Box<str>, Vec<(ConnId, WatchKind)>>,
+    by_conn: HashMap<ConnId, HashSet<(Box<str>, WatchKind)>>,
+    recursive_count: usize,
+}
+
+impl WatchManager {
+    pub fn add(&mut self, conn: ConnId, path: &str, kind: WatchKind) {
+        let watchers = self.by_path.entry(path.into()).or_default();
+        if watchers.contains(&(conn, kind)) {
+            return;
+        }
+        watchers.push((conn, kind));
+        self.by_conn
+            .entry(conn)
+            .or_default()
+            .insert((path.into(), kind));
+        if kind == WatchKind::Recursive {
+            self.recursive_count += 1;
+        }
+    }
+
+    fn remove_one(&mut self, conn: ConnId, path: &str, kind: WatchKind) {
+        if let Some(watchers) = self.by_path.get_mut(path) {
+            watchers.retain(|w| *w != (conn, kind));
+            if watchers.is_empty() {
+                self.by_path.remove(path);
+            }
+        }
+        if let Some(set) = self.by_conn.get_mut(&conn) {
+            set.remove(&(Box::from(path), kind));
+            if set.is_empty() {
+                self.by_conn.remove(&conn);
+            }
+        }
+        if kind == WatchKind::Recursive {
+            self.recursive_count -= 1;
+        }
+    }
+
+    /// The connections to notify of `event` on `path`, each once; one-shot watches are consumed.
+    pub fn trigger(&mut self, path: &str, event: EventType) -> Vec<ConnId> {
+        let mut fired: Vec<ConnId> = Vec::new();
+        let mut consumed = Vec::new();
+        if let Some(watchers) = self.by_path.get(path) {
+            for &(conn, kind) in watchers {
+                if kind.fires_on(event) {
+                    fired.push(conn);
+                    if kind.is_one_shot() {
+                        consumed.push((conn, kind));
+                    }
+                }
+            }
+        }
+        for (conn, kind) in consumed {
+            self.remove_one(conn, path, kind);
+        }
+        if self.recursive_count > 0 && event != EventType::NodeChildrenChanged {
+            let mut p = path;
+            while let Some(parent) = path::parent_of(p) {
+                let ancestor = if parent.is_empty() { "/" } else { parent };
+                if let Some(watchers) = self.by_path.get(ancestor) {
+                    fired.extend(
+                        watchers
+                            .iter()
+                            .filter(|(_, k)| *k == WatchKind::Recursive)
+                            .map(|(c, _)| *c),
+                    );
+                }
+                if parent.is_empty() {
+                    break;
+                }
+                p = parent;
+            }
+        }
+        fired.sort_unstable();
+        fired.dedup();
+        fired
+    }
+
+    /// Removes a connection's watches of `which` kinds on `path`; whether any were there.
+    pub fn remove(&mut self, conn: ConnId, path: &str, which: WatcherType) -> bool {
+        let kinds = self.kinds_of(conn, path, which);
+        for k in &kinds {
+            self.remove_one(conn, path, *k);
+        }
+        !kinds.is_empty()
+    }
+
+    pub fn contains(&self, conn: ConnId, path: &str, which: WatcherType) -> bool {
+        !self.kinds_of(conn, path, which).is_empty()
+    }
+
+    fn kinds_of(&self, conn: ConnId, path: &str, which: WatcherType) -> Vec<WatchKind> {
+        self.by_path
+            .get(path)
+            .map(|ws| {
+                ws.iter()
+                    .filter(|(c, k)| *c == conn && which.covers(*k))
+                    .map(|(_, k)| *k)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Forgets everything a closed connection watched.
+    pub fn drop_connection(&mut self, conn: ConnId) {
+        if let Some(set) = self.by_conn.remove(&conn) {
+            for (path, kind) in set {
+                if let Some(watchers) = self.by_path.get_mut(&path) {
+                    watchers.retain(|w| *w != (conn, kind));
+                    if watchers.is_empty() {
+                        self.by_path.remove(&path);
+                    }
+                }
+                if kind == WatchKind::Recursive {
+                    self.recursive_count -= 1;
+                }
+            }
+        }
+    }
+
+    /// Total watches, watched paths, and watching connections (for wchs and mntr).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let total = self.by_conn.values().map(HashSet::len).sum();
+        (total, self.by_path.len(), self.by_conn.len())
+    }
+
+    /// Paths watched by each connection (wchc).
+    pub fn by_connection(&self) -> Vec<(ConnId, Vec<String>)> {
+        let mut out: Vec<_> = self
+            .by_conn
+            .iter()
+            .map(|(c, set)| {
+                let mut paths: Vec<String> = set.iter().map(|(p, _)| p.to_string()).collect();
+                paths.sort();
+                paths.dedup();
+                (*c, paths)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Connections watching each path (wchp).
+    pub fn by_path(&self) -> Vec<(String, Vec<ConnId>)> {
+        let mut out: Vec<_> = self
+            .by_path
+            .iter()
+            .map(|(p, ws)| {
+                let mut conns: Vec<ConnId> = ws.iter().map(|(c, _)| *c).collect();
+                conns.sort_unstable();
+                conns.dedup();
+                (p.to_string(), conns)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use EventType::*;
+
+    #[test]
+    fn one_shot_watches_fire_once() {
+        let mut w = WatchManager::default();
+        w.add(1, "/a", WatchKind::Data);
+        w.add(2, "/a", WatchKind::Child);
+        assert_eq!(w.trigger("/a", NodeDataChanged), vec![1]);
+        assert_eq!(w.trigger("/a", NodeDataChanged), Vec::<ConnId>::new());
+        assert_eq!(w.trigger("/a", NodeDeleted), vec![2]);
+        assert_eq!(w.counts(), (0, 0, 0));
+    }
+
+    #[test]
+    fn persistent_and_recursive() {
+        let mut w = WatchManager::default();
+        w.add(1, "/a", WatchKind::Persistent);
+        w.add(2, "/", WatchKind::Recursive);
+        assert_eq!(w.trigger("/a", NodeChildrenChanged), vec![1]);
+        assert_eq!(w.trigger("/a", NodeDataChanged), vec![1, 2]);
+        assert_eq!(w.trigger("/a/b/c", NodeCreated), vec![2]);
+        assert_eq!(w.trigger("/a/b", NodeChildrenChanged), Vec::<ConnId>::new());
+        assert_eq!(w.counts().0, 2);
+        w.drop_connection(2);
+        assert_eq!(w.trigger("/a/b/c", NodeCreated), Vec::<ConnId>::new());
+    }
+
+    #[test]
+    fn remove_by_type() {
+        let mut w = WatchManager::default();
+        w.add(1, "/a", WatchKind::Data);
+        w.add(1, "/a", WatchKind::Child);
+        assert!(w.contains(1, "/a", WatcherType::Data));
+        assert!(w.remove(1, "/a", WatcherType::Children));
+        assert!(!w.remove(1, "/a", WatcherType::Children));
+        assert!(w.remove(1, "/a", WatcherType::Any));
+        assert!(!w.contains(1, "/a", WatcherType::Any));
+    }
+}
