@@ -1,0 +1,308 @@
+//! Test kit: a server started in-process on a free port, and a raw, synchronous ZooKeeper client
+//! built on corral-proto that shows exactly what came over the wire (headers, error codes,
+//! notifications), for the session, bad-input and differential tests.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use corral_proto::frame::{connect_response_frame, Handshake};
+use corral_proto::message::request_frame;
+use corral_proto::records::*;
+use corral_proto::{ErrorCode, Jute, OpCode, Request, Response};
+use corral_server::{Server, ServerConfig};
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// A Corral server on its own runtime thread; stopped when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+pub fn test_config() -> ServerConfig {
+    ServerConfig {
+        client_port: 0,
+        tick_time_ms: 200,
+        min_session_timeout_ms: 400,
+        max_session_timeout_ms: 10_000,
+        four_letter_whitelist: vec!["*".into()],
+        super_digest: Some("super:D/InIHSb7yEEbrWz8b9l71RjZJU=".into()),
+        extended_types: true,
+        container_check_interval_ms: 100,
+        ..ServerConfig::default()
+    }
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::start_with(test_config())
+    }
+
+    pub fn start_with(mut cfg: ServerConfig) -> TestServer {
+        let wl: Vec<String> = cfg.four_letter_whitelist.clone();
+        if wl == ["*"] {
+            cfg.four_letter_whitelist = corral_server::config::ALL_FOUR_LETTER_WORDS
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        }
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let server = Server::start(cfg).await.expect("server starts");
+                addr_tx.send(server.local_addr).unwrap();
+                tokio::task::spawn_blocking(move || {
+                    let _ = stop_rx.recv();
+                })
+                .await
+                .unwrap();
+                server.stop().await;
+            });
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server address");
+        TestServer {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A reply as it came: the header, and the decoded body when there was one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub xid: i32,
+    pub zxid: i64,
+    pub err: i32,
+    pub body: Option<Response>,
+}
+
+impl Reply {
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::from_i32(self.err).unwrap_or(ErrorCode::SystemError)
+    }
+}
+
+pub struct RawClient {
+    pub stream: TcpStream,
+    pub session_id: i64,
+    pub passwd: Bytes,
+    pub timeout_ms: i32,
+    next_xid: i32,
+    pub events: VecDeque<WatcherEvent>,
+}
+
+pub fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let len = i32::from_be_bytes(len) as usize;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body)?;
+    Ok(body)
+}
+
+impl RawClient {
+    pub fn connect(addr: SocketAddr) -> RawClient {
+        Self::resume(addr, 0, Bytes::from_static(&[0; 16]), 0, 5000).expect("session established")
+    }
+
+    /// Sends a ConnectRequest and reads the answer; `Err` when the server answered "expired"
+    /// (timeout 0) or closed the connection.
+    pub fn resume(
+        addr: SocketAddr,
+        session_id: i64,
+        passwd: Bytes,
+        last_zxid: i64,
+        timeout_ms: i32,
+    ) -> Result<RawClient, String> {
+        let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        let hs = Handshake {
+            request: ConnectRequest {
+                protocol_version: 0,
+                last_zxid_seen: last_zxid,
+                time_out: timeout_ms,
+                session_id,
+                passwd,
+            },
+            read_only: Some(false),
+        };
+        let mut body = Vec::new();
+        hs.encode(&mut body);
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        stream.write_all(&frame).map_err(|e| e.to_string())?;
+        let reply = read_frame(&mut stream).map_err(|e| format!("connection closed: {e}"))?;
+        let resp = ConnectResponse::from_bytes(&reply).map_err(|e| e.to_string())?;
+        assert_eq!(
+            reply,
+            connect_response_frame(&resp, Some(false))[4..],
+            "readOnly byte mirrors the request"
+        );
+        if resp.time_out <= 0 {
+            return Err("session expired".into());
+        }
+        Ok(RawClient {
+            stream,
+            session_id: resp.session_id,
+            passwd: resp.passwd,
+            timeout_ms: resp.time_out,
+            next_xid: 1,
+            events: VecDeque::new(),
+        })
+    }
+
+    pub fn send(&mut self, xid: i32, req: &Request) {
+        self.stream.write_all(&request_frame(xid, req)).unwrap();
+    }
+
+    /// Reads frames until the reply to `xid`; notifications on the way are queued in `events`.
+    pub fn read_reply(&mut self, xid: i32, op: OpCode) -> std::io::Result<Reply> {
+        loop {
+            let frame = read_frame(&mut self.stream)?;
+            let header = ReplyHeader::from_bytes(&frame).unwrap();
+            let body = &frame[16..];
+            if header.xid == -1 {
+                self.events
+                    .push_back(WatcherEvent::from_bytes(body).unwrap());
+                continue;
+            }
+            assert_eq!(header.xid, xid, "replies come in request order");
+            let body = if body.is_empty() && header.err != 0 {
+                None
+            } else {
+                Some(Response::decode(op, body).expect("reply body decodes"))
+            };
+            return Ok(Reply {
+                xid: header.xid,
+                zxid: header.zxid,
+                err: header.err,
+                body,
+            });
+        }
+    }
+
+    pub fn call(&mut self, req: Request) -> Reply {
+        let xid = self.next_xid;
+        self.next_xid += 1;
+        let op = req.op_code();
+        self.send(xid, &req);
+        self.read_reply(xid, op).expect("reply")
+    }
+
+    pub fn ping(&mut self) -> Reply {
+        self.send(-2, &Request::Ping);
+        self.read_reply(-2, OpCode::Ping).expect("ping reply")
+    }
+
+    /// Waits for the next watch notification.
+    pub fn next_event(&mut self) -> std::io::Result<WatcherEvent> {
+        if let Some(e) = self.events.pop_front() {
+            return Ok(e);
+        }
+        let frame = read_frame(&mut self.stream)?;
+        let header = ReplyHeader::from_bytes(&frame).unwrap();
+        assert_eq!(header.xid, -1, "expected a notification, got {header:?}");
+        Ok(WatcherEvent::from_bytes(&frame[16..]).unwrap())
+    }
+
+    /// Whether the server has closed the connection (reads EOF within the timeout).
+    pub fn is_closed(&mut self) -> bool {
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 1024];
+        loop {
+            match self.stream.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+pub fn open_acl() -> Vec<Acl> {
+    vec![Acl::new(31, "world", "anyone")]
+}
+
+pub fn create(path: &str, data: &[u8], flags: i32) -> Request {
+    Request::Create {
+        op: OpCode::Create,
+        req: CreateRequest {
+            path: path.into(),
+            data: Bytes::copy_from_slice(data),
+            acl: open_acl(),
+            flags,
+        },
+    }
+}
+
+pub fn get_data(path: &str, watch: bool) -> Request {
+    Request::GetData(PathWatchRequest {
+        path: path.into(),
+        watch,
+    })
+}
+
+pub fn exists(path: &str, watch: bool) -> Request {
+    Request::Exists(PathWatchRequest {
+        path: path.into(),
+        watch,
+    })
+}
+
+pub fn get_children(path: &str, watch: bool) -> Request {
+    Request::GetChildren(PathWatchRequest {
+        path: path.into(),
+        watch,
+    })
+}
+
+pub fn set_data(path: &str, data: &[u8], version: i32) -> Request {
+    Request::SetData(SetDataRequest {
+        path: path.into(),
+        data: Bytes::copy_from_slice(data),
+        version,
+    })
+}
+
+pub fn delete(path: &str, version: i32) -> Request {
+    Request::Delete(PathVersionRequest {
+        path: path.into(),
+        version,
+    })
+}
+
+/// Sends a four-letter word and returns the text answer.
+pub fn four_letter(addr: SocketAddr, word: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(word.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
