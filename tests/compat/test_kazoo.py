@@ -722,7 +722,12 @@ def test_digest_acl(make_client, root):
     ):
         with pytest.raises(NoAuthError):
             op()
-    assert stranger.exists(path) is not None  # exists needs no permission
+    # exists: ZooKeeper before 3.8.4/3.9.2 answers without checking permissions; since
+    # ZOOKEEPER-2590 (and in Corral) it needs READ on an existing node.
+    try:
+        assert stranger.exists(path) is not None
+    except NoAuthError:
+        pass
 
     stranger.add_auth("digest", "alice:wrong-password")
     with pytest.raises(NoAuthError):

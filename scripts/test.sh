@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Runs every test of Corral. On a fresh machine it first installs what the tests need:
+# Debian's zookeeper (the reference server and zkCli.sh), zookeeper-bin (the C client),
+# netcat, a JRE, and a Python venv (.venv, or $CORRAL_VENV) with kazoo and pytest.
+#
+#   scripts/test.sh            everything: unit, property, integration, differential, clients
+#
+# The differential tests need the real Apache ZooKeeper 3.8: this script starts one on a free
+# port and passes it as CORRAL_REFERENCE_ZK. Then a Corral server is started from the freshly
+# built binary and the client suite (kazoo, zkCli.sh, cli_mt) runs against it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+venv="${CORRAL_VENV:-$repo/.venv}"
+export CORRAL_VENV="$venv"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "installing what the tests need (only what is missing)"
+missing=()
+[ -r /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
+[ -x /usr/lib/zookeeper/bin/cli_mt ] || missing+=(zookeeper-bin)
+command -v nc >/dev/null || missing+=(netcat-openbsd)
+command -v java >/dev/null || missing+=(default-jre-headless)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c 'import kazoo, pytest' 2>/dev/null; then
+    "$venv/bin/pip" install -q kazoo pytest
+fi
+
+free_port() {
+    "$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/corral-test.XXXXXX")"
+corral_pid=""
+cleanup() {
+    [ -n "$corral_pid" ] && kill "$corral_pid" 2>/dev/null || true
+    [ -f "$work/zk/zk.pid" ] && tests/compat/stop_pid.sh "$work/zk/zk.pid" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+step "building"
+cargo build --workspace --all-targets
+
+step "starting the reference Apache ZooKeeper 3.8"
+zk_port=$(free_port)
+tests/compat/reference_zk.sh "$zk_port" "$work/zk"
+
+step "cargo test (unit, property, integration, differential against ZooKeeper)"
+CORRAL_REFERENCE_ZK="127.0.0.1:$zk_port" CORRAL_REQUIRE_ZK=1 cargo test --workspace
+
+step "starting corral for the client suite"
+corral_port=$(free_port)
+mkdir -p "$work/corral"
+cat > "$work/corral/zoo.cfg" <<CFG
+tickTime=2000
+clientPort=$corral_port
+clientPortAddress=127.0.0.1
+dataDir=$work/corral/data
+maxClientCnxns=0
+4lw.commands.whitelist=*
+extendedTypesEnabled=true
+DigestAuthenticationProvider.superDigest=super:D/InIHSb7yEEbrWz8b9l71RjZJU=
+znode.container.checkIntervalMs=500
+CFG
+target/debug/corral server --config "$work/corral/zoo.cfg" > "$work/corral/corral.log" 2>&1 &
+corral_pid=$!
+for _ in $(seq 50); do
+    [ "$(echo ruok | nc -q1 -w1 127.0.0.1 "$corral_port" 2>/dev/null || true)" = imok ] && break
+    sleep 0.1
+done
+
+step "client suite (kazoo, zkCli.sh, cli_mt) against corral"
+if ! ZK_HOSTS="127.0.0.1:$corral_port" tests/compat/run.sh -q; then
+    echo "corral's log:"; tail -n 50 "$work/corral/corral.log"
+    exit 1
+fi
+step "all tests passed"
