@@ -355,6 +355,11 @@ impl DataTree {
         }
     }
 
+    /// For the snapshot decoder: puts a node into the index its owner field names.
+    pub(crate) fn index_special_pub(&mut self, path: &str, owner: i64) {
+        self.index_special(path, owner);
+    }
+
     fn unindex_special(&mut self, path: &str, owner: i64) {
         if owner == ephemeral_owner::CONTAINER {
             self.containers.remove(path);

@@ -9,6 +9,7 @@
 
 pub mod acl;
 pub mod apply;
+pub mod codec;
 pub mod path;
 pub mod tree;
 

@@ -214,5 +214,10 @@ proptest! {
             let user_nodes = h.tree.descendant_count("/") - 3; // minus the /zookeeper nodes
             prop_assert_eq!(user_nodes, model.nodes.len());
         }
+        // A snapshot of whatever the sequence built restores the same tree.
+        let bytes = h.tree.snapshot_bytes();
+        let restored = DataTree::decode_snapshot(&bytes).unwrap();
+        prop_assert_eq!(restored.snapshot_bytes(), bytes);
+        prop_assert_eq!(restored.ephemerals_of(1), h.tree.ephemerals_of(1));
     }
 }
