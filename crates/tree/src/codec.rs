@@ -118,7 +118,14 @@ impl DataTree {
         for p in paths {
             let n = &self.nodes[p];
             p.to_owned().encode(out);
-            for v in [n.czxid, n.mzxid, n.pzxid, n.ctime, n.mtime, n.ephemeral_owner] {
+            for v in [
+                n.czxid,
+                n.mzxid,
+                n.pzxid,
+                n.ctime,
+                n.mtime,
+                n.ephemeral_owner,
+            ] {
                 v.encode(out);
             }
             for v in [n.version, n.cversion, n.aversion, acl_ids[&n.acl]] {
@@ -268,7 +275,11 @@ mod tests {
         };
         push(&mut tree, 7, create("/a", 0, acl::open_acl()));
         push(&mut tree, 7, create("/a/e", 1, acl::open_acl()));
-        push(&mut tree, 7, create("/a/s-", 2, vec![Acl::new(31, "auth", "")]));
+        push(
+            &mut tree,
+            7,
+            create("/a/s-", 2, vec![Acl::new(31, "auth", "")]),
+        );
         push(
             &mut tree,
             7,
@@ -317,7 +328,10 @@ mod tests {
         let (tree, _) = sample_tree();
         let bytes = tree.snapshot_bytes();
         for cut in [0, 5, 8, 20, bytes.len() / 2, bytes.len() - 1] {
-            assert!(DataTree::decode_snapshot(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                DataTree::decode_snapshot(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut flipped = bytes.clone();
         flipped[0] ^= 1;

@@ -18,16 +18,33 @@ fn a_million_znodes() {
     let before = rss_bytes();
     let mut tree = DataTree::new(TreeConfig::default());
     let mut zxid = 1;
-    tree.apply(&Entry { zxid, time_ms: 0, session_id: 1, auth: vec![], txn: Txn::CreateSession { timeout_ms: 30_000 } });
+    tree.apply(&Entry {
+        zxid,
+        time_ms: 0,
+        session_id: 1,
+        auth: vec![],
+        txn: Txn::CreateSession { timeout_ms: 30_000 },
+    });
     let dirs = 1000;
     let per_dir = 1000;
     let mut create = |tree: &mut DataTree, path: String| {
         zxid += 1;
         let req = Request::Create {
             op: OpCode::Create,
-            req: CreateRequest { path, data: Bytes::from_static(&[7u8; 16]), acl: acl::open_acl(), flags: 0 },
+            req: CreateRequest {
+                path,
+                data: Bytes::from_static(&[7u8; 16]),
+                acl: acl::open_acl(),
+                flags: 0,
+            },
         };
-        let r = tree.apply(&Entry { zxid, time_ms: zxid, session_id: 1, auth: vec![], txn: Txn::Client(req) });
+        let r = tree.apply(&Entry {
+            zxid,
+            time_ms: zxid,
+            session_id: 1,
+            auth: vec![],
+            txn: Txn::Client(req),
+        });
         assert!(r.result.is_ok());
     };
     for d in 0..dirs {
