@@ -51,6 +51,12 @@ pub struct ServerConfig {
     pub super_digest: Option<String>,
     /// How often containers and TTL nodes are checked for removal.
     pub container_check_interval_ms: u64,
+    /// Entries applied between snapshots (ZooKeeper's `snapCount`).
+    pub snap_count: u64,
+    /// Snapshots kept on disk (ZooKeeper's `autopurge.snapRetainCount`, at least 1).
+    pub snap_retain_count: usize,
+    /// Bytes a transaction-log segment grows to before the next starts (`logSegmentBytes`).
+    pub log_segment_bytes: u64,
     /// Keys that were in the file but mean nothing to Corral, for the start-up warning.
     pub ignored_keys: Vec<String>,
 }
@@ -76,6 +82,9 @@ impl Default for ServerConfig {
             extended_types: false,
             super_digest: None,
             container_check_interval_ms: 60_000,
+            snap_count: 100_000,
+            snap_retain_count: 3,
+            log_segment_bytes: 64 << 20,
             ignored_keys: Vec::new(),
         }
     }
@@ -88,12 +97,10 @@ const KNOWN_BUT_UNUSED: &[&str] = &[
     "dataLogDir",
     "admin.enableServer",
     "admin.serverPort",
-    "autopurge.snapRetainCount",
     "autopurge.purgeInterval",
     "standaloneEnabled",
     "reconfigEnabled",
     "preAllocSize",
-    "snapCount",
     "metricsProvider.className",
 ];
 
@@ -151,6 +158,9 @@ impl ServerConfig {
                     }
                     c.super_digest = Some(value.clone());
                 }
+                "snapCount" => c.snap_count = parse_positive(key, value)?,
+                "logSegmentBytes" => c.log_segment_bytes = parse_positive(key, value)?,
+                "autopurge.snapRetainCount" => c.snap_retain_count = parse_positive(key, value)?,
                 "znode.container.checkIntervalMs" => {
                     c.container_check_interval_ms = parse_positive(key, value)?
                 }

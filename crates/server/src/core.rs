@@ -5,11 +5,14 @@
 //! FIFO holds by construction, and a watch event is queued on a connection before the reply to
 //! any later request that could observe the change that fired it.
 //!
-//! Writes become [`Entry`]s stamped here (zxid, time, session, identities) and then applied:
-//! this is the seam where the replicated log goes. Time and session expiry are decided here,
-//! never inside `apply`.
+//! A write becomes an [`Entry`] stamped here (zxid, time, session, identities) and is *proposed*:
+//! sent to the log thread. Only when the log reports the entry durable is it applied to the tree
+//! and answered. Meanwhile a connection's later reads wait in its queue (they must see its own
+//! writes); its later writes are proposed at once, so a pipelining client fills a group commit.
+//! Time and session expiry are decided here, never inside `apply`.
 
 use crate::config::ServerConfig;
+use crate::durability::{self, LogCmd};
 use crate::session::{self, SessionIds};
 use crate::stats::{ConnStats, ServerStats};
 use crate::watch::{ConnId, WatchKind, WatchManager, WatcherType};
@@ -19,9 +22,11 @@ use corral_proto::frame::{connect_response_frame, Handshake};
 use corral_proto::message::encode_frame;
 use corral_proto::records::*;
 use corral_proto::{DecodeError, ErrorCode, EventType, MultiResult, OpCode, Request, Response};
-use corral_tree::{acl, Applied, DataTree, Entry, TreeConfig, Txn};
-use std::collections::HashMap;
+use corral_storage::snapshot::SnapshotStore;
+use corral_tree::{acl, DataTree, Entry, Txn};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -36,7 +41,7 @@ pub enum Outgoing {
 
 pub type Outbox = mpsc::UnboundedSender<Outgoing>;
 
-/// Messages from connections (and the server) to the core.
+/// Messages from connections, the log thread and the snapshot writer to the core.
 pub enum CoreMsg {
     Connect {
         conn: ConnId,
@@ -58,12 +63,31 @@ pub enum CoreMsg {
         word: String,
         reply: oneshot::Sender<String>,
     },
+    /// The log is durable through this zxid.
+    Durable {
+        zxid: i64,
+    },
+    /// The log cannot be written; no write can be acknowledged any more.
+    LogFailed {
+        why: String,
+    },
+    SnapshotDone {
+        result: Result<i64, String>,
+    },
 }
 
 struct LiveSession {
     timeout_ms: i32,
     deadline: Instant,
     conn: Option<ConnId>,
+}
+
+/// A request held back until the connection's earlier writes are applied.
+struct Queued {
+    xid: i32,
+    op: i32,
+    request: Result<Request, DecodeError>,
+    received: Instant,
 }
 
 pub(crate) struct Conn {
@@ -73,6 +97,53 @@ pub(crate) struct Conn {
     pub peer: SocketAddr,
     pub stats: ConnStats,
     pub timeout_ms: i32,
+    in_flight: usize,
+    queued: VecDeque<Queued>,
+}
+
+/// Who waits for a proposed entry.
+enum Origin {
+    Nobody,
+    Reply {
+        conn: ConnId,
+        xid: i32,
+        received: Instant,
+    },
+    /// A new session: the connect response goes out once the session is durable.
+    Connect {
+        conn: ConnId,
+        frame: Bytes,
+    },
+    /// closeSession: answer, then close the connection.
+    Close {
+        conn: ConnId,
+        xid: i32,
+        received: Instant,
+    },
+}
+
+impl Origin {
+    fn conn(&self) -> Option<ConnId> {
+        match self {
+            Origin::Nobody => None,
+            Origin::Reply { conn, .. }
+            | Origin::Connect { conn, .. }
+            | Origin::Close { conn, .. } => Some(*conn),
+        }
+    }
+}
+
+struct Proposed {
+    entry: Entry,
+    origin: Origin,
+}
+
+/// Where the core's writes go, and what it needs to snapshot.
+pub struct Durability {
+    pub log: std_mpsc::Sender<LogCmd>,
+    pub snapshots: Arc<SnapshotStore>,
+    /// The core's own inbox, for the snapshot writer's report.
+    pub inbox: mpsc::Sender<CoreMsg>,
 }
 
 pub struct Core {
@@ -80,12 +151,19 @@ pub struct Core {
     pub(crate) tree: DataTree,
     pub(crate) watches: WatchManager,
     sessions: HashMap<i64, LiveSession>,
+    /// Sessions whose close is proposed but not yet applied.
+    closing: HashSet<i64>,
     pub(crate) conns: HashMap<ConnId, Conn>,
     ids: SessionIds,
     pub(crate) stats: ServerStats,
     next_reap: Instant,
+    durability: Durability,
+    proposed: VecDeque<Proposed>,
+    last_proposed: i64,
+    log_failed: Option<String>,
+    applied_since_snapshot: u64,
+    snapshot_running: bool,
 }
-
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -127,21 +205,43 @@ fn notification_frame(path: &str, kind: EventType) -> Bytes {
 }
 
 impl Core {
-    pub fn new(cfg: Arc<ServerConfig>) -> Self {
-        let tree = DataTree::new(TreeConfig {
-            extended_types: cfg.extended_types,
-        });
+    /// A core over a recovered tree. Sessions found in the tree get a fresh timeout, as after a
+    /// ZooKeeper leader change: their clients have that long to come back.
+    pub fn new(cfg: Arc<ServerConfig>, tree: DataTree, durability: Durability) -> Self {
         let reap_every = Duration::from_millis(cfg.container_check_interval_ms);
+        let now = Instant::now();
+        let sessions = tree
+            .sessions()
+            .map(|(id, timeout_ms)| {
+                let deadline = now + Duration::from_millis(timeout_ms.max(0) as u64);
+                (
+                    id,
+                    LiveSession {
+                        timeout_ms,
+                        deadline,
+                        conn: None,
+                    },
+                )
+            })
+            .collect();
+        let last_proposed = tree.last_zxid();
         Core {
             cfg,
             tree,
             watches: WatchManager::default(),
-            sessions: HashMap::new(),
+            sessions,
+            closing: HashSet::new(),
             conns: HashMap::new(),
             // A standalone ZooKeeper makes session ids with server id 1.
             ids: SessionIds::new(1, now_ms()),
             stats: ServerStats::new(),
-            next_reap: Instant::now() + reap_every,
+            next_reap: now + reap_every,
+            durability,
+            proposed: VecDeque::new(),
+            last_proposed,
+            log_failed: None,
+            applied_since_snapshot: 0,
+            snapshot_running: false,
         }
     }
 
@@ -188,19 +288,115 @@ impl Core {
             CoreMsg::FourLetter { word, reply } => {
                 let _ = reply.send(self.four_letter(&word));
             }
+            CoreMsg::Durable { zxid } => self.durable(zxid),
+            CoreMsg::LogFailed { why } => self.log_failed(why),
+            CoreMsg::SnapshotDone { result } => {
+                self.snapshot_running = false;
+                match result {
+                    Ok(_) => {
+                        // Keep the log that the oldest retained snapshot needs, so that any of
+                        // them can serve as a fallback if a newer one turns out damaged.
+                        let oldest = self
+                            .durability
+                            .snapshots
+                            .list()
+                            .ok()
+                            .and_then(|l| l.last().copied());
+                        if let Some(oldest) = oldest {
+                            let through = oldest.last_index as i64;
+                            let _ = self.durability.log.send(LogCmd::Purge { through });
+                        }
+                    }
+                    Err(why) => tracing::error!(%why, "writing a snapshot failed"),
+                }
+                // Writes that came in while it was written may already call for the next one.
+                if self.applied_since_snapshot >= self.cfg.snap_count {
+                    self.start_snapshot();
+                }
+            }
         }
     }
 
-    /// Orders and applies one write: the only place entries are made.
-    fn commit(&mut self, session_id: i64, auth: Vec<Id>, txn: Txn) -> Applied {
+    /// Stamps and proposes one write: the only place entries are made.
+    fn propose(&mut self, session_id: i64, auth: Vec<Id>, txn: Txn, origin: Origin) {
+        if self.log_failed.is_some() {
+            return self.refuse(origin);
+        }
+        self.last_proposed += 1;
         let entry = Entry {
-            zxid: self.tree.last_zxid() + 1,
+            zxid: self.last_proposed,
             time_ms: now_ms(),
             session_id,
             auth,
             txn,
         };
-        let applied = self.tree.apply(&entry);
+        let cmd = LogCmd::Append {
+            zxid: entry.zxid,
+            bytes: entry.to_bytes(),
+        };
+        if self.durability.log.send(cmd).is_err() {
+            self.log_failed("the log thread has stopped".into());
+            return self.refuse(origin);
+        }
+        if let Some(c) = origin.conn().and_then(|c| self.conns.get_mut(&c)) {
+            c.in_flight += 1;
+        }
+        self.proposed.push_back(Proposed { entry, origin });
+    }
+
+    /// Answers a write that cannot be made durable.
+    fn refuse(&mut self, origin: Origin) {
+        match origin {
+            Origin::Nobody => {}
+            Origin::Reply {
+                conn,
+                xid,
+                received,
+            }
+            | Origin::Close {
+                conn,
+                xid,
+                received,
+            } => {
+                // ZooKeeper's answer from a server that cannot take writes.
+                self.finish(
+                    conn,
+                    xid,
+                    self.tree.last_zxid(),
+                    Err(ErrorCode::NotReadOnly),
+                    received,
+                );
+            }
+            Origin::Connect { conn, .. } => self.close_connection(conn),
+        }
+    }
+
+    fn log_failed(&mut self, why: String) {
+        tracing::error!(%why, "transaction log failure: refusing writes until restart; reads go on");
+        self.log_failed = Some(why);
+        // Nothing still waiting can be acknowledged.
+        for p in std::mem::take(&mut self.proposed) {
+            if let Some(c) = p.origin.conn().and_then(|c| self.conns.get_mut(&c)) {
+                c.in_flight = c.in_flight.saturating_sub(1);
+            }
+            self.refuse(p.origin);
+        }
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.drain(conn);
+        }
+    }
+
+    /// The log is durable through `zxid`: apply and answer everything up to it, in order.
+    fn durable(&mut self, zxid: i64) {
+        while self.proposed.front().is_some_and(|p| p.entry.zxid <= zxid) {
+            let p = self.proposed.pop_front().expect("checked");
+            self.apply(p);
+        }
+    }
+
+    fn apply(&mut self, p: Proposed) {
+        let applied = self.tree.apply(&p.entry);
         for event in &applied.events {
             for conn in self.watches.trigger(&event.path, event.kind) {
                 // A watcher that may not read the node is not told of it (ZooKeeper's fix for
@@ -214,14 +410,59 @@ impl Core {
                 }
             }
         }
+        let origin_conn = p.origin.conn();
+        match p.origin {
+            Origin::Nobody => {}
+            Origin::Reply {
+                conn,
+                xid,
+                received,
+            } => self.finish(conn, xid, applied.zxid, applied.result, received),
+            Origin::Connect { conn, frame } => {
+                if let Some(c) = self.conns.get(&conn) {
+                    let _ = c.out.send(Outgoing::Frame(frame));
+                }
+            }
+            Origin::Close {
+                conn,
+                xid,
+                received,
+            } => {
+                self.finish(conn, xid, applied.zxid, Ok(Response::Empty), received);
+                self.close_connection(conn);
+            }
+        }
         if let Some(closed) = applied.closed_session {
+            self.closing.remove(&closed);
             if let Some(s) = self.sessions.remove(&closed) {
                 if let Some(conn) = s.conn {
                     self.close_connection(conn);
                 }
             }
         }
-        applied
+        if let Some(conn) = origin_conn {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.in_flight -= 1;
+            }
+            self.drain(conn);
+        }
+        self.applied_since_snapshot += 1;
+        if self.applied_since_snapshot >= self.cfg.snap_count && !self.snapshot_running {
+            self.start_snapshot();
+        }
+    }
+
+    /// Copies the tree and writes the copy on a blocking thread while writes go on.
+    fn start_snapshot(&mut self) {
+        self.applied_since_snapshot = 0;
+        self.snapshot_running = true;
+        let copy = self.tree.clone();
+        let store = self.durability.snapshots.clone();
+        let inbox = self.durability.inbox.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = durability::write_snapshot(&store, &copy).map_err(|e| e.to_string());
+            let _ = inbox.blocking_send(CoreMsg::SnapshotDone { result });
+        });
     }
 
     fn send(&mut self, conn: ConnId, frame: Bytes) {
@@ -252,11 +493,10 @@ impl Core {
             return;
         }
         let timeout_ms = self.cfg.negotiate_timeout(req.time_out);
-        let session_id = if req.session_id == 0 {
-            let id = self.ids.next_id();
-            self.commit(id, Vec::new(), Txn::CreateSession { timeout_ms });
-            tracing::debug!(%peer, session = format_args!("{id:#x}"), timeout_ms, "session created");
-            id
+        let read_only = hs.read_only.map(|_| false);
+        let is_new = req.session_id == 0;
+        let session_id = if is_new {
+            self.ids.next_id()
         } else {
             let id = req.session_id;
             // Like ZooKeeper, a reconnect first closes the session's current connection, even
@@ -264,7 +504,7 @@ impl Core {
             if let Some(old) = self.sessions.get(&id).and_then(|s| s.conn) {
                 self.close_connection(old);
             }
-            let known = self.tree.session_timeout(id).is_some();
+            let known = self.tree.session_timeout(id).is_some() && !self.closing.contains(&id);
             if !known || req.passwd.as_ref() != session::password(id) {
                 tracing::info!(%peer, session = format_args!("{id:#x}"), "session expired or password wrong");
                 let resp = ConnectResponse {
@@ -273,7 +513,7 @@ impl Core {
                     session_id: 0,
                     passwd: Bytes::from_static(&[0; 16]),
                 };
-                let frame = connect_response_frame(&resp, hs.read_only.map(|_| false));
+                let frame = connect_response_frame(&resp, read_only);
                 let _ = out.send(Outgoing::Frame(Bytes::from(frame)));
                 let _ = out.send(Outgoing::Close);
                 return;
@@ -295,19 +535,32 @@ impl Core {
             session_id,
             passwd: Bytes::copy_from_slice(&session::password(session_id)),
         };
-        let frame = connect_response_frame(&resp, hs.read_only.map(|_| false));
-        let _ = out.send(Outgoing::Frame(Bytes::from(frame)));
+        let frame = Bytes::from(connect_response_frame(&resp, read_only));
         self.conns.insert(
             conn,
             Conn {
                 session_id,
-                out,
+                out: out.clone(),
                 auth: vec![Id::new("ip", &peer.ip().to_string())],
                 peer,
                 stats: ConnStats::new(),
                 timeout_ms,
+                in_flight: 0,
+                queued: VecDeque::new(),
             },
         );
+        if is_new {
+            tracing::debug!(%peer, session = format_args!("{session_id:#x}"), timeout_ms, "creating session");
+            let origin = Origin::Connect { conn, frame };
+            self.propose(
+                session_id,
+                Vec::new(),
+                Txn::CreateSession { timeout_ms },
+                origin,
+            );
+        } else {
+            let _ = out.send(Outgoing::Frame(frame));
+        }
     }
 
     fn connection_closed(&mut self, conn: ConnId) {
@@ -331,12 +584,18 @@ impl Core {
             .collect();
         for id in expired {
             tracing::info!(session = format_args!("{id:#x}"), "session expired");
-            self.commit(id, Vec::new(), Txn::CloseSession);
+            if let Some(s) = self.sessions.remove(&id) {
+                if let Some(conn) = s.conn {
+                    self.close_connection(conn);
+                }
+            }
+            self.closing.insert(id);
+            self.propose(id, Vec::new(), Txn::CloseSession, Origin::Nobody);
         }
         if now >= self.next_reap {
             self.next_reap = now + Duration::from_millis(self.cfg.container_check_interval_ms);
             for path in self.tree.reap_candidates(now_ms()) {
-                self.commit(0, Vec::new(), Txn::Reap { path });
+                self.propose(0, Vec::new(), Txn::Reap { path }, Origin::Nobody);
             }
         }
     }
@@ -356,10 +615,54 @@ impl Core {
         c.stats.last_op = OpCode::from_i32(op);
         c.stats.last_cxid = xid;
         self.stats.packets_received += 1;
-        let session_id = c.session_id;
-        if let Some(s) = self.sessions.get_mut(&session_id) {
+        if let Some(s) = self.sessions.get_mut(&c.session_id) {
             s.deadline = Instant::now() + Duration::from_millis(s.timeout_ms as u64);
         }
+        // A connection's reads wait for its earlier writes; its writes may follow its writes.
+        let is_write = matches!(&request, Ok(r) if r.is_write());
+        if c.in_flight > 0 || !c.queued.is_empty() {
+            if !(is_write && c.queued.is_empty()) {
+                c.queued.push_back(Queued {
+                    xid,
+                    op,
+                    request,
+                    received,
+                });
+                return;
+            }
+        }
+        self.dispatch(conn, xid, op, request, received);
+    }
+
+    /// Takes held-back requests of a connection as far as its in-flight writes allow.
+    fn drain(&mut self, conn: ConnId) {
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            let Some(front) = c.queued.front() else {
+                return;
+            };
+            let is_write = matches!(&front.request, Ok(r) if r.is_write());
+            if c.in_flight > 0 && !is_write {
+                return;
+            }
+            let q = c.queued.pop_front().expect("checked");
+            self.dispatch(conn, q.xid, q.op, q.request, q.received);
+        }
+    }
+
+    fn dispatch(
+        &mut self,
+        conn: ConnId,
+        xid: i32,
+        op: i32,
+        request: Result<Request, DecodeError>,
+        received: Instant,
+    ) {
+        let Some(session_id) = self.conns.get(&conn).map(|c| c.session_id) else {
+            return;
+        };
         let request = match request {
             Ok(r) => r,
             Err(DecodeError::UnknownOpCode(_)) => {
@@ -385,18 +688,27 @@ impl Core {
         match request {
             Request::Auth(p) => self.auth(conn, xid, p),
             Request::CloseSession => {
-                // Detach the connection first so that the close answers it rather than dropping it.
+                // Detach the connection so that applying the close answers it before closing it.
                 if let Some(s) = self.sessions.get_mut(&session_id) {
                     s.conn = None;
                 }
-                let applied = self.commit(session_id, Vec::new(), Txn::CloseSession);
-                self.finish(conn, xid, applied.zxid, Ok(Response::Empty), received);
-                self.close_connection(conn);
+                self.sessions.remove(&session_id);
+                self.closing.insert(session_id);
+                let origin = Origin::Close {
+                    conn,
+                    xid,
+                    received,
+                };
+                self.propose(session_id, Vec::new(), Txn::CloseSession, origin);
             }
             req if req.is_write() => {
                 let auth = self.conns[&conn].auth.clone();
-                let applied = self.commit(session_id, auth, Txn::Client(req));
-                self.finish(conn, xid, applied.zxid, applied.result, received);
+                let origin = Origin::Reply {
+                    conn,
+                    xid,
+                    received,
+                };
+                self.propose(session_id, auth, Txn::Client(req), origin);
             }
             req => {
                 let result = self.read(conn, session_id, req);

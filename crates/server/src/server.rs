@@ -2,7 +2,9 @@
 
 use crate::config::ServerConfig;
 use crate::connection;
-use crate::core::{Core, CoreMsg};
+use crate::core::{Core, CoreMsg, Durability};
+use crate::durability;
+use corral_tree::TreeConfig;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -15,6 +17,11 @@ const CORE_QUEUE: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error("cannot recover the data in {dir}: {source}")]
+    Recovery {
+        dir: std::path::PathBuf,
+        source: durability::RecoveryError,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -29,11 +36,26 @@ pub struct Server {
     core_stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<()>,
     core: JoinHandle<()>,
+    log_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
-    /// Binds the client port and starts serving.
+    /// Recovers the data directory, binds the client port and starts serving.
     pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
+        let tree_config = TreeConfig {
+            extended_types: cfg.extended_types,
+        };
+        let data_dir = cfg.data_dir.clone();
+        let (retain, segment) = (cfg.snap_retain_count, cfg.log_segment_bytes);
+        let recovered = tokio::task::spawn_blocking(move || {
+            durability::recover(&data_dir, tree_config, retain, segment)
+        })
+        .await
+        .expect("recovery task")
+        .map_err(|source| ServerError::Recovery {
+            dir: cfg.data_dir.clone(),
+            source,
+        })?;
         let addr = SocketAddr::new(cfg.client_address, cfg.client_port);
         let listener = TcpListener::bind(addr)
             .await
@@ -43,8 +65,15 @@ impl Server {
             .map_err(|source| ServerError::Bind { addr, source })?;
         let cfg = Arc::new(cfg);
         let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE);
+        let (log, log_thread) = durability::spawn_log_thread(recovered.log, core_tx.clone());
+        let durability = Durability {
+            log,
+            snapshots: Arc::new(recovered.snapshots),
+            inbox: core_tx.clone(),
+        };
         let (core_stop, core_stop_rx) = oneshot::channel();
-        let core = tokio::spawn(Core::new(cfg.clone()).run(core_rx, core_stop_rx));
+        let core = Core::new(cfg.clone(), recovered.tree, durability);
+        let core = tokio::spawn(core.run(core_rx, core_stop_rx));
         let (stop, stop_rx) = oneshot::channel();
         let accept = tokio::spawn(accept_loop(listener, cfg, core_tx, stop_rx));
         tracing::info!(%local_addr, "serving ZooKeeper clients");
@@ -54,6 +83,7 @@ impl Server {
             core_stop: Some(core_stop),
             accept,
             core,
+            log_thread: Some(log_thread),
         })
     }
 
@@ -67,6 +97,11 @@ impl Server {
             let _ = s.send(());
         }
         let _ = (&mut self.core).await;
+        // The core held the log thread's only sender; with it gone the thread finishes its last
+        // sync and ends.
+        if let Some(t) = self.log_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
     }
 }
 

@@ -14,15 +14,27 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// A Corral server on its own runtime thread; stopped when dropped.
+/// A Corral server on its own runtime thread; stopped when dropped, data removed with it.
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub data_dir: std::path::PathBuf,
+    keep_data: bool,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// A fresh directory under the system's temp dir.
+pub fn temp_data_dir() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("corral-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 pub fn test_config() -> ServerConfig {
     ServerConfig {
+        data_dir: temp_data_dir(),
         client_port: 0,
         tick_time_ms: 200,
         min_session_timeout_ms: 400,
@@ -48,6 +60,7 @@ impl TestServer {
                 .map(|s| s.to_string())
                 .collect();
         }
+        let data_dir = cfg.data_dir.clone();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -72,9 +85,19 @@ impl TestServer {
             .expect("server address");
         TestServer {
             addr,
+            data_dir,
+            keep_data: false,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
+    }
+}
+
+impl TestServer {
+    /// Stops the server but keeps its data directory, for restart tests.
+    pub fn stop_keeping_data(mut self) -> std::path::PathBuf {
+        self.keep_data = true;
+        self.data_dir.clone()
     }
 }
 
@@ -83,6 +106,9 @@ impl Drop for TestServer {
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if !self.keep_data {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
         }
     }
 }
