@@ -620,16 +620,15 @@ impl Core {
         }
         // A connection's reads wait for its earlier writes; its writes may follow its writes.
         let is_write = matches!(&request, Ok(r) if r.is_write());
-        if c.in_flight > 0 || !c.queued.is_empty() {
-            if !(is_write && c.queued.is_empty()) {
-                c.queued.push_back(Queued {
-                    xid,
-                    op,
-                    request,
-                    received,
-                });
-                return;
-            }
+        let must_wait = c.in_flight > 0 || !c.queued.is_empty();
+        if must_wait && !(is_write && c.queued.is_empty()) {
+            c.queued.push_back(Queued {
+                xid,
+                op,
+                request,
+                received,
+            });
+            return;
         }
         self.dispatch(conn, xid, op, request, received);
     }

@@ -1,10 +1,8 @@
 //! Hostile and broken input: every case gets ZooKeeper's answer (an error code or a closed
 //! connection), and the server keeps serving everyone else.
 
-mod common;
-
-use common::*;
 use corral_proto::{ErrorCode, Request, Response};
+use corral_testkit::*;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;

@@ -11,12 +11,10 @@
 //! Without it the tests say so and pass, unless `CORRAL_REQUIRE_ZK=1`, as in CI, where a missing
 //! reference is a failure.
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
 use corral_proto::records::*;
 use corral_proto::{MultiResult, OpCode, Request, Response};
+use corral_testkit::*;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;

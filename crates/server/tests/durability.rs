@@ -1,11 +1,9 @@
 //! Durability: what was acknowledged survives a restart, snapshots and log purging keep the tree
 //! whole, and damaged files are detected and handled (fallback, or a refusal to start).
 
-mod common;
-
-use common::*;
 use corral_proto::{ErrorCode, OpCode, Response};
 use corral_server::{Server, ServerConfig};
+use corral_testkit::*;
 use std::path::Path;
 
 fn config_at(dir: &Path) -> ServerConfig {

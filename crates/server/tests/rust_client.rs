@@ -1,9 +1,7 @@
 //! The Rust crate `zookeeper-client`, unmodified, against a Corral server: the API a Rust user
 //! would call, with the answers ZooKeeper gives.
 
-mod common;
-
-use common::TestServer;
+use corral_testkit::TestServer;
 use std::time::Duration;
 use zookeeper_client as zk;
 

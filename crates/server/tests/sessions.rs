@@ -1,11 +1,9 @@
 //! Sessions and watches over real sockets: creation, reconnection, expiry, ordering guarantees.
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
 use corral_proto::records::*;
 use corral_proto::{ErrorCode, EventType, Request, Response};
+use corral_testkit::*;
 use std::time::{Duration, Instant};
 
 #[test]

@@ -1,7 +1,8 @@
+//! # corral-testkit
+//!
 //! Test kit: a server started in-process on a free port, and a raw, synchronous ZooKeeper client
 //! built on corral-proto that shows exactly what came over the wire (headers, error codes,
 //! notifications), for the session, bad-input and differential tests.
-#![allow(dead_code)]
 
 use bytes::Bytes;
 use corral_proto::frame::{connect_response_frame, Handshake};
