@@ -864,26 +864,15 @@ impl Core {
                 self.watches.add(conn, &r.path, kind);
                 Ok(Response::ErrorBody(0))
             }
-            Request::CheckWatches(r) | Request::RemoveWatches(r)
-                if WatcherType::from_i32(r.watcher_type).is_none() =>
-            {
-                Err(ErrorCode::MarshallingError)
-            }
-            Request::CheckWatches(r) => {
-                let which = WatcherType::from_i32(r.watcher_type).expect("checked above");
-                if self.watches.contains(conn, &r.path, which) {
-                    Ok(Response::Empty)
+            Request::CheckWatches(ref r) | Request::RemoveWatches(ref r) => {
+                let which =
+                    WatcherType::from_i32(r.watcher_type).ok_or(ErrorCode::MarshallingError)?;
+                let found = if matches!(req, Request::RemoveWatches(_)) {
+                    self.watches.remove(conn, &r.path, which)
                 } else {
-                    Err(ErrorCode::NoWatcher)
-                }
-            }
-            Request::RemoveWatches(r) => {
-                let which = WatcherType::from_i32(r.watcher_type).expect("checked above");
-                if self.watches.remove(conn, &r.path, which) {
-                    Ok(Response::Empty)
-                } else {
-                    Err(ErrorCode::NoWatcher)
-                }
+                    self.watches.contains(conn, &r.path, which)
+                };
+                found.then_some(Response::Empty).ok_or(ErrorCode::NoWatcher)
             }
             Request::SetWatches(w) => {
                 self.set_watches(

@@ -11,7 +11,9 @@
 
 use crate::acl;
 use crate::path;
-use crate::tree::{key, ttl_expired, DataTree, Node, CONFIG_PATH, QUOTA_PATH, ZOOKEEPER_PATH};
+use crate::tree::{
+    container_emptied, key, ttl_expired, DataTree, Node, CONFIG_PATH, QUOTA_PATH, ZOOKEEPER_PATH,
+};
 use corral_proto::codes::{ephemeral_owner, perms};
 use corral_proto::records::*;
 use corral_proto::{CreateMode, ErrorCode, EventType, MultiResult, OpCode, Request, Response};
@@ -453,7 +455,7 @@ impl DataTree {
     ) -> Result<Response, ErrorCode> {
         let node = self.get(path).ok_or(ErrorCode::NoNode)?;
         let due = if node.ephemeral_owner == ephemeral_owner::CONTAINER {
-            node.child_count() == 0 && node.cversion > 0
+            container_emptied(node)
         } else {
             ttl_expired(node, ctx.time_ms)
         };

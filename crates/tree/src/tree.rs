@@ -253,7 +253,7 @@ impl DataTree {
         let mut out = Vec::new();
         for p in &self.containers {
             if let Some(n) = self.nodes.get(p) {
-                if n.child_count() == 0 && n.cversion > 0 {
+                if container_emptied(n) {
                     out.push(p.to_string());
                 }
             }
@@ -283,6 +283,11 @@ impl DataTree {
             })
             .sum()
     }
+}
+
+/// A container that once had a child and has none now (ZooKeeper's ContainerManager rule).
+pub(crate) fn container_emptied(n: &Node) -> bool {
+    n.child_count() == 0 && n.cversion > 0
 }
 
 pub(crate) fn ttl_expired(n: &Node, now_ms: i64) -> bool {
