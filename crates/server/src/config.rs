@@ -57,8 +57,63 @@ pub struct ServerConfig {
     pub snap_retain_count: usize,
     /// Bytes a transaction-log segment grows to before the next starts (`logSegmentBytes`).
     pub log_segment_bytes: u64,
+    /// Ensemble members from `server.N` lines; empty for a standalone server.
+    pub servers: BTreeMap<u64, ServerLine>,
+    /// This member's id (`dataDir/myid`); 1 for a standalone server.
+    pub my_id: u64,
     /// Keys that were in the file but mean nothing to Corral, for the start-up warning.
     pub ignored_keys: Vec<String>,
+}
+
+/// One `server.N=host:peerPort:electionPort[:observer|:participant][;[clientHost:]clientPort]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerLine {
+    pub host: String,
+    pub peer_port: u16,
+    pub election_port: u16,
+    pub observer: bool,
+    /// The client address if the line names one (`;clientPort` or `;host:clientPort`).
+    pub client: Option<(String, u16)>,
+}
+
+impl ServerLine {
+    pub fn parse(key: &str, value: &str) -> Result<ServerLine, ConfigError> {
+        let (members, client) = match value.split_once(';') {
+            Some((m, c)) => (m.trim(), Some(c.trim())),
+            None => (value.trim(), None),
+        };
+        let parts: Vec<&str> = members.split(':').collect();
+        let port = |s: &str| -> Result<u16, ConfigError> {
+            s.parse()
+                .map_err(|_| bad(key, value, &format!("{s:?} is not a port")))
+        };
+        if parts.len() < 3 || parts.len() > 4 || parts[0].is_empty() {
+            return Err(bad(
+                key,
+                value,
+                "expected host:peerPort:electionPort[:observer]",
+            ));
+        }
+        let observer = match parts.get(3).copied() {
+            None | Some("participant") => false,
+            Some("observer") => true,
+            Some(other) => return Err(bad(key, value, &format!("unknown role {other:?}"))),
+        };
+        let client = match client {
+            None | Some("") => None,
+            Some(c) => Some(match c.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), port(p)?),
+                None => (parts[0].to_owned(), port(c)?),
+            }),
+        };
+        Ok(ServerLine {
+            host: parts[0].to_owned(),
+            peer_port: port(parts[1])?,
+            election_port: port(parts[2])?,
+            observer,
+            client,
+        })
+    }
 }
 
 /// Four-letter words ZooKeeper answers when the whitelist allows everything.
@@ -85,6 +140,8 @@ impl Default for ServerConfig {
             snap_count: 100_000,
             snap_retain_count: 3,
             log_segment_bytes: 64 << 20,
+            servers: BTreeMap::new(),
+            my_id: 1,
             ignored_keys: Vec::new(),
         }
     }
@@ -164,13 +221,29 @@ impl ServerConfig {
                 "znode.container.checkIntervalMs" => {
                     c.container_check_interval_ms = parse_positive(key, value)?
                 }
-                k if KNOWN_BUT_UNUSED.contains(&k) || k.starts_with("server.") => {}
+                k if k.starts_with("server.") => {
+                    let id: u64 = k["server.".len()..]
+                        .parse()
+                        .map_err(|_| bad(key, value, "server.N needs a numeric N"))?;
+                    c.servers.insert(id, ServerLine::parse(key, value)?);
+                }
+                k if KNOWN_BUT_UNUSED.contains(&k) => {}
                 other => c.ignored_keys.push(other.to_owned()),
             }
         }
         // ZooKeeper: the bounds default to 2 and 20 ticks, and -1 means the default.
         c.min_session_timeout_ms = min_timeout.flatten().unwrap_or(2 * c.tick_time_ms);
         c.max_session_timeout_ms = max_timeout.flatten().unwrap_or(20 * c.tick_time_ms);
+        if !c.servers.is_empty() {
+            c.my_id = read_my_id(&c.data_dir)?;
+            if !c.servers.contains_key(&c.my_id) {
+                return Err(bad(
+                    "myid",
+                    &c.my_id.to_string(),
+                    "no server.N line has this id",
+                ));
+            }
+        }
         if c.min_session_timeout_ms > c.max_session_timeout_ms {
             return Err(bad(
                 "minSessionTimeout",
@@ -190,6 +263,22 @@ impl ServerConfig {
     pub fn four_letter_allowed(&self, word: &str) -> bool {
         self.four_letter_whitelist.iter().any(|w| w == word)
     }
+}
+
+/// ZooKeeper's `dataDir/myid`: this member's id, a number on one line.
+fn read_my_id(data_dir: &Path) -> Result<u64, ConfigError> {
+    let path = data_dir.join("myid");
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    text.trim().parse().map_err(|_| {
+        bad(
+            "myid",
+            text.trim(),
+            &format!("{} must hold a number", path.display()),
+        )
+    })
 }
 
 fn bad(key: &str, value: &str, why: &str) -> ConfigError {
@@ -299,11 +388,55 @@ mod tests {
     }
 
     #[test]
+    fn server_lines_parse_as_zookeeper_writes_them() {
+        let l = ServerLine::parse("server.1", "zk1:2888:3888").unwrap();
+        assert_eq!(
+            (
+                l.host.as_str(),
+                l.peer_port,
+                l.election_port,
+                l.observer,
+                l.client
+            ),
+            ("zk1", 2888, 3888, false, None)
+        );
+        let l = ServerLine::parse("server.2", "10.0.0.2:2888:3888:observer;2181").unwrap();
+        assert!(l.observer);
+        assert_eq!(l.client, Some(("10.0.0.2".to_string(), 2181)));
+        let l = ServerLine::parse("server.3", "h:1:2:participant;0.0.0.0:2182").unwrap();
+        assert_eq!(l.client, Some(("0.0.0.0".to_string(), 2182)));
+        for bad in ["h:1", "h:x:2", ":1:2", "h:1:2:boss"] {
+            assert!(ServerLine::parse("server.9", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ensemble_needs_myid() {
+        let dir = std::env::temp_dir().join(format!("corral-myid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut p = pairs(&[
+            ("server.1", "127.0.0.1:2888:3888"),
+            ("server.2", "127.0.0.1:2889:3889"),
+        ]);
+        p.insert("dataDir".into(), dir.display().to_string());
+        let err = ServerConfig::from_pairs(&p).unwrap_err().to_string();
+        assert!(err.contains("myid"), "{err}");
+        std::fs::write(dir.join("myid"), "2\n").unwrap();
+        let c = ServerConfig::from_pairs(&p).unwrap();
+        assert_eq!((c.my_id, c.servers.len()), (2, 2));
+        std::fs::write(dir.join("myid"), "7").unwrap();
+        assert!(ServerConfig::from_pairs(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("no server.N"));
+    }
+
+    #[test]
     fn whitelist_and_unknown_keys() {
         let c = ServerConfig::from_pairs(&pairs(&[
             ("4lw.commands.whitelist", "ruok, stat"),
             ("fancyFeature", "1"),
-            ("server.1", "127.0.0.1:2888:3888"),
+            ("initLimit", "10"),
         ]))
         .unwrap();
         assert!(c.four_letter_allowed("ruok") && c.four_letter_allowed("srvr"));

@@ -5,14 +5,16 @@
 //! FIFO holds by construction, and a watch event is queued on a connection before the reply to
 //! any later request that could observe the change that fired it.
 //!
-//! A write becomes an [`Entry`] stamped here (zxid, time, session, identities) and is *proposed*:
-//! sent to the log thread. Only when the log reports the entry durable is it applied to the tree
-//! and answered. Meanwhile a connection's later reads wait in its queue (they must see its own
-//! writes); its later writes are proposed at once, so a pipelining client fills a group commit.
-//! Time and session expiry are decided here, never inside `apply`.
+//! A write becomes a [`Proposal`] tagged with this server's id and a sequence number, and goes to
+//! the replicated log. Every member applies every committed batch in order (`ToCore::Apply`),
+//! giving each proposal the next zxid; the member that proposed it answers its client then.
+//! Meanwhile a connection's later reads wait in its queue (they must see its own writes); its
+//! later writes are proposed at once, so a pipelining client fills a batch.
+//!
+//! Time is stamped by the leader into each batch; session expiry is decided by the leader only,
+//! from liveness the other members report; `apply` itself reads no clock.
 
 use crate::config::ServerConfig;
-use crate::durability::{self, LogCmd};
 use crate::session::{self, SessionIds};
 use crate::stats::{ConnStats, ServerStats};
 use crate::watch::{ConnId, WatchKind, WatchManager, WatcherType};
@@ -22,11 +24,10 @@ use corral_proto::frame::{connect_response_frame, Handshake};
 use corral_proto::message::encode_frame;
 use corral_proto::records::*;
 use corral_proto::{DecodeError, ErrorCode, EventType, MultiResult, OpCode, Request, Response};
-use corral_storage::snapshot::SnapshotStore;
-use corral_tree::{acl, DataTree, Entry, Txn};
+use corral_replication::{AppliedMark, Applying, ReplicaHandle, Role, ToCore};
+use corral_tree::{acl, DataTree, Entry, Proposal, Txn};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
@@ -41,7 +42,7 @@ pub enum Outgoing {
 
 pub type Outbox = mpsc::UnboundedSender<Outgoing>;
 
-/// Messages from connections, the log thread and the snapshot writer to the core.
+/// Messages from connections (and the core's own helper tasks) to the core.
 pub enum CoreMsg {
     Connect {
         conn: ConnId,
@@ -63,16 +64,13 @@ pub enum CoreMsg {
         word: String,
         reply: oneshot::Sender<String>,
     },
-    /// The log is durable through this zxid.
-    Durable {
-        zxid: i64,
-    },
-    /// The log cannot be written; no write can be acknowledged any more.
-    LogFailed {
-        why: String,
-    },
-    SnapshotDone {
-        result: Result<i64, String>,
+    /// The leader's read index for a `sync` (none: no leader could be asked).
+    SyncIndex {
+        conn: ConnId,
+        xid: i32,
+        path: String,
+        received: Instant,
+        index: Option<u64>,
     },
 }
 
@@ -101,7 +99,7 @@ pub(crate) struct Conn {
     queued: VecDeque<Queued>,
 }
 
-/// Who waits for a proposed entry.
+/// Who waits for a proposal of this server.
 enum Origin {
     Nobody,
     Reply {
@@ -109,7 +107,7 @@ enum Origin {
         xid: i32,
         received: Instant,
     },
-    /// A new session: the connect response goes out once the session is durable.
+    /// A new session: the connect response goes out once the session is in the log.
     Connect {
         conn: ConnId,
         frame: Bytes,
@@ -133,36 +131,38 @@ impl Origin {
     }
 }
 
-struct Proposed {
-    entry: Entry,
-    origin: Origin,
-}
-
-/// Where the core's writes go, and what it needs to snapshot.
-pub struct Durability {
-    pub log: std_mpsc::Sender<LogCmd>,
-    pub snapshots: Arc<SnapshotStore>,
-    /// The core's own inbox, for the snapshot writer's report.
-    pub inbox: mpsc::Sender<CoreMsg>,
+/// A `sync` waiting for this member to apply the leader's read index.
+struct SyncWait {
+    index: u64,
+    conn: ConnId,
+    xid: i32,
+    path: String,
+    received: Instant,
 }
 
 pub struct Core {
     pub(crate) cfg: Arc<ServerConfig>,
     pub(crate) tree: DataTree,
+    mark: AppliedMark,
     pub(crate) watches: WatchManager,
     sessions: HashMap<i64, LiveSession>,
     /// Sessions whose close is proposed but not yet applied.
     closing: HashSet<i64>,
+    /// Sessions with traffic here since the last report to the leader.
+    active: HashSet<i64>,
     pub(crate) conns: HashMap<ConnId, Conn>,
     ids: SessionIds,
     pub(crate) stats: ServerStats,
     next_reap: Instant,
-    durability: Durability,
-    proposed: VecDeque<Proposed>,
-    last_proposed: i64,
-    log_failed: Option<String>,
+    replica: ReplicaHandle,
+    pub(crate) role: Role,
+    leader: Option<u64>,
+    pending: HashMap<u64, Origin>,
+    next_seq: u64,
+    refusing_writes: bool,
     applied_since_snapshot: u64,
-    snapshot_running: bool,
+    syncs: Vec<SyncWait>,
+    inbox: mpsc::Sender<CoreMsg>,
 }
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -205,9 +205,13 @@ fn notification_frame(path: &str, kind: EventType) -> Bytes {
 }
 
 impl Core {
-    /// A core over a recovered tree. Sessions found in the tree get a fresh timeout, as after a
-    /// ZooKeeper leader change: their clients have that long to come back.
-    pub fn new(cfg: Arc<ServerConfig>, tree: DataTree, durability: Durability) -> Self {
+    pub fn new(
+        cfg: Arc<ServerConfig>,
+        tree: DataTree,
+        mark: AppliedMark,
+        replica: ReplicaHandle,
+        inbox: mpsc::Sender<CoreMsg>,
+    ) -> Self {
         let reap_every = Duration::from_millis(cfg.container_check_interval_ms);
         let now = Instant::now();
         let sessions = tree
@@ -224,31 +228,36 @@ impl Core {
                 )
             })
             .collect();
-        let last_proposed = tree.last_zxid();
+        let server_id = replica.id().min(255) as u8;
         Core {
             cfg,
             tree,
+            mark,
             watches: WatchManager::default(),
             sessions,
             closing: HashSet::new(),
+            active: HashSet::new(),
             conns: HashMap::new(),
-            // A standalone ZooKeeper makes session ids with server id 1.
-            ids: SessionIds::new(1, now_ms()),
+            ids: SessionIds::new(server_id, now_ms()),
             stats: ServerStats::new(),
             next_reap: now + reap_every,
-            durability,
-            proposed: VecDeque::new(),
-            last_proposed,
-            log_failed: None,
+            replica,
+            role: Role::Looking,
+            leader: None,
+            pending: HashMap::new(),
+            next_seq: 1,
+            refusing_writes: false,
             applied_since_snapshot: 0,
-            snapshot_running: false,
+            syncs: Vec::new(),
+            inbox,
         }
     }
 
-    /// Runs until every sender is gone or `shutdown` fires.
+    /// Runs until `shutdown` fires.
     pub async fn run(
         mut self,
         mut rx: mpsc::Receiver<CoreMsg>,
+        mut replication: mpsc::Receiver<ToCore>,
         mut shutdown: oneshot::Receiver<()>,
     ) {
         let tick = Duration::from_millis((self.cfg.tick_time_ms as u64 / 2).clamp(10, 500));
@@ -256,6 +265,10 @@ impl Core {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                msg = replication.recv() => match msg {
+                    Some(msg) => self.replicated(msg),
+                    None => self.stop_writes("the replicated log has stopped"),
+                },
                 msg = rx.recv() => match msg {
                     Some(msg) => self.handle(msg),
                     None => break,
@@ -288,60 +301,146 @@ impl Core {
             CoreMsg::FourLetter { word, reply } => {
                 let _ = reply.send(self.four_letter(&word));
             }
-            CoreMsg::Durable { zxid } => self.durable(zxid),
-            CoreMsg::LogFailed { why } => self.log_failed(why),
-            CoreMsg::SnapshotDone { result } => {
-                self.snapshot_running = false;
-                match result {
-                    Ok(_) => {
-                        // Keep the log that the oldest retained snapshot needs, so that any of
-                        // them can serve as a fallback if a newer one turns out damaged.
-                        let oldest = self
-                            .durability
-                            .snapshots
-                            .list()
-                            .ok()
-                            .and_then(|l| l.last().copied());
-                        if let Some(oldest) = oldest {
-                            let through = oldest.last_index as i64;
-                            let _ = self.durability.log.send(LogCmd::Purge { through });
-                        }
-                    }
-                    Err(why) => tracing::error!(%why, "writing a snapshot failed"),
+            CoreMsg::SyncIndex {
+                conn,
+                xid,
+                path,
+                received,
+                index,
+            } => match index {
+                Some(index) => {
+                    self.syncs.push(SyncWait {
+                        index,
+                        conn,
+                        xid,
+                        path,
+                        received,
+                    });
+                    self.finish_syncs();
                 }
-                // Writes that came in while it was written may already call for the next one.
-                if self.applied_since_snapshot >= self.cfg.snap_count {
-                    self.start_snapshot();
+                None => {
+                    // No leader to ask: the client learns of it as a lost connection.
+                    tracing::warn!("sync: no leader answered; closing the connection");
+                    self.close_connection(conn);
                 }
-            }
+            },
         }
     }
 
-    /// Stamps and proposes one write: the only place entries are made.
+    /// What the replicated log asks of the core.
+    fn replicated(&mut self, msg: ToCore) {
+        match msg {
+            ToCore::Apply { entries, done } => {
+                for applying in entries {
+                    self.apply_entry(applying);
+                }
+                let _ = done.send(());
+                self.finish_syncs();
+            }
+            ToCore::Snapshot { reply } => {
+                let _ = reply.send((self.tree.clone(), self.mark.clone()));
+            }
+            ToCore::Install { tree, mark, done } => {
+                tracing::info!(
+                    zxid = format_args!("{:#x}", tree.last_zxid()),
+                    "installing a snapshot from the leader"
+                );
+                self.tree = *tree;
+                self.mark = mark;
+                self.resync_sessions();
+                let _ = done.send(());
+                self.finish_syncs();
+            }
+            ToCore::AppliedState { reply } => {
+                let _ = reply.send(self.mark.clone());
+            }
+            ToCore::Touch { sessions } => {
+                let now = Instant::now();
+                for id in sessions {
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        s.deadline = now + Duration::from_millis(s.timeout_ms as u64);
+                    }
+                }
+            }
+            ToCore::Lost { seqs } => {
+                // The outcome is unknown to the client, as after a ZooKeeper connection loss.
+                for seq in seqs {
+                    if let Some(conn) = self.pending.remove(&seq).and_then(|o| o.conn()) {
+                        self.close_connection(conn);
+                    }
+                }
+            }
+            ToCore::Role { role, leader } => self.role_changed(role, leader),
+        }
+    }
+
+    fn role_changed(&mut self, role: Role, leader: Option<u64>) {
+        tracing::info!(mode = role.zk_mode(), ?leader, "role");
+        if role.leads() && !self.role.leads() {
+            // As after a ZooKeeper leader election: every session gets a fresh timeout.
+            let now = Instant::now();
+            for s in self.sessions.values_mut() {
+                s.deadline = now + Duration::from_millis(s.timeout_ms as u64);
+            }
+        }
+        if self.leader.is_some() && leader != self.leader {
+            // Writes given to the old leader may or may not commit: their clients learn of it as
+            // a lost connection, as with ZooKeeper, and find the outcome after reconnecting.
+            let lost: Vec<ConnId> = self.pending.drain().filter_map(|(_, o)| o.conn()).collect();
+            for conn in lost {
+                self.close_connection(conn);
+            }
+        }
+        self.role = role;
+        self.leader = leader;
+    }
+
+    /// After a snapshot replaced the tree: sessions follow the tree.
+    fn resync_sessions(&mut self) {
+        let now = Instant::now();
+        let live: HashMap<i64, i32> = self.tree.sessions().collect();
+        let gone: Vec<i64> = self
+            .sessions
+            .keys()
+            .filter(|id| !live.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            if let Some(conn) = self.sessions.remove(&id).and_then(|s| s.conn) {
+                self.close_connection(conn);
+            }
+        }
+        for (id, timeout_ms) in live {
+            self.sessions.entry(id).or_insert(LiveSession {
+                timeout_ms,
+                deadline: now + Duration::from_millis(timeout_ms as u64),
+                conn: None,
+            });
+        }
+    }
+
+    /// Stamps and proposes one write: the only place proposals are made.
     fn propose(&mut self, session_id: i64, auth: Vec<Id>, txn: Txn, origin: Origin) {
-        if self.log_failed.is_some() {
+        if self.refusing_writes {
             return self.refuse(origin);
         }
-        self.last_proposed += 1;
-        let entry = Entry {
-            zxid: self.last_proposed,
-            time_ms: now_ms(),
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let proposal = Proposal {
+            origin_server: self.replica.id(),
+            origin_seq: seq,
             session_id,
             auth,
             txn,
         };
-        let cmd = LogCmd::Append {
-            zxid: entry.zxid,
-            bytes: entry.to_bytes(),
-        };
-        if self.durability.log.send(cmd).is_err() {
-            self.log_failed("the log thread has stopped".into());
+        if !self.replica.propose(proposal.to_framed_bytes()) {
+            self.stop_writes("the replicated log has stopped");
             return self.refuse(origin);
         }
         if let Some(c) = origin.conn().and_then(|c| self.conns.get_mut(&c)) {
             c.in_flight += 1;
         }
-        self.proposed.push_back(Proposed { entry, origin });
+        self.pending.insert(seq, origin);
     }
 
     /// Answers a write that cannot be made durable.
@@ -371,15 +470,17 @@ impl Core {
         }
     }
 
-    fn log_failed(&mut self, why: String) {
-        tracing::error!(%why, "transaction log failure: refusing writes until restart; reads go on");
-        self.log_failed = Some(why);
-        // Nothing still waiting can be acknowledged.
-        for p in std::mem::take(&mut self.proposed) {
-            if let Some(c) = p.origin.conn().and_then(|c| self.conns.get_mut(&c)) {
+    fn stop_writes(&mut self, why: &str) {
+        if self.refusing_writes {
+            return;
+        }
+        tracing::error!(%why, "refusing writes until restart; reads go on");
+        self.refusing_writes = true;
+        for (_, origin) in std::mem::take(&mut self.pending) {
+            if let Some(c) = origin.conn().and_then(|c| self.conns.get_mut(&c)) {
                 c.in_flight = c.in_flight.saturating_sub(1);
             }
-            self.refuse(p.origin);
+            self.refuse(origin);
         }
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
@@ -387,16 +488,38 @@ impl Core {
         }
     }
 
-    /// The log is durable through `zxid`: apply and answer everything up to it, in order.
-    fn durable(&mut self, zxid: i64) {
-        while self.proposed.front().is_some_and(|p| p.entry.zxid <= zxid) {
-            let p = self.proposed.pop_front().expect("checked");
-            self.apply(p);
+    /// Applies one committed log entry: each proposal of its batch gets the next zxid.
+    fn apply_entry(&mut self, applying: Applying) {
+        if let Some(batch) = applying.batch {
+            for proposal in batch.proposals {
+                let mine = proposal.origin_server == self.replica.id();
+                let seq = proposal.origin_seq;
+                let entry = proposal.into_entry(self.tree.last_zxid() + 1, batch.time_ms);
+                let origin = if mine {
+                    self.pending.remove(&seq)
+                } else {
+                    None
+                };
+                self.apply(entry, origin.unwrap_or(Origin::Nobody));
+            }
         }
+        self.mark = applying.mark;
     }
 
-    fn apply(&mut self, p: Proposed) {
-        let applied = self.tree.apply(&p.entry);
+    fn apply(&mut self, entry: Entry, origin: Origin) {
+        let created = match &entry.txn {
+            Txn::CreateSession { timeout_ms } => Some((entry.session_id, *timeout_ms)),
+            _ => None,
+        };
+        let applied = self.tree.apply(&entry);
+        if let Some((id, timeout_ms)) = created {
+            // Known everywhere, so the leader can expire it whichever member it is on.
+            self.sessions.entry(id).or_insert(LiveSession {
+                timeout_ms,
+                deadline: Instant::now() + Duration::from_millis(timeout_ms as u64),
+                conn: None,
+            });
+        }
         for event in &applied.events {
             for conn in self.watches.trigger(&event.path, event.kind) {
                 // A watcher that may not read the node is not told of it (ZooKeeper's fix for
@@ -410,8 +533,8 @@ impl Core {
                 }
             }
         }
-        let origin_conn = p.origin.conn();
-        match p.origin {
+        let origin_conn = origin.conn();
+        match origin {
             Origin::Nobody => {}
             Origin::Reply {
                 conn,
@@ -447,22 +570,32 @@ impl Core {
             self.drain(conn);
         }
         self.applied_since_snapshot += 1;
-        if self.applied_since_snapshot >= self.cfg.snap_count && !self.snapshot_running {
-            self.start_snapshot();
+        if self.applied_since_snapshot >= self.cfg.snap_count {
+            self.applied_since_snapshot = 0;
+            self.replica.trigger_snapshot();
         }
     }
 
-    /// Copies the tree and writes the copy on a blocking thread while writes go on.
-    fn start_snapshot(&mut self) {
-        self.applied_since_snapshot = 0;
-        self.snapshot_running = true;
-        let copy = self.tree.clone();
-        let store = self.durability.snapshots.clone();
-        let inbox = self.durability.inbox.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = durability::write_snapshot(&store, &copy).map_err(|e| e.to_string());
-            let _ = inbox.blocking_send(CoreMsg::SnapshotDone { result });
-        });
+    /// Answers the `sync`s whose read index this member has now applied.
+    fn finish_syncs(&mut self) {
+        let applied = self.mark.index();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.syncs)
+            .into_iter()
+            .partition(|s| s.index <= applied);
+        self.syncs = waiting;
+        for s in ready {
+            self.finish(
+                s.conn,
+                s.xid,
+                self.tree.last_zxid(),
+                Ok(Response::Path(s.path)),
+                s.received,
+            );
+            if let Some(c) = self.conns.get_mut(&s.conn) {
+                c.in_flight -= 1;
+            }
+            self.drain(s.conn);
+        }
     }
 
     fn send(&mut self, conn: ConnId, frame: Bytes) {
@@ -477,6 +610,11 @@ impl Core {
         if let Some(c) = self.conns.remove(&conn) {
             let _ = c.out.send(Outgoing::Close);
             self.watches.drop_connection(conn);
+            if let Some(s) = self.sessions.get_mut(&c.session_id) {
+                if s.conn == Some(conn) {
+                    s.conn = None;
+                }
+            }
         }
     }
 
@@ -529,6 +667,7 @@ impl Core {
                 conn: Some(conn),
             },
         );
+        self.active.insert(session_id);
         let resp = ConnectResponse {
             protocol_version: 0,
             time_out: timeout_ms,
@@ -574,20 +713,28 @@ impl Core {
         }
     }
 
-    /// Expires silent sessions and reaps containers and TTL nodes that are due.
+    /// The leader expires silent sessions and reaps due containers and TTL nodes; the other
+    /// members report which sessions they have heard from.
     pub fn tick(&mut self, now: Instant) {
+        if !self.role.leads() {
+            let active: Vec<i64> = self.active.drain().collect();
+            if !active.is_empty() {
+                let replica = self.replica.clone();
+                tokio::spawn(async move { replica.touch(active).await });
+            }
+            return;
+        }
+        self.active.clear();
         let expired: Vec<i64> = self
             .sessions
             .iter()
-            .filter(|(_, s)| s.deadline <= now)
+            .filter(|(id, s)| s.deadline <= now && !self.closing.contains(id))
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
             tracing::info!(session = format_args!("{id:#x}"), "session expired");
-            if let Some(s) = self.sessions.remove(&id) {
-                if let Some(conn) = s.conn {
-                    self.close_connection(conn);
-                }
+            if let Some(conn) = self.sessions.get(&id).and_then(|s| s.conn) {
+                self.close_connection(conn);
             }
             self.closing.insert(id);
             self.propose(id, Vec::new(), Txn::CloseSession, Origin::Nobody);
@@ -615,6 +762,7 @@ impl Core {
         c.stats.last_op = OpCode::from_i32(op);
         c.stats.last_cxid = xid;
         self.stats.packets_received += 1;
+        self.active.insert(c.session_id);
         if let Some(s) = self.sessions.get_mut(&c.session_id) {
             s.deadline = Instant::now() + Duration::from_millis(s.timeout_ms as u64);
         }
@@ -686,12 +834,12 @@ impl Core {
         };
         match request {
             Request::Auth(p) => self.auth(conn, xid, p),
+            Request::Sync(r) => self.sync(conn, xid, r.path, received),
             Request::CloseSession => {
                 // Detach the connection so that applying the close answers it before closing it.
                 if let Some(s) = self.sessions.get_mut(&session_id) {
                     s.conn = None;
                 }
-                self.sessions.remove(&session_id);
                 self.closing.insert(session_id);
                 let origin = Origin::Close {
                     conn,
@@ -714,6 +862,28 @@ impl Core {
                 self.finish(conn, xid, self.tree.last_zxid(), result, received);
             }
         }
+    }
+
+    /// `sync`: answered once this member has applied what the leader had committed when asked.
+    /// The connection's later reads wait for it, as they wait for its writes.
+    fn sync(&mut self, conn: ConnId, xid: i32, path: String, received: Instant) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.in_flight += 1;
+        }
+        let replica = self.replica.clone();
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            let index = replica.read_index().await;
+            let _ = inbox
+                .send(CoreMsg::SyncIndex {
+                    conn,
+                    xid,
+                    path,
+                    received,
+                    index,
+                })
+                .await;
+        });
     }
 
     fn finish(

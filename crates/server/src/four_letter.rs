@@ -109,7 +109,7 @@ impl Core {
     fn server_summary(&self) -> String {
         let l = &self.stats.latency;
         format!(
-            "Latency min/avg/max: {}/{}/{}\nReceived: {}\nSent: {}\nConnections: {}\nOutstanding: 0\nZxid: {:#x}\nMode: standalone\nNode count: {}\n",
+            "Latency min/avg/max: {}/{}/{}\nReceived: {}\nSent: {}\nConnections: {}\nOutstanding: 0\nZxid: {:#x}\nMode: {}\nNode count: {}\n",
             l.min(),
             java_double(l.avg()),
             l.max_ms,
@@ -117,6 +117,7 @@ impl Core {
             self.stats.packets_sent,
             self.conns.len(),
             self.tree.last_zxid(),
+            self.role.zk_mode(),
             // ZooKeeper's count includes its "" alias of the root.
             self.tree.node_count() + 1,
         )
@@ -186,7 +187,7 @@ impl Core {
         let ephemerals: usize = self.tree.ephemeral_counts().map(|(_, n)| n).sum();
         let rows: Vec<(&str, String)> = vec![
             ("zk_version", VERSION_LINE.to_owned()),
-            ("zk_server_state", "standalone".into()),
+            ("zk_server_state", self.role.zk_mode().into()),
             ("zk_ephemerals_count", ephemerals.to_string()),
             ("zk_num_alive_connections", self.conns.len().to_string()),
             ("zk_avg_latency", java_double(l.avg())),

@@ -7,7 +7,6 @@
 pub mod config;
 pub mod connection;
 pub mod core;
-pub mod durability;
 pub mod four_letter;
 pub mod server;
 pub mod session;

@@ -2,9 +2,10 @@
 
 use crate::config::ServerConfig;
 use crate::connection;
-use crate::core::{Core, CoreMsg, Durability};
-use crate::durability;
+use crate::core::{Core, CoreMsg};
+use corral_replication::{Member, ReplicaConfig, ReplicaHandle, ReplicationError};
 use corral_tree::TreeConfig;
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -20,8 +21,10 @@ pub enum ServerError {
     #[error("cannot recover the data in {dir}: {source}")]
     Recovery {
         dir: std::path::PathBuf,
-        source: durability::RecoveryError,
+        source: ReplicationError,
     },
+    #[error("cannot start replication: {0}")]
+    Replication(ReplicationError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -36,26 +39,73 @@ pub struct Server {
     core_stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<()>,
     core: JoinHandle<()>,
-    log_thread: Option<std::thread::JoinHandle<()>>,
+    replica: ReplicaHandle,
+}
+
+/// The replication settings a server configuration implies: an ensemble from `server.N` lines,
+/// or a one-member ensemble for a standalone server.
+pub fn replica_config(cfg: &ServerConfig) -> ReplicaConfig {
+    let client_port = cfg.client_port;
+    let members: BTreeMap<u64, Member> = if cfg.servers.is_empty() {
+        let client_addr = SocketAddr::new(cfg.client_address, client_port).to_string();
+        [(
+            cfg.my_id,
+            Member {
+                raft_addr: String::new(),
+                client_addr,
+                observer: false,
+            },
+        )]
+        .into()
+    } else {
+        cfg.servers
+            .iter()
+            .map(|(id, s)| {
+                let client_addr = match &s.client {
+                    Some((h, p)) => format!("{h}:{p}"),
+                    None => format!("{}:{client_port}", s.host),
+                };
+                let raft_addr = format!("{}:{}", s.host, s.peer_port);
+                (
+                    *id,
+                    Member {
+                        raft_addr,
+                        client_addr,
+                        observer: s.observer,
+                    },
+                )
+            })
+            .collect()
+    };
+    // Failover well within a second: see ARCHITECTURE.md.
+    ReplicaConfig {
+        id: cfg.my_id,
+        members,
+        data_dir: cfg.data_dir.clone(),
+        tree: TreeConfig {
+            extended_types: cfg.extended_types,
+        },
+        segment_bytes: cfg.log_segment_bytes,
+        snapshot_retain: cfg.snap_retain_count,
+        heartbeat_ms: 100,
+        election_timeout_min_ms: 250,
+        election_timeout_max_ms: 350,
+    }
 }
 
 impl Server {
-    /// Recovers the data directory, binds the client port and starts serving.
+    /// Recovers the data directory, joins the replicated log, binds the client port and serves.
     pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
-        let tree_config = TreeConfig {
-            extended_types: cfg.extended_types,
-        };
-        let data_dir = cfg.data_dir.clone();
-        let (retain, segment) = (cfg.snap_retain_count, cfg.log_segment_bytes);
-        let recovered = tokio::task::spawn_blocking(move || {
-            durability::recover(&data_dir, tree_config, retain, segment)
-        })
-        .await
-        .expect("recovery task")
-        .map_err(|source| ServerError::Recovery {
-            dir: cfg.data_dir.clone(),
-            source,
-        })?;
+        let rcfg = replica_config(&cfg);
+        let recover_cfg = rcfg.clone();
+        let (tree, mark, storage) =
+            tokio::task::spawn_blocking(move || corral_replication::recover(&recover_cfg))
+                .await
+                .expect("recovery task")
+                .map_err(|source| ServerError::Recovery {
+                    dir: cfg.data_dir.clone(),
+                    source,
+                })?;
         let addr = SocketAddr::new(cfg.client_address, cfg.client_port);
         let listener = TcpListener::bind(addr)
             .await
@@ -64,16 +114,15 @@ impl Server {
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
         let cfg = Arc::new(cfg);
+        let (replica, proposals) = corral_replication::handle(&rcfg);
         let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE);
-        let (log, log_thread) = durability::spawn_log_thread(recovered.log, core_tx.clone());
-        let durability = Durability {
-            log,
-            snapshots: Arc::new(recovered.snapshots),
-            inbox: core_tx.clone(),
-        };
+        let (to_core, from_replication) = mpsc::channel(1024);
         let (core_stop, core_stop_rx) = oneshot::channel();
-        let core = Core::new(cfg.clone(), recovered.tree, durability);
-        let core = tokio::spawn(core.run(core_rx, core_stop_rx));
+        let core = Core::new(cfg.clone(), tree, mark, replica.clone(), core_tx.clone());
+        let core = tokio::spawn(core.run(core_rx, from_replication, core_stop_rx));
+        corral_replication::start(rcfg, storage, replica.clone(), proposals, to_core)
+            .await
+            .map_err(ServerError::Replication)?;
         let (stop, stop_rx) = oneshot::channel();
         let accept = tokio::spawn(accept_loop(listener, cfg, core_tx, stop_rx));
         tracing::info!(%local_addr, "serving ZooKeeper clients");
@@ -83,25 +132,21 @@ impl Server {
             core_stop: Some(core_stop),
             accept,
             core,
-            log_thread: Some(log_thread),
+            replica,
         })
     }
 
-    /// Stops accepting, closes every connection and waits for the tasks to end.
+    /// Stops accepting, stops replication, closes every connection and waits for the tasks.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         let _ = (&mut self.accept).await;
+        self.replica.shutdown().await;
         if let Some(s) = self.core_stop.take() {
             let _ = s.send(());
         }
         let _ = (&mut self.core).await;
-        // The core held the log thread's only sender; with it gone the thread finishes its last
-        // sync and ends.
-        if let Some(t) = self.log_thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
     }
 }
 

@@ -125,8 +125,10 @@ fn snapshots_are_taken_old_log_is_purged_and_restart_is_whole() {
     server.stop_keeping_data();
     let snaps = std::fs::read_dir(dir.join("snapshots")).unwrap().count();
     assert!((1..=2).contains(&snaps), "snapshots retained: {snaps}");
-    let segments = std::fs::read_dir(dir.join("log")).unwrap().count();
-    let log_bytes: u64 = std::fs::read_dir(dir.join("log"))
+    let segments = std::fs::read_dir(dir.join("raft").join("log"))
+        .unwrap()
+        .count();
+    let log_bytes: u64 = std::fs::read_dir(dir.join("raft").join("log"))
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
@@ -184,13 +186,16 @@ fn damaged_newest_snapshot_falls_back_to_the_older_one() {
 fn flipped_byte_in_an_older_log_segment_refuses_to_start() {
     let dir = temp_data_dir();
     let mut cfg = config_at(&dir);
-    cfg.log_segment_bytes = 2048;
+    cfg.log_segment_bytes = 1024;
     let server = TestServer::start_with(cfg.clone());
     let mut c = RawClient::connect(server.addr);
-    create_many(&mut c, "/f", 200);
+    // One write at a time: each is its own log entry, so the log spans several segments.
+    for i in 0..60 {
+        assert_eq!(c.call(create(&format!("/f{i}"), b"v", 0)).err, 0);
+    }
     drop(c);
     server.stop_keeping_data();
-    let mut segs: Vec<_> = std::fs::read_dir(dir.join("log"))
+    let mut segs: Vec<_> = std::fs::read_dir(dir.join("raft").join("log"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();

@@ -54,6 +54,13 @@ impl TestServer {
     }
 
     pub fn start_with(mut cfg: ServerConfig) -> TestServer {
+        // CORRAL_TEST_LOG=debug (any RUST_LOG filter) shows the servers' logs in a test run.
+        if let Ok(filter) = std::env::var("CORRAL_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let wl: Vec<String> = cfg.four_letter_whitelist.clone();
         if wl == ["*"] {
             cfg.four_letter_whitelist = corral_server::config::ALL_FOUR_LETTER_WORDS

@@ -84,6 +84,114 @@ impl Entry {
     }
 }
 
+/// One write on its way through the replicated log, before it has a zxid: who proposed it
+/// (server and per-server sequence number, so the proposer can answer its client when the entry
+/// is applied) and what it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    pub origin_server: u64,
+    pub origin_seq: u64,
+    pub session_id: i64,
+    pub auth: Vec<Id>,
+    pub txn: Txn,
+}
+
+/// What one replicated log entry carries: proposals stamped with the leader's clock. Applying a
+/// batch gives each proposal the next zxid, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Batch {
+    pub time_ms: i64,
+    pub proposals: Vec<Proposal>,
+}
+
+impl Proposal {
+    /// The entry this proposal becomes at `zxid` in a batch stamped `time_ms`.
+    pub fn into_entry(self, zxid: i64, time_ms: i64) -> Entry {
+        Entry {
+            zxid,
+            time_ms,
+            session_id: self.session_id,
+            auth: self.auth,
+            txn: self.txn,
+        }
+    }
+
+    pub fn decode(r: &mut Reader<'_>) -> Result<Proposal, DecodeError> {
+        let origin_server = i64::decode(r)? as u64;
+        let origin_seq = i64::decode(r)? as u64;
+        let entry_bytes = Bytes::decode(r)?;
+        let e = Entry::decode(&entry_bytes)?;
+        Ok(Proposal {
+            origin_server,
+            origin_seq,
+            session_id: e.session_id,
+            auth: e.auth,
+            txn: e.txn,
+        })
+    }
+}
+
+impl Batch {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(ENTRY_VERSION);
+        self.time_ms.encode(out);
+        (self.proposals.len() as i32).encode(out);
+        for p in &self.proposals {
+            p.encode_framed(out);
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(64 * self.proposals.len() + 16);
+        self.encode(&mut v);
+        v
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
+        let r = &mut Reader::new(bytes);
+        if r.take(1, "batch version")?[0] != ENTRY_VERSION {
+            return Err(DecodeError::Invalid("unknown batch version"));
+        }
+        let time_ms = i64::decode(r)?;
+        let n = count(r, 20)?;
+        let mut proposals = Vec::with_capacity(n);
+        for _ in 0..n {
+            proposals.push(Proposal::decode(r)?);
+        }
+        Ok(Batch { time_ms, proposals })
+    }
+}
+
+impl Batch {
+    /// A batch's bytes from proposals already encoded with [`Proposal::to_framed_bytes`], so a
+    /// leader batches forwarded proposals without decoding them.
+    pub fn encode_framed(time_ms: i64, framed: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + framed.iter().map(Vec::len).sum::<usize>());
+        out.push(ENTRY_VERSION);
+        time_ms.encode(&mut out);
+        (framed.len() as i32).encode(&mut out);
+        for f in framed {
+            out.extend_from_slice(f);
+        }
+        out
+    }
+}
+
+impl Proposal {
+    pub fn to_framed_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        self.encode_framed(&mut out);
+        out
+    }
+
+    /// The entry codec carries session, identities and txn; its zxid and time are unused here.
+    fn encode_framed(&self, out: &mut Vec<u8>) {
+        (self.origin_server as i64).encode(out);
+        (self.origin_seq as i64).encode(out);
+        Bytes::from(self.clone().into_entry(0, 0).to_bytes()).encode(out);
+    }
+}
+
 impl DataTree {
     /// The whole tree as snapshot bytes (deterministic: nodes in path order).
     pub fn encode_snapshot(&self, out: &mut Vec<u8>) {
@@ -321,6 +429,33 @@ mod tests {
             replay.apply(e);
         }
         assert_eq!(replay.snapshot_bytes(), bytes);
+    }
+
+    #[test]
+    fn batches_round_trip() {
+        let (_, entries) = sample_tree();
+        let batch = Batch {
+            time_ms: 42,
+            proposals: entries
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| Proposal {
+                    origin_server: 3,
+                    origin_seq: i as u64,
+                    session_id: e.session_id,
+                    auth: e.auth,
+                    txn: e.txn,
+                })
+                .collect(),
+        };
+        assert_eq!(Batch::decode(&batch.to_bytes()).unwrap(), batch);
+        let framed: Vec<Vec<u8>> = batch
+            .proposals
+            .iter()
+            .map(Proposal::to_framed_bytes)
+            .collect();
+        assert_eq!(Batch::encode_framed(42, &framed), batch.to_bytes());
+        assert!(Batch::decode(&batch.to_bytes()[..10]).is_err());
     }
 
     #[test]

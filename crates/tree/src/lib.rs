@@ -14,4 +14,5 @@ pub mod path;
 pub mod tree;
 
 pub use apply::{Applied, Entry, Event, Txn};
+pub use codec::{Batch, Proposal};
 pub use tree::{DataTree, Node, TreeConfig};

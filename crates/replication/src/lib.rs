@@ -1,0 +1,23 @@
+//! # corral-replication
+//!
+//! Corral's replicated, durable log. Every write of every member, standalone or in an ensemble,
+//! goes through it: proposals are batched by the leader into Raft entries (openraft, pinned),
+//! stored in Corral's segmented log, and handed in order to the core, which applies them to its
+//! tree. Nothing outside this crate names openraft: the server sees [`ReplicaHandle`] (propose,
+//! read index, touch), [`ToCore`] (what it must do) and [`Role`].
+
+// openraft's traits fix their error type (`StorageError`, over 200 bytes); results carrying it
+// are openraft's shape, not a choice made here.
+#![allow(clippy::result_large_err)]
+
+mod log_store;
+mod network;
+mod node;
+mod state_machine;
+mod types;
+
+pub use node::{
+    handle, recover, start, Member, ReplicaConfig, ReplicaHandle, ReplicationError, Role, Storage,
+};
+pub use state_machine::{AppliedMark, Applying, ToCore};
+pub use types::{CorralNode, NodeId};

@@ -1,0 +1,240 @@
+//! openraft's log storage on Corral's segmented log.
+//!
+//! Entries are postcard-encoded records of the segmented log, numbered by their Raft index. The
+//! vote and the purge point live in small files written atomically (fsynced); the commit point is
+//! a hint written without fsync (after a crash openraft simply re-applies from an earlier point).
+//! Appends are written at once, so they are readable when `append` returns, and made durable on
+//! a blocking thread, which then tells openraft through its callback.
+
+use crate::types::{decode, encode, LogId, NodeId, SErr, TypeConfig};
+use corral_storage::fsutil::atomic_write;
+use corral_storage::log::SegmentedLog;
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{AnyError, Entry, LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+struct Inner {
+    log: SegmentedLog,
+    last: Option<LogId>,
+    purged: Option<LogId>,
+}
+
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<Inner>>,
+    dir: PathBuf,
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> SErr {
+    StorageIOError::write_logs(AnyError::new(&e)).into()
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> SErr {
+    StorageIOError::read_logs(AnyError::new(&e)).into()
+}
+
+fn read_small<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, SErr> {
+    match std::fs::read(path) {
+        Ok(bytes) => decode(&bytes).map(Some).map_err(read_err),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(read_err(e)),
+    }
+}
+
+impl LogStore {
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<LogStore, corral_storage::StorageError> {
+        let mut log = SegmentedLog::open(&dir.join("log"), segment_bytes)?;
+        let purged: Option<LogId> =
+            read_small(&dir.join("purged")).map_err(|e| corral_storage::StorageError::Corrupt {
+                path: dir.join("purged"),
+                offset: 0,
+                why: e.to_string(),
+            })?;
+        let last = match log.last_index() {
+            Some(i) => {
+                let bytes = log.read(i, i + 1)?.remove(0).1;
+                let entry: Entry<TypeConfig> =
+                    decode(&bytes).map_err(|e| corral_storage::StorageError::Corrupt {
+                        path: dir.join("log"),
+                        offset: i,
+                        why: format!("entry {i} does not decode: {e}"),
+                    })?;
+                Some(entry.log_id)
+            }
+            None => None,
+        };
+        Ok(LogStore {
+            inner: Arc::new(Mutex::new(Inner { log, last, purged })),
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The first index the log holds, for recovery's gap check.
+    pub fn first_index(&self) -> Option<u64> {
+        self.inner.lock().expect("log lock").log.first_index()
+    }
+
+    fn vote_path(&self) -> PathBuf {
+        self.dir.join("vote")
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, SErr> {
+        let mut inner = self.inner.lock().expect("log lock");
+        let (Some(first), Some(last)) = (inner.log.first_index(), inner.log.last_index()) else {
+            return Ok(Vec::new());
+        };
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s + 1,
+            Bound::Unbounded => first,
+        }
+        .max(first);
+        let end = match range.end_bound() {
+            Bound::Included(e) => e + 1,
+            Bound::Excluded(e) => *e,
+            Bound::Unbounded => last + 1,
+        }
+        .min(last + 1);
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        inner
+            .log
+            .read(start, end)
+            .map_err(read_err)?
+            .into_iter()
+            .map(|(_, bytes)| decode(&bytes).map_err(read_err))
+            .collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
+        let inner = self.inner.lock().expect("log lock");
+        Ok(LogState {
+            last_purged_log_id: inner.purged,
+            last_log_id: inner.last.or(inner.purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), SErr> {
+        let (path, bytes) = (self.vote_path(), encode(vote));
+        tokio::task::spawn_blocking(move || atomic_write(&path, &bytes))
+            .await
+            .expect("vote writer")
+            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SErr> {
+        read_small(&self.vote_path())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), SErr> {
+        // A hint only: no fsync. Losing it means openraft re-applies less and the leader
+        // re-commits the rest.
+        let _ = std::fs::write(self.dir.join("committed"), encode(&committed));
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, SErr> {
+        // Written without fsync or rename, so a crash can tear it; a torn hint is no hint.
+        match read_small::<Option<LogId>>(&self.dir.join("committed")) {
+            Ok(c) => Ok(c.flatten()),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring an unreadable commit hint");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        {
+            let mut inner = self.inner.lock().expect("log lock");
+            for entry in entries {
+                let index = entry.log_id.index;
+                let follows = inner.log.last_index().is_none_or(|l| l + 1 == index);
+                let after_purge = inner.purged.is_some_and(|p| p.index + 1 == index);
+                if !follows && after_purge {
+                    // An installed snapshot moved past this log: what it held is superseded.
+                    if let Some(first) = inner.log.first_index() {
+                        inner.log.truncate_from(first).map_err(write_err)?;
+                    }
+                }
+                let bytes = encode(&entry);
+                inner
+                    .log
+                    .append(entry.log_id.index, &bytes)
+                    .map_err(write_err)?;
+                inner.last = Some(entry.log_id);
+            }
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = inner.lock().expect("log lock").log.sync();
+            callback.log_io_completed(result.map_err(std::io::Error::other));
+        });
+        Ok(())
+    }
+
+    async fn truncate(&mut self, since: LogId) -> Result<(), SErr> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut inner = inner.lock().expect("log lock");
+            inner.log.truncate_from(since.index).map_err(write_err)?;
+            inner.last = match since.index.checked_sub(1) {
+                Some(prev) if inner.log.last_index() == Some(prev) => {
+                    let bytes = inner
+                        .log
+                        .read(prev, prev + 1)
+                        .map_err(read_err)?
+                        .remove(0)
+                        .1;
+                    Some(
+                        decode::<Entry<TypeConfig>>(&bytes)
+                            .map_err(read_err)?
+                            .log_id,
+                    )
+                }
+                _ => inner.purged,
+            };
+            Ok(())
+        })
+        .await
+        .expect("log truncation")
+    }
+
+    async fn purge(&mut self, upto: LogId) -> Result<(), SErr> {
+        let inner = self.inner.clone();
+        let path = self.dir.join("purged");
+        tokio::task::spawn_blocking(move || {
+            atomic_write(&path, &encode(&Some(upto))).map_err(write_err)?;
+            let mut inner = inner.lock().expect("log lock");
+            inner.purged = Some(upto);
+            if inner.last.is_none_or(|l| l.index < upto.index) {
+                inner.last = Some(upto);
+            }
+            inner.log.purge_through(upto.index).map_err(write_err)?;
+            Ok(())
+        })
+        .await
+        .expect("log purge")
+    }
+}

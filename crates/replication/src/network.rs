@@ -1,0 +1,214 @@
+//! The peer protocol: Raft's RPCs and Corral's own (forwarded proposals, read index for `sync`,
+//! session liveness), as postcard records in 4-byte length-prefixed frames over TCP, one request
+//! at a time per connection. Connections are made lazily and dropped on any error.
+
+use crate::types::{decode, encode, CorralNode, NodeId, TypeConfig};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Frames larger than this are refused: a peer never needs more (snapshots travel in chunks).
+const MAX_PEER_FRAME: usize = 64 << 20;
+
+#[derive(Serialize, Deserialize)]
+pub enum PeerRequest {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// Encoded proposals for the leader to batch.
+    Propose(Vec<Vec<u8>>),
+    /// The leader's read index, for `sync`.
+    ReadIndex,
+    /// Sessions alive at the sender.
+    Touch(Vec<i64>),
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum PeerResponse {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// Whether the receiver took the proposals (it is the leader).
+    Proposed(bool),
+    ReadIndex(Option<u64>),
+    Touched,
+}
+
+pub async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let len = s.read_u32().await? as usize;
+    if len > MAX_PEER_FRAME {
+        return Err(std::io::Error::other(format!("peer frame of {len} bytes")));
+    }
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+pub async fn write_frame(s: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(4 + bytes.len());
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+    s.write_all(&out).await
+}
+
+/// A connection to one peer, reopened on demand.
+pub struct PeerClient {
+    addr: String,
+    conn: Option<TcpStream>,
+}
+
+impl PeerClient {
+    pub fn new(addr: &str) -> Self {
+        PeerClient {
+            addr: addr.to_owned(),
+            conn: None,
+        }
+    }
+
+    pub async fn call(
+        &mut self,
+        req: &PeerRequest,
+        ttl: Duration,
+    ) -> Result<PeerResponse, CallError> {
+        let result = tokio::time::timeout(ttl, self.call_inner(req)).await;
+        match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(CallError::Network(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer from {} within {ttl:?}", self.addr),
+                )))
+            }
+        }
+    }
+
+    async fn call_inner(&mut self, req: &PeerRequest) -> Result<PeerResponse, CallError> {
+        if self.conn.is_none() {
+            let s = TcpStream::connect(&self.addr)
+                .await
+                .map_err(CallError::Unreachable)?;
+            let _ = s.set_nodelay(true);
+            self.conn = Some(s);
+        }
+        let s = self.conn.as_mut().expect("connected above");
+        write_frame(s, &encode(req))
+            .await
+            .map_err(CallError::Network)?;
+        let bytes = read_frame(s).await.map_err(CallError::Network)?;
+        decode(&bytes).map_err(|e| CallError::Network(std::io::Error::other(e)))
+    }
+}
+
+#[derive(Debug)]
+pub enum CallError {
+    Unreachable(std::io::Error),
+    Network(std::io::Error),
+}
+
+impl CallError {
+    fn into_rpc<E: std::error::Error>(self) -> RPCError<NodeId, CorralNode, E> {
+        match self {
+            CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
+        }
+    }
+}
+
+pub struct NetFactory;
+
+pub struct PeerConn {
+    target: NodeId,
+    client: PeerClient,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetFactory {
+    type Network = PeerConn;
+
+    async fn new_client(&mut self, target: NodeId, node: &CorralNode) -> PeerConn {
+        PeerConn {
+            target,
+            client: PeerClient::new(&node.raft_addr),
+        }
+    }
+}
+
+fn unexpected<E: std::error::Error>() -> RPCError<NodeId, CorralNode, E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(
+        "unexpected peer response",
+    )))
+}
+
+impl RaftNetwork<TypeConfig> for PeerConn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, CorralNode, RaftError<NodeId>>>
+    {
+        match self
+            .client
+            .call(&PeerRequest::Append(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(PeerResponse::Append(Ok(r))) => Ok(r),
+            Ok(PeerResponse::Append(Err(e))) => Err(RPCError::RemoteError(
+                openraft::error::RemoteError::new(self.target, e),
+            )),
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(e.into_rpc()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, CorralNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self
+            .client
+            .call(&PeerRequest::Snapshot(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(PeerResponse::Snapshot(Ok(r))) => Ok(r),
+            Ok(PeerResponse::Snapshot(Err(e))) => Err(RPCError::RemoteError(
+                openraft::error::RemoteError::new(self.target, e),
+            )),
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(e.into_rpc()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, CorralNode, RaftError<NodeId>>> {
+        match self
+            .client
+            .call(&PeerRequest::Vote(rpc), option.hard_ttl())
+            .await
+        {
+            Ok(PeerResponse::Vote(Ok(r))) => Ok(r),
+            Ok(PeerResponse::Vote(Err(e))) => Err(RPCError::RemoteError(
+                openraft::error::RemoteError::new(self.target, e),
+            )),
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(e.into_rpc()),
+        }
+    }
+}

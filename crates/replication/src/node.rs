@@ -1,0 +1,537 @@
+//! One member of the replicated log: start-up, the proposer, the role watcher and the peer server.
+//!
+//! Every write reaches the log through the proposer of the member the client is connected to.
+//! On the leader the proposer batches whatever has queued (its own clients' proposals and those
+//! forwarded by other members) into one Raft entry stamped with the leader's clock, and writes it
+//! with one `client_write`; while that is in flight the next batch gathers. On any other member
+//! the proposer forwards its queue to the leader. A proposal that cannot be placed (no leader for
+//! a while) is dropped; its proposer's core fails the waiting request when the leader changes.
+
+use crate::log_store::LogStore;
+use crate::network::{read_frame, write_frame, NetFactory, PeerClient, PeerRequest, PeerResponse};
+use crate::state_machine::{load_newest, mark_of, AppliedMark, StateMachine, ToCore};
+use crate::types::{decode, encode, CorralNode, NodeId, Payload, Raft};
+use corral_storage::snapshot::SnapshotStore;
+use corral_tree::{Batch, DataTree, TreeConfig};
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{Config, ServerState, SnapshotPolicy};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Most bytes of proposals in one log entry.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+/// How long a proposal waits for a leader before it is dropped.
+const LEADER_WAIT: Duration = Duration::from_secs(3);
+
+/// A member as the configuration names it (`server.N=host:peerPort:electionPort[:observer]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub raft_addr: String,
+    pub client_addr: String,
+    pub observer: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub id: NodeId,
+    pub members: BTreeMap<NodeId, Member>,
+    pub data_dir: PathBuf,
+    pub tree: TreeConfig,
+    pub segment_bytes: u64,
+    pub snapshot_retain: usize,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+/// What a member is, in ZooKeeper's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Standalone,
+    Leader,
+    Follower,
+    Observer,
+    /// Electing, or not yet part of the cluster.
+    Looking,
+}
+
+impl Role {
+    pub fn zk_mode(self) -> &'static str {
+        match self {
+            Role::Standalone => "standalone",
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Observer => "observer",
+            Role::Looking => "looking",
+        }
+    }
+
+    /// Whether this member decides session expiry and may batch writes.
+    pub fn leads(self) -> bool {
+        matches!(self, Role::Standalone | Role::Leader)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    #[error("{0}")]
+    Storage(#[from] corral_storage::StorageError),
+    #[error("snapshot {0}")]
+    Snapshot(String),
+    #[error(
+        "the newest usable snapshot covers the log through index {snapshot} but the log starts at \
+         {log_first}: entries between are lost; refusing to start"
+    )]
+    Gap { snapshot: u64, log_first: u64 },
+    #[error(
+        "every snapshot is damaged ({damaged}) and the log does not reach back to its first \
+         entry; refusing to serve an incomplete tree"
+    )]
+    NoValidSnapshot { damaged: String },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// The opened log and snapshot store, for [`start`].
+pub struct Storage {
+    log: LogStore,
+    snapshots: Arc<SnapshotStore>,
+}
+
+/// Opens the log and loads the newest valid snapshot (blocking I/O): the tree, the log position
+/// it reflects, and the storage. Entries after the snapshot are re-applied by Raft once it runs.
+pub fn recover(cfg: &ReplicaConfig) -> Result<(DataTree, AppliedMark, Storage), ReplicationError> {
+    let snapshots = SnapshotStore::open(&cfg.data_dir.join("snapshots"), cfg.snapshot_retain)?;
+    let log = LogStore::open(&cfg.data_dir.join("raft"), cfg.segment_bytes)?;
+    let (_, damaged) = snapshots.load_newest_valid()?;
+    let loaded = load_newest(&snapshots).map_err(ReplicationError::Snapshot)?;
+    let (tree, mark) = match loaded {
+        Some((meta, bytes)) => {
+            let tree = DataTree::decode_snapshot(&bytes)
+                .map_err(|e| ReplicationError::Snapshot(e.to_string()))?;
+            tracing::info!(
+                index = meta.last_log_id.map_or(0, |l| l.index),
+                nodes = tree.node_count(),
+                "loaded snapshot"
+            );
+            (tree, mark_of(&meta))
+        }
+        None => {
+            if !damaged.is_empty() && log.first_index().is_some_and(|f| f > 1) {
+                let damaged = damaged
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(ReplicationError::NoValidSnapshot { damaged });
+            }
+            (DataTree::new(cfg.tree), AppliedMark::default())
+        }
+    };
+    if let Some(first) = log.first_index() {
+        if first > mark.index() + 1 {
+            return Err(ReplicationError::Gap {
+                snapshot: mark.index(),
+                log_first: first,
+            });
+        }
+    }
+    let storage = Storage {
+        log,
+        snapshots: Arc::new(snapshots),
+    };
+    Ok((tree, mark, storage))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What the core holds to reach the replicated log; cheap to clone.
+#[derive(Clone)]
+pub struct ReplicaHandle {
+    id: NodeId,
+    outbox: mpsc::UnboundedSender<Vec<u8>>,
+    raft: Arc<OnceLock<Raft>>,
+    members: Arc<BTreeMap<NodeId, Member>>,
+}
+
+impl ReplicaHandle {
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Queues an encoded proposal (`Proposal::to_framed_bytes`); false once replication stopped.
+    pub fn propose(&self, framed: Vec<u8>) -> bool {
+        self.outbox.send(framed).is_ok()
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.raft
+            .get()
+            .and_then(|r| r.metrics().borrow().current_leader)
+    }
+
+    /// The log index a `sync` must wait for: the leader's read index.
+    pub async fn read_index(&self) -> Option<u64> {
+        let raft = self.raft.get()?;
+        let leader = self.leader()?;
+        if leader == self.id {
+            let (read, _) = raft.get_read_log_id().await.ok()?;
+            return Some(read.map_or(0, |l| l.index));
+        }
+        let addr = &self.members.get(&leader)?.raft_addr;
+        match PeerClient::new(addr)
+            .call(&PeerRequest::ReadIndex, Duration::from_secs(5))
+            .await
+        {
+            Ok(PeerResponse::ReadIndex(i)) => i,
+            _ => None,
+        }
+    }
+
+    /// Tells the leader which of this member's sessions are alive.
+    pub async fn touch(&self, sessions: Vec<i64>) {
+        let Some(leader) = self.leader().filter(|l| *l != self.id) else {
+            return;
+        };
+        if let Some(m) = self.members.get(&leader) {
+            let _ = PeerClient::new(&m.raft_addr)
+                .call(&PeerRequest::Touch(sessions), Duration::from_secs(2))
+                .await;
+        }
+    }
+
+    /// Asks Raft to snapshot now (the core counts applied writes against `snapCount`).
+    pub fn trigger_snapshot(&self) {
+        if let Some(raft) = self.raft.get() {
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                let _ = raft.trigger().snapshot().await;
+            });
+        }
+    }
+
+    /// Stops Raft (a graceful server stop).
+    pub async fn shutdown(&self) {
+        if let Some(raft) = self.raft.get() {
+            let _ = raft.shutdown().await;
+        }
+    }
+
+    /// The members' client addresses and roles as configured, for `conf`.
+    pub fn members(&self) -> &BTreeMap<NodeId, Member> {
+        &self.members
+    }
+}
+
+/// Creates the handle the core needs before Raft starts (Raft asks the core for its state).
+pub fn handle(cfg: &ReplicaConfig) -> (ReplicaHandle, mpsc::UnboundedReceiver<Vec<u8>>) {
+    let (outbox, proposals) = mpsc::unbounded_channel();
+    let handle = ReplicaHandle {
+        id: cfg.id,
+        outbox,
+        raft: Arc::new(OnceLock::new()),
+        members: Arc::new(cfg.members.clone()),
+    };
+    (handle, proposals)
+}
+
+/// Starts Raft on recovered storage, with the core already running behind `core`.
+pub async fn start(
+    cfg: ReplicaConfig,
+    recovered: Storage,
+    handle: ReplicaHandle,
+    proposals: mpsc::UnboundedReceiver<Vec<u8>>,
+    core: mpsc::Sender<ToCore>,
+) -> Result<(), ReplicationError> {
+    let raft_config = Config {
+        cluster_name: "corral".into(),
+        heartbeat_interval: cfg.heartbeat_ms,
+        election_timeout_min: cfg.election_timeout_min_ms,
+        election_timeout_max: cfg.election_timeout_max_ms,
+        install_snapshot_timeout: 10_000,
+        // The core decides when to snapshot (every snapCount writes) and what log to keep.
+        snapshot_policy: SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: u64::MAX,
+        purge_batch_size: 1,
+        max_payload_entries: 300,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+    let me = cfg.members.get(&cfg.id).cloned();
+    let peer_listener = match &me {
+        Some(m) if cfg.members.len() > 1 => {
+            Some(TcpListener::bind(&m.raft_addr).await.map_err(|source| {
+                ReplicationError::Bind {
+                    addr: m.raft_addr.clone(),
+                    source,
+                }
+            })?)
+        }
+        _ => None,
+    };
+    let sm = StateMachine {
+        core: core.clone(),
+        snapshots: recovered.snapshots.clone(),
+        raft: handle.raft.clone(),
+    };
+    let raft = Raft::new(cfg.id, Arc::new(raft_config), NetFactory, recovered.log, sm)
+        .await
+        .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+    let _ = handle.raft.set(raft.clone());
+    let is_observer = me.as_ref().is_some_and(|m| m.observer);
+    if !is_observer
+        && !raft
+            .is_initialized()
+            .await
+            .map_err(|e| ReplicationError::Raft(e.to_string()))?
+    {
+        let voters: BTreeMap<NodeId, CorralNode> = cfg
+            .members
+            .iter()
+            .filter(|(_, m)| !m.observer)
+            .map(|(id, m)| (*id, node_of(m)))
+            .collect();
+        match raft.initialize(voters).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => return Err(ReplicationError::Raft(e.to_string())),
+        }
+    }
+    if let Some(listener) = peer_listener {
+        tokio::spawn(serve_peers(
+            listener,
+            raft.clone(),
+            handle.clone(),
+            core.clone(),
+        ));
+    }
+    tokio::spawn(proposer(
+        raft.clone(),
+        handle.clone(),
+        proposals,
+        core.clone(),
+    ));
+    tokio::spawn(watch_role(raft, cfg.members, core));
+    Ok(())
+}
+
+fn node_of(m: &Member) -> CorralNode {
+    CorralNode {
+        raft_addr: m.raft_addr.clone(),
+        client_addr: m.client_addr.clone(),
+    }
+}
+
+/// The proposing member and sequence number at the front of an encoded proposal.
+fn origin_of(framed: &[u8]) -> Option<(u64, u64)> {
+    let server = i64::from_be_bytes(framed.get(0..8)?.try_into().ok()?) as u64;
+    let seq = i64::from_be_bytes(framed.get(8..16)?.try_into().ok()?) as u64;
+    Some((server, seq))
+}
+
+async fn proposer(
+    raft: Raft,
+    handle: ReplicaHandle,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    core: mpsc::Sender<ToCore>,
+) {
+    let mut peers: HashMap<NodeId, PeerClient> = HashMap::new();
+    while let Some(first) = rx.recv().await {
+        let mut items = vec![first];
+        let mut bytes = items[0].len();
+        while bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(p) => {
+                    bytes += p.len();
+                    items.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let leader = raft.metrics().borrow().current_leader;
+            let placed = match leader {
+                Some(l) if l == handle.id => {
+                    let payload = Payload(Batch::encode_framed(now_ms(), &items));
+                    match raft.client_write(payload).await {
+                        Ok(_) => true,
+                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => false,
+                        Err(e) => {
+                            tracing::error!(error = %e, "the replicated log stopped");
+                            return;
+                        }
+                    }
+                }
+                Some(l) => match handle.members.get(&l) {
+                    Some(m) => {
+                        let client = peers
+                            .entry(l)
+                            .or_insert_with(|| PeerClient::new(&m.raft_addr));
+                        let req = PeerRequest::Propose(items.clone());
+                        matches!(
+                            client.call(&req, Duration::from_secs(2)).await,
+                            Ok(PeerResponse::Proposed(true))
+                        )
+                    }
+                    None => false,
+                },
+                None => false,
+            };
+            if placed {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    proposals = items.len(),
+                    "no leader took these writes; dropping them"
+                );
+                let seqs = items
+                    .iter()
+                    .filter_map(|f| origin_of(f))
+                    .filter(|(server, _)| *server == handle.id)
+                    .map(|(_, seq)| seq)
+                    .collect();
+                let _ = core.send(ToCore::Lost { seqs }).await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Adds the configured observers as learners, retrying while the new leader's first membership
+/// is still being committed; gives up when this node stops leading.
+async fn add_observers(raft: Raft, members: BTreeMap<NodeId, Member>) {
+    for (id, m) in members.iter().filter(|(_, m)| m.observer) {
+        loop {
+            if raft.metrics().borrow().state != ServerState::Leader {
+                return;
+            }
+            match raft.add_learner(*id, node_of(m), false).await {
+                Ok(_) => {
+                    tracing::info!(observer = id, "observer added");
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(observer = id, error = %e, "adding an observer; will retry");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Reports role and leader changes to the core.
+async fn watch_role(raft: Raft, members: BTreeMap<NodeId, Member>, core: mpsc::Sender<ToCore>) {
+    let mut metrics = raft.metrics();
+    let voters = members.values().filter(|m| !m.observer).count();
+    let mut last = None;
+    loop {
+        let (state, leader, fatal, member) = {
+            let m = metrics.borrow();
+            let member = m.membership_config.membership().get_node(&m.id).is_some();
+            let fatal =
+                matches!(&m.running_state, Err(f) if !matches!(f, openraft::error::Fatal::Stopped));
+            (m.state, m.current_leader, fatal, member)
+        };
+        if fatal {
+            tracing::error!(
+                "the replicated log stopped after a storage failure; writes are refused"
+            );
+        }
+        let role = match state {
+            ServerState::Leader if voters <= 1 => Role::Standalone,
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            // An uninitialised node is a learner too; it observes once the leader added it.
+            ServerState::Learner if member => Role::Observer,
+            _ => Role::Looking,
+        };
+        if last != Some((role, leader)) {
+            last = Some((role, leader));
+            if core.send(ToCore::Role { role, leader }).await.is_err() {
+                return;
+            }
+            if role == Role::Leader {
+                tokio::spawn(add_observers(raft.clone(), members.clone()));
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn serve_peers(
+    listener: TcpListener,
+    raft: Raft,
+    handle: ReplicaHandle,
+    core: mpsc::Sender<ToCore>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_peer(
+            stream,
+            raft.clone(),
+            handle.clone(),
+            core.clone(),
+        ));
+    }
+}
+
+async fn serve_peer(
+    mut s: TcpStream,
+    raft: Raft,
+    handle: ReplicaHandle,
+    core: mpsc::Sender<ToCore>,
+) {
+    while let Ok(bytes) = read_frame(&mut s).await {
+        let Ok(req) = decode::<PeerRequest>(&bytes) else {
+            tracing::warn!("undecodable peer request; closing the connection");
+            return;
+        };
+        let resp = match req {
+            PeerRequest::Append(r) => PeerResponse::Append(raft.append_entries(r).await),
+            PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
+            PeerRequest::Snapshot(r) => PeerResponse::Snapshot(raft.install_snapshot(r).await),
+            PeerRequest::Propose(items) => {
+                let leads = raft.metrics().borrow().current_leader == Some(handle.id);
+                if leads {
+                    for i in items {
+                        handle.propose(i);
+                    }
+                }
+                PeerResponse::Proposed(leads)
+            }
+            PeerRequest::ReadIndex => PeerResponse::ReadIndex(match raft.get_read_log_id().await {
+                Ok((read, _)) => Some(read.map_or(0, |l| l.index)),
+                Err(_) => None,
+            }),
+            PeerRequest::Touch(sessions) => {
+                let _ = core.send(ToCore::Touch { sessions }).await;
+                PeerResponse::Touched
+            }
+        };
+        if write_frame(&mut s, &encode(&resp)).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! openraft's state machine, as a proxy to Corral's core.
+//!
+//! The core owns the data tree, so that reads, watches and session ordering stay in one task.
+//! `apply` hands committed batches to the core and waits until it has applied them; snapshots ask
+//! the core for a copy of the tree together with the log position it reflects (one message, so the
+//! two always match), and an installed snapshot replaces the core's tree.
+
+use crate::types::{decode, encode, LogId, SErr, StoredMembership, TypeConfig};
+use corral_storage::snapshot::{SnapshotId, SnapshotStore};
+use corral_tree::{Batch, DataTree};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, Entry, EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
+};
+use std::io::Cursor;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// How far the state machine has applied the log: an opaque mark the core keeps with its tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppliedMark {
+    pub(crate) last: Option<LogId>,
+    pub(crate) membership: StoredMembership,
+}
+
+impl AppliedMark {
+    /// The Raft index of the last applied entry (0 before any).
+    pub fn index(&self) -> u64 {
+        self.last.map_or(0, |l| l.index)
+    }
+}
+
+/// One committed log entry for the core: its position, and the batch it carries (none for the
+/// entries Raft writes for itself).
+pub struct Applying {
+    pub mark: AppliedMark,
+    pub batch: Option<Batch>,
+}
+
+/// What the replication layer asks of the core.
+pub enum ToCore {
+    Apply {
+        entries: Vec<Applying>,
+        done: oneshot::Sender<()>,
+    },
+    /// A copy of the tree and the mark it reflects, for a snapshot.
+    Snapshot {
+        reply: oneshot::Sender<(DataTree, AppliedMark)>,
+    },
+    /// Replace the tree by a snapshot received from the leader.
+    Install {
+        tree: Box<DataTree>,
+        mark: AppliedMark,
+        done: oneshot::Sender<()>,
+    },
+    AppliedState {
+        reply: oneshot::Sender<AppliedMark>,
+    },
+    /// Sessions seen alive by another member (the leader decides expiry).
+    Touch {
+        sessions: Vec<i64>,
+    },
+    /// Proposals of this member that no leader took: their clients must be told.
+    Lost {
+        seqs: Vec<u64>,
+    },
+    /// This member's role or the leader changed.
+    Role {
+        role: crate::Role,
+        leader: Option<u64>,
+    },
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    pub(crate) core: mpsc::Sender<ToCore>,
+    pub(crate) snapshots: Arc<SnapshotStore>,
+    /// Set once Raft runs: after a snapshot, the log it makes redundant is purged through it.
+    pub(crate) raft: Arc<std::sync::OnceLock<crate::types::Raft>>,
+}
+
+fn sm_err(e: impl std::fmt::Display) -> SErr {
+    StorageIOError::write_state_machine(AnyError::error(e.to_string())).into()
+}
+
+impl StateMachine {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> ToCore) -> Result<T, SErr> {
+        let (tx, rx) = oneshot::channel();
+        self.core
+            .send(make(tx))
+            .await
+            .map_err(|_| sm_err("the core has stopped"))?;
+        rx.await.map_err(|_| sm_err("the core has stopped"))
+    }
+}
+
+/// Writes a snapshot file: meta (postcard) and the tree bytes.
+fn save(
+    store: &SnapshotStore,
+    meta: &SnapshotMeta<u64, crate::CorralNode>,
+    tree: &[u8],
+) -> Result<(), SErr> {
+    let last = meta.last_log_id.unwrap_or_default();
+    let id = SnapshotId {
+        last_index: last.index,
+        term: last.leader_id.term,
+    };
+    store
+        .save(id, &encode(meta), tree)
+        .map(|_| ())
+        .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)).into())
+}
+
+/// A snapshot's meta and its tree bytes.
+pub type LoadedSnapshot = (SnapshotMeta<u64, crate::CorralNode>, Vec<u8>);
+
+/// Loads the newest valid snapshot, for start-up and for `get_current_snapshot`.
+pub fn load_newest(store: &SnapshotStore) -> Result<Option<LoadedSnapshot>, String> {
+    let (snapshot, _damaged) = store.load_newest_valid().map_err(|e| e.to_string())?;
+    match snapshot {
+        None => Ok(None),
+        Some(s) => {
+            let meta = decode(&s.meta)
+                .map_err(|e| format!("{}: bad snapshot meta: {e}", s.path.display()))?;
+            Ok(Some((meta, s.payload)))
+        }
+    }
+}
+
+pub fn mark_of(meta: &SnapshotMeta<u64, crate::CorralNode>) -> AppliedMark {
+    AppliedMark {
+        last: meta.last_log_id,
+        membership: meta.last_membership.clone(),
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
+        let (tree, mark) = self.ask(|reply| ToCore::Snapshot { reply }).await?;
+        let store = self.snapshots.clone();
+        let snapshot = tokio::task::spawn_blocking(move || {
+            let bytes = tree.snapshot_bytes();
+            let last = mark.last.unwrap_or_default();
+            let meta = SnapshotMeta {
+                last_log_id: mark.last,
+                last_membership: mark.membership,
+                snapshot_id: format!("{}-{}", last.leader_id.term, last.index),
+            };
+            save(&store, &meta, &bytes)?;
+            tracing::info!(
+                index = last.index,
+                zxid = format_args!("{:#x}", tree.last_zxid()),
+                bytes = bytes.len(),
+                "snapshot written"
+            );
+            Ok(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(bytes)),
+            })
+        })
+        .await
+        .map_err(sm_err)?;
+        // Keep the log the oldest retained snapshot needs, so any of them can serve as a
+        // fallback if a newer one is found damaged.
+        if let (Ok(list), Some(raft)) = (self.snapshots.list(), self.raft.get()) {
+            if let Some(oldest) = list.last() {
+                let raft = raft.clone();
+                let upto = oldest.last_index;
+                tokio::spawn(async move {
+                    let _ = raft.trigger().purge_log(upto).await;
+                });
+            }
+        }
+        snapshot
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), SErr> {
+        let mark = self.ask(|reply| ToCore::AppliedState { reply }).await?;
+        Ok((mark.last, mark.membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>, SErr>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = Vec::new();
+        let mut membership = self
+            .ask(|reply| ToCore::AppliedState { reply })
+            .await?
+            .membership;
+        for entry in entries {
+            let payload = match entry.payload {
+                EntryPayload::Blank => None,
+                EntryPayload::Normal(p) => Some(Batch::decode(&p.0).map_err(|e| {
+                    StorageIOError::apply(entry.log_id, AnyError::error(e.to_string()))
+                })?),
+                EntryPayload::Membership(m) => {
+                    membership = StoredMembership::new(Some(entry.log_id), m);
+                    None
+                }
+            };
+            batch.push(Applying {
+                mark: AppliedMark {
+                    last: Some(entry.log_id),
+                    membership: membership.clone(),
+                },
+                batch: payload,
+            });
+        }
+        let n = batch.len();
+        self.ask(|done| ToCore::Apply {
+            entries: batch,
+            done,
+        })
+        .await?;
+        Ok(vec![(); n])
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, crate::CorralNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), SErr> {
+        let bytes = snapshot.into_inner();
+        let tree = DataTree::decode_snapshot(&bytes)
+            .map_err(|e| StorageIOError::read_snapshot(None, AnyError::error(e.to_string())))?;
+        let store = self.snapshots.clone();
+        let meta_copy = meta.clone();
+        tokio::task::spawn_blocking(move || save(&store, &meta_copy, &bytes))
+            .await
+            .map_err(sm_err)??;
+        let mark = mark_of(meta);
+        let tree = Box::new(tree);
+        self.ask(|done| ToCore::Install { tree, mark, done }).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
+        let store = self.snapshots.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_newest(&store))
+            .await
+            .map_err(sm_err)?
+            .map_err(|e| StorageIOError::read_snapshot(None, AnyError::error(e)))?;
+        Ok(loaded.map(|(meta, bytes)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}

@@ -1,0 +1,43 @@
+//! The types openraft is instantiated with.
+
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+
+pub type NodeId = u64;
+
+/// A member as the replicated membership records it: where its peers reach it, and where its
+/// clients do (for `srvr`, `conf` and forwarding decisions).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CorralNode {
+    pub raft_addr: String,
+    pub client_addr: String,
+}
+
+/// A log entry's application data: one encoded [`corral_tree::Batch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payload(pub Vec<u8>);
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Payload,
+        R = (),
+        NodeId = NodeId,
+        Node = CorralNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+        Responder = openraft::impls::OneshotResponder<TypeConfig>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, CorralNode>;
+pub type SErr = openraft::StorageError<NodeId>;
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("serializing to memory cannot fail")
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
