@@ -4,6 +4,7 @@
 //! member must catch up.
 
 use corral_proto::{OpCode, PathRequest, Request, Response};
+use corral_testkit::linearizable::{self, State};
 use corral_testkit::{create, exists, four_letter, temp_data_dir, RawClient};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -209,6 +210,15 @@ fn sigkill_leader_under_load_then_all_members() {
     let leader = wait_for_leader(&members, &[0, 1, 2]);
     let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let addrs: Vec<SocketAddr> = followers.iter().map(|i| members[*i].addr).collect();
+    // A register worked by clients on every member, the leader included, through the kill.
+    let mut setup = RawClient::connect(members[leader].addr);
+    assert_eq!(setup.call(create("/register", b"0", 0)).err, 0);
+    drop(setup);
+    let all_addrs: Vec<SocketAddr> = members.iter().map(|m| m.addr).collect();
+    let register_until = Instant::now() + Duration::from_secs(4);
+    let register = std::thread::spawn(move || {
+        linearizable::record(&all_addrs, "/register", 3, register_until)
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let writer = {
@@ -243,6 +253,16 @@ fn sigkill_leader_under_load_then_all_members() {
     for &i in &followers {
         assert_all_present(members[i].addr, &acked);
     }
+    let history = register.join().unwrap();
+    eprintln!("register history: {} operations", history.len());
+    linearizable::check(
+        &history,
+        State {
+            value: 0,
+            version: 0,
+        },
+    )
+    .unwrap();
     // The writer's session survived the leader's death.
     let mut probe = RawClient::connect(members[new_leader].addr);
     assert!(probe.call(create("/probe", b"", 0)).err == 0);

@@ -126,7 +126,11 @@ impl CallError {
     }
 }
 
-pub struct NetFactory;
+/// Makes connections to peers at the addresses this member's own configuration gives them (as
+/// ZooKeeper does), falling back to the address recorded in the replicated membership.
+pub struct NetFactory {
+    pub addrs: std::sync::Arc<std::collections::BTreeMap<NodeId, String>>,
+}
 
 pub struct PeerConn {
     target: NodeId,
@@ -137,9 +141,10 @@ impl RaftNetworkFactory<TypeConfig> for NetFactory {
     type Network = PeerConn;
 
     async fn new_client(&mut self, target: NodeId, node: &CorralNode) -> PeerConn {
+        let addr = self.addrs.get(&target).unwrap_or(&node.raft_addr);
         PeerConn {
             target,
-            client: PeerClient::new(&node.raft_addr),
+            client: PeerClient::new(addr),
         }
     }
 }

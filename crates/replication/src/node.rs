@@ -8,7 +8,9 @@
 //! a while) is dropped; its proposer's core fails the waiting request when the leader changes.
 
 use crate::log_store::LogStore;
-use crate::network::{read_frame, write_frame, NetFactory, PeerClient, PeerRequest, PeerResponse};
+use crate::network::{
+    read_frame, write_frame, CallError, NetFactory, PeerClient, PeerRequest, PeerResponse,
+};
 use crate::state_machine::{load_newest, mark_of, AppliedMark, StateMachine, ToCore};
 use crate::types::{decode, encode, CorralNode, NodeId, Payload, Raft};
 use corral_storage::snapshot::SnapshotStore;
@@ -288,7 +290,15 @@ pub async fn start(
         snapshots: recovered.snapshots.clone(),
         raft: handle.raft.clone(),
     };
-    let raft = Raft::new(cfg.id, Arc::new(raft_config), NetFactory, recovered.log, sm)
+    let addrs = cfg
+        .members
+        .iter()
+        .map(|(id, m)| (*id, m.raft_addr.clone()))
+        .collect();
+    let network = NetFactory {
+        addrs: Arc::new(addrs),
+    };
+    let raft = Raft::new(cfg.id, Arc::new(raft_config), network, recovered.log, sm)
         .await
         .map_err(|e| ReplicationError::Raft(e.to_string()))?;
     let _ = handle.raft.set(raft.clone());
@@ -364,12 +374,16 @@ async fn proposer(
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             let leader = raft.metrics().borrow().current_leader;
-            let placed = match leader {
+            let attempt = match leader {
                 Some(l) if l == handle.id => {
                     let payload = Payload(Batch::encode_framed(now_ms(), &items));
                     match raft.client_write(payload).await {
-                        Ok(_) => true,
-                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => false,
+                        Ok(_) => Placement::Placed,
+                        // The entry may have been appended and may still commit under the next
+                        // leader: proposing it again could apply it twice.
+                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                            Placement::Unknown
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "the replicated log stopped");
                             return;
@@ -382,35 +396,46 @@ async fn proposer(
                             .entry(l)
                             .or_insert_with(|| PeerClient::new(&m.raft_addr));
                         let req = PeerRequest::Propose(items.clone());
-                        matches!(
-                            client.call(&req, Duration::from_secs(2)).await,
-                            Ok(PeerResponse::Proposed(true))
-                        )
+                        match client.call(&req, Duration::from_secs(2)).await {
+                            Ok(PeerResponse::Proposed(true)) => Placement::Placed,
+                            // Refused outright, or never reached: nothing was taken; try again.
+                            Ok(_) | Err(CallError::Unreachable(_)) => Placement::Retry,
+                            // Sent, but no answer: the leader may have taken them.
+                            Err(CallError::Network(_)) => Placement::Unknown,
+                        }
                     }
-                    None => false,
+                    None => Placement::Retry,
                 },
-                None => false,
+                None => Placement::Retry,
             };
-            if placed {
-                break;
+            match attempt {
+                Placement::Placed => break,
+                Placement::Retry if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => {
+                    tracing::warn!(proposals = items.len(), "writes with an unknown outcome or no leader; their clients lose the connection");
+                    let seqs = items
+                        .iter()
+                        .filter_map(|f| origin_of(f))
+                        .filter(|(server, _)| *server == handle.id)
+                        .map(|(_, seq)| seq)
+                        .collect();
+                    let _ = core.send(ToCore::Lost { seqs }).await;
+                    break;
+                }
             }
-            if Instant::now() >= deadline {
-                tracing::warn!(
-                    proposals = items.len(),
-                    "no leader took these writes; dropping them"
-                );
-                let seqs = items
-                    .iter()
-                    .filter_map(|f| origin_of(f))
-                    .filter(|(server, _)| *server == handle.id)
-                    .map(|(_, seq)| seq)
-                    .collect();
-                let _ = core.send(ToCore::Lost { seqs }).await;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// Where a batch of proposals ended up.
+enum Placement {
+    Placed,
+    /// Nothing was taken; it may be tried again.
+    Retry,
+    /// It may or may not commit; it must not be proposed again.
+    Unknown,
 }
 
 /// Adds the configured observers as learners, retrying while the new leader's first membership

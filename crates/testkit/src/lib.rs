@@ -10,6 +10,8 @@ use corral_proto::message::request_frame;
 use corral_proto::records::*;
 use corral_proto::{ErrorCode, Jute, OpCode, Request, Response};
 use corral_server::{Server, ServerConfig};
+
+pub mod linearizable;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -339,4 +341,79 @@ pub fn four_letter(addr: SocketAddr, word: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
+}
+
+/// A TCP proxy that can cut the link it stands for: while blocked it refuses new connections and
+/// has closed the open ones, as a network partition would. For partition tests between real
+/// processes, each member's configuration names proxies for its peers.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    blocked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    pub fn start(target: SocketAddr) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy binds");
+        let addr = listener.local_addr().unwrap();
+        let blocked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>> = Default::default();
+        let (b, o) = (blocked.clone(), open.clone());
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { continue };
+                if b.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection closes
+                }
+                let Ok(outbound) = TcpStream::connect(target) else {
+                    continue;
+                };
+                let (Ok(i2), Ok(o2)) = (inbound.try_clone(), outbound.try_clone()) else {
+                    continue;
+                };
+                {
+                    let mut open = o.lock().unwrap();
+                    open.push(inbound.try_clone().unwrap());
+                    open.push(outbound.try_clone().unwrap());
+                }
+                pipe(inbound, o2);
+                pipe(outbound, i2);
+            }
+        });
+        Proxy {
+            addr,
+            blocked,
+            open,
+        }
+    }
+
+    /// Cuts the link (true) or restores it (false).
+    pub fn block(&self, blocked: bool) {
+        self.blocked
+            .store(blocked, std::sync::atomic::Ordering::SeqCst);
+        if blocked {
+            for s in self.open.lock().unwrap().drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+        let _ = from.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+/// A four-letter word's answer, or `None` if the server is not answering.
+pub fn try_four_letter(addr: SocketAddr, word: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(word.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
 }

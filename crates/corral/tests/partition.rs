@@ -1,0 +1,213 @@
+//! A network partition between real `corral` processes. Every link between two members passes
+//! through a proxy of the test's own (each member's zoo.cfg names the proxies as its peers'
+//! addresses), so the test can cut any member off. The leader is isolated: it can no longer
+//! acknowledge writes; the majority elects a new leader and goes on; after healing, every member
+//! holds the same tree.
+
+use corral_proto::{PathRequest, Request, Response};
+use corral_testkit::linearizable::{self, State};
+use corral_testkit::{create, get_children, temp_data_dir, try_four_letter, Proxy, RawClient};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Member {
+    client: SocketAddr,
+    child: Child,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mode(addr: SocketAddr) -> String {
+    try_four_letter(addr, "srvr")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Mode: ").map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn wait_for_leader(members: &[Member], among: &[usize]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(i) = among
+            .iter()
+            .copied()
+            .find(|i| mode(members[*i].client) == "leader")
+        {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "no leader among {among:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Children of `/part` as member `addr` sees them after a sync.
+fn children(addr: SocketAddr) -> Vec<String> {
+    let mut c = RawClient::connect(addr);
+    assert_eq!(
+        c.call(Request::Sync(PathRequest { path: "/".into() })).err,
+        0
+    );
+    match c.call(get_children("/part", false)).body {
+        Some(Response::GetChildren(mut v)) => {
+            v.sort();
+            v
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn isolated_leader_stops_acknowledging_majority_goes_on_and_all_converge() {
+    let dir = temp_data_dir();
+    let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    // proxies[i][j]: member i's link to member j.
+    let proxies: Vec<Vec<Option<Proxy>>> = (0..3)
+        .map(|i| {
+            (0..3)
+                .map(|j| {
+                    (i != j).then(|| {
+                        Proxy::start(format!("127.0.0.1:{}", peer_ports[j]).parse().unwrap())
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let mut members: Vec<Member> = (0..3)
+        .map(|i| {
+            let data: PathBuf = dir.join(format!("m{}", i + 1));
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::write(data.join("myid"), format!("{}", i + 1)).unwrap();
+            let mut cfg = format!(
+                "tickTime=500\ndataDir={}\nclientPort={}\nclientPortAddress=127.0.0.1\n4lw.commands.whitelist=*\n",
+                data.display(),
+                client_ports[i]
+            );
+            for j in 0..3 {
+                let port = match &proxies[i][j] {
+                    Some(p) => p.addr.port(),
+                    None => peer_ports[i],
+                };
+                cfg.push_str(&format!("server.{}=127.0.0.1:{port}:{}\n", j + 1, free_port()));
+            }
+            let path = dir.join(format!("zoo{}.cfg", i + 1));
+            std::fs::write(&path, cfg).unwrap();
+            let log = std::fs::File::create(dir.join(format!("m{}.log", i + 1))).unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_corral"))
+                .args(["server", "--config"])
+                .arg(&path)
+                .env("RUST_LOG", "info,openraft=warn")
+                .stderr(Stdio::from(log))
+                .spawn()
+                .unwrap();
+            Member {
+                client: format!("127.0.0.1:{}", client_ports[i]).parse().unwrap(),
+                child,
+            }
+        })
+        .collect();
+    let leader = wait_for_leader(&members, &[0, 1, 2]);
+    let mut c = RawClient::connect(members[leader].client);
+    assert_eq!(c.call(create("/part", b"", 0)).err, 0);
+    assert_eq!(c.call(create("/part/before", b"", 0)).err, 0);
+    assert_eq!(c.call(create("/register", b"0", 0)).err, 0);
+    // Clients on every member work the register through the partition and the healing.
+    let addrs: Vec<SocketAddr> = members.iter().map(|m| m.client).collect();
+    let workload_until = Instant::now() + Duration::from_secs(7);
+    let workload =
+        std::thread::spawn(move || linearizable::record(&addrs, "/register", 4, workload_until));
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Cut the leader off from both others, in both directions.
+    for j in 0..3 {
+        if j != leader {
+            proxies[leader][j].as_ref().unwrap().block(true);
+            proxies[j][leader].as_ref().unwrap().block(true);
+        }
+    }
+    // The isolated leader cannot acknowledge a write.
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    c.send(77, &create("/part/minority", b"", 0));
+    let minority_acked =
+        matches!(c.read_reply(77, corral_proto::OpCode::Create), Ok(r) if r.err == 0);
+    assert!(
+        !minority_acked,
+        "a member cut off from the majority acknowledged a write"
+    );
+
+    // The majority elects a leader and keeps taking writes.
+    let majority: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let new_leader = wait_for_leader(&members, &majority);
+    let mut m = RawClient::connect(members[majority[0]].client);
+    for k in 0..20 {
+        assert_eq!(
+            m.call(create(&format!("/part/majority-{k}"), b"", 0)).err,
+            0
+        );
+    }
+    eprintln!(
+        "isolated {}, majority leader {}",
+        leader + 1,
+        new_leader + 1
+    );
+
+    // Heal: every member converges to the same tree, with every acknowledged write.
+    for row in &proxies {
+        for p in row.iter().flatten() {
+            p.block(false);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while mode(members[leader].client) != "follower" {
+        assert!(
+            Instant::now() < deadline,
+            "the isolated member did not rejoin"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let history = workload.join().unwrap();
+    let answered = history.iter().filter(|e| e.answered != u64::MAX).count();
+    eprintln!(
+        "register history: {} operations, {answered} answered",
+        history.len()
+    );
+    assert!(answered > 20, "the workload made progress");
+    linearizable::check(
+        &history,
+        State {
+            value: 0,
+            version: 0,
+        },
+    )
+    .unwrap();
+    let views: Vec<Vec<String>> = members.iter().map(|m| children(m.client)).collect();
+    assert_eq!(views[0], views[1]);
+    assert_eq!(views[1], views[2]);
+    assert!(views[0].contains(&"before".to_string()));
+    for k in 0..20 {
+        assert!(
+            views[0].contains(&format!("majority-{k}")),
+            "acknowledged majority-{k} missing"
+        );
+    }
+    members.clear();
+    drop(proxies);
+    let _ = std::fs::remove_dir_all(&dir);
+}
