@@ -98,11 +98,8 @@ fn isolated_leader_stops_acknowledging_majority_goes_on_and_all_converge() {
                 data.display(),
                 client_ports[i]
             );
-            for j in 0..3 {
-                let port = match &proxies[i][j] {
-                    Some(p) => p.addr.port(),
-                    None => peer_ports[i],
-                };
+            for (j, link) in proxies[i].iter().enumerate() {
+                let port = link.as_ref().map_or(peer_ports[i], |p| p.addr.port());
                 cfg.push_str(&format!("server.{}=127.0.0.1:{port}:{}\n", j + 1, free_port()));
             }
             let path = dir.join(format!("zoo{}.cfg", i + 1));
@@ -134,11 +131,9 @@ fn isolated_leader_stops_acknowledging_majority_goes_on_and_all_converge() {
     std::thread::sleep(Duration::from_millis(500));
 
     // Cut the leader off from both others, in both directions.
-    for j in 0..3 {
-        if j != leader {
-            proxies[leader][j].as_ref().unwrap().block(true);
-            proxies[j][leader].as_ref().unwrap().block(true);
-        }
+    for (j, row) in proxies.iter().enumerate().filter(|(j, _)| *j != leader) {
+        proxies[leader][j].as_ref().unwrap().block(true);
+        row[leader].as_ref().unwrap().block(true);
     }
     // The isolated leader cannot acknowledge a write.
     c.stream
