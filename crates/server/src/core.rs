@@ -395,14 +395,23 @@ impl Core {
         self.leader = leader;
     }
 
-    /// After a snapshot replaced the tree: sessions follow the tree.
+    /// After a snapshot replaced the tree: sessions follow the tree, except those whose creation
+    /// this member has proposed and not yet seen applied (the snapshot may predate it).
     fn resync_sessions(&mut self) {
         let now = Instant::now();
         let live: HashMap<i64, i32> = self.tree.sessions().collect();
+        let creating: HashSet<i64> = self
+            .pending
+            .values()
+            .filter_map(|o| match o {
+                Origin::Connect { conn, .. } => self.conns.get(conn).map(|c| c.session_id),
+                _ => None,
+            })
+            .collect();
         let gone: Vec<i64> = self
             .sessions
             .keys()
-            .filter(|id| !live.contains_key(id))
+            .filter(|id| !live.contains_key(id) && !creating.contains(id))
             .copied()
             .collect();
         for id in gone {

@@ -166,3 +166,54 @@ fn observer_serves_reads_and_forwards_writes() {
     sync(&mut v, "/");
     assert_eq!(v.call(exists("/via-observer", false)).err, 0);
 }
+
+#[test]
+fn lagging_member_catches_up_from_a_snapshot() {
+    let mut cfgs = ensemble_configs(3, 0);
+    for c in &mut cfgs {
+        c.snap_count = 50;
+        c.snap_retain_count = 1;
+        c.log_segment_bytes = 4096;
+    }
+    let mut servers: Vec<Option<TestServer>> = cfgs
+        .iter()
+        .cloned()
+        .map(|c| Some(TestServer::start_with(c)))
+        .collect();
+    let leader = wait_for_leader(&servers.iter().flatten().collect::<Vec<_>>());
+    let lagging = (leader + 1) % 3;
+    servers[lagging].take().unwrap().stop_keeping_data();
+    // While it is away, enough writes for several snapshots; the log before them is purged.
+    let mut c = RawClient::connect(servers[leader].as_ref().unwrap().addr);
+    for i in 0..600 {
+        assert_eq!(c.call(create(&format!("/lag-{i}"), b"x", 0)).err, 0);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let raft_log = cfgs[leader].data_dir.join("raft").join("log");
+    let segments = std::fs::read_dir(&raft_log).unwrap().count();
+    assert!(
+        segments < 20,
+        "the leader purged old log segments ({segments} left)"
+    );
+    servers[lagging] = Some(TestServer::start_with(cfgs[lagging].clone()));
+    let back = servers[lagging].as_ref().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let client = RawClient::resume(back.addr, 0, bytes::Bytes::from_static(&[0; 16]), 0, 5000);
+        let found = client.is_ok_and(|mut r| {
+            r.call(exists("/lag-599", false)).err == 0 && r.call(exists("/lag-0", false)).err == 0
+        });
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lagging member never caught up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let snapshots = std::fs::read_dir(cfgs[lagging].data_dir.join("snapshots"))
+        .unwrap()
+        .count();
+    assert!(snapshots >= 1, "it caught up by installing a snapshot");
+}
