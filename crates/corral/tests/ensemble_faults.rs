@@ -4,7 +4,7 @@
 //! member must catch up.
 
 use corral_proto::{OpCode, PathRequest, Request, Response};
-use corral_testkit::linearizable::{self, State};
+use corral_testkit::linearizable::{self, State, Workload};
 use corral_testkit::{create, exists, four_letter, temp_data_dir, RawClient};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -213,12 +213,16 @@ fn sigkill_leader_under_load_then_all_members() {
     // A register worked by clients on every member, the leader included, through the kill.
     let mut setup = RawClient::connect(members[leader].addr);
     assert_eq!(setup.call(create("/register", b"0", 0)).err, 0);
+    assert_eq!(setup.call(create("/counter", b"0", 0)).err, 0);
     drop(setup);
     let all_addrs: Vec<SocketAddr> = members.iter().map(|m| m.addr).collect();
-    let register_until = Instant::now() + Duration::from_secs(4);
-    let register = std::thread::spawn(move || {
-        linearizable::record(&all_addrs, "/register", 3, register_until)
-    });
+    let until = Instant::now() + Duration::from_secs(4);
+    let record = |path: &'static str, clients, workload| {
+        let addrs = all_addrs.clone();
+        std::thread::spawn(move || linearizable::record(&addrs, path, clients, until, workload))
+    };
+    let register = record("/register", 3, Workload::Register);
+    let counter = record("/counter", 2, Workload::Counter);
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::new()));
     let writer = {
@@ -255,14 +259,14 @@ fn sigkill_leader_under_load_then_all_members() {
     }
     let history = register.join().unwrap();
     eprintln!("register history: {} operations", history.len());
-    linearizable::check(
-        &history,
-        State {
-            value: 0,
-            version: 0,
-        },
-    )
-    .unwrap();
+    let start = State {
+        value: 0,
+        version: 0,
+    };
+    linearizable::check(&history, start).unwrap();
+    let counts = counter.join().unwrap();
+    eprintln!("counter history: {} operations", counts.len());
+    linearizable::check(&counts, start).unwrap();
     // The writer's session survived the leader's death.
     let mut probe = RawClient::connect(members[new_leader].addr);
     assert!(probe.call(create("/probe", b"", 0)).err == 0);

@@ -5,7 +5,7 @@
 //! holds the same tree.
 
 use corral_proto::{PathRequest, Request, Response};
-use corral_testkit::linearizable::{self, State};
+use corral_testkit::linearizable::{self, State, Workload};
 use corral_testkit::{create, get_children, temp_data_dir, try_four_letter, Proxy, RawClient};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -123,11 +123,16 @@ fn isolated_leader_stops_acknowledging_majority_goes_on_and_all_converge() {
     assert_eq!(c.call(create("/part", b"", 0)).err, 0);
     assert_eq!(c.call(create("/part/before", b"", 0)).err, 0);
     assert_eq!(c.call(create("/register", b"0", 0)).err, 0);
-    // Clients on every member work the register through the partition and the healing.
+    assert_eq!(c.call(create("/counter", b"0", 0)).err, 0);
+    // Clients on every member work a register and a counter through the partition and healing.
     let addrs: Vec<SocketAddr> = members.iter().map(|m| m.client).collect();
-    let workload_until = Instant::now() + Duration::from_secs(7);
-    let workload =
-        std::thread::spawn(move || linearizable::record(&addrs, "/register", 4, workload_until));
+    let until = Instant::now() + Duration::from_secs(7);
+    let record = |path: &'static str, clients, workload| {
+        let addrs = addrs.clone();
+        std::thread::spawn(move || linearizable::record(&addrs, path, clients, until, workload))
+    };
+    let workload = record("/register", 3, Workload::Register);
+    let counter = record("/counter", 3, Workload::Counter);
     std::thread::sleep(Duration::from_millis(500));
 
     // Cut the leader off from both others, in both directions.
@@ -184,14 +189,22 @@ fn isolated_leader_stops_acknowledging_majority_goes_on_and_all_converge() {
         history.len()
     );
     assert!(answered > 20, "the workload made progress");
-    linearizable::check(
-        &history,
-        State {
-            value: 0,
-            version: 0,
-        },
-    )
-    .unwrap();
+    let start = State {
+        value: 0,
+        version: 0,
+    };
+    linearizable::check(&history, start).unwrap();
+    let counts = counter.join().unwrap();
+    let increments = counts
+        .iter()
+        .filter(|e| matches!(e.outcome, linearizable::Outcome::Written { .. }))
+        .count();
+    eprintln!(
+        "counter history: {} operations, {increments} increments",
+        counts.len()
+    );
+    assert!(increments > 5, "the counter made progress");
+    linearizable::check(&counts, start).unwrap();
     let views: Vec<Vec<String>> = members.iter().map(|m| children(m.client)).collect();
     assert_eq!(views[0], views[1]);
     assert_eq!(views[1], views[2]);

@@ -386,6 +386,8 @@ async fn proposer(
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "the replicated log stopped");
+                            let why = e.to_string();
+                            let _ = core.send(ToCore::Stopped { why }).await;
                             return;
                         }
                     }

@@ -64,6 +64,10 @@ pub enum ToCore {
     Lost {
         seqs: Vec<u64>,
     },
+    /// The log can no longer be written (a storage failure stopped Raft).
+    Stopped {
+        why: String,
+    },
     /// This member's role or the leader changed.
     Role {
         role: crate::Role,

@@ -370,6 +370,7 @@ impl Core {
                     }
                 }
             }
+            ToCore::Stopped { why } => self.stop_writes(&why),
             ToCore::Role { role, leader } => self.role_changed(role, leader),
         }
     }

@@ -137,7 +137,17 @@ pub fn check(history: &[Event], initial: State) -> Result<(), String> {
     ))
 }
 
-/// Runs `clients` clients against the register at `path` (created beforehand with data "0"), each
+/// What the clients do to the znode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Unconditional writes, compare-and-sets and reads of arbitrary values.
+    Register,
+    /// A counter: only increments by compare-and-set (read, then setData(value + 1, version)),
+    /// and reads.
+    Counter,
+}
+
+/// Runs `clients` clients against the znode at `path` (created beforehand with data "0"), each
 /// starting on its own member of `addrs` and moving on when a connection fails, until `until`.
 /// Returns the history, timed on one clock.
 pub fn record(
@@ -145,13 +155,14 @@ pub fn record(
     path: &str,
     clients: usize,
     until: std::time::Instant,
+    workload: Workload,
 ) -> Vec<Event> {
     let epoch = std::time::Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|c| {
             let addrs = addrs.to_vec();
             let path = path.to_owned();
-            std::thread::spawn(move || client_loop(c, &addrs, &path, until, epoch))
+            std::thread::spawn(move || client_loop(c, &addrs, &path, until, epoch, workload))
         })
         .collect();
     threads
@@ -166,6 +177,7 @@ fn client_loop(
     path: &str,
     until: std::time::Instant,
     epoch: std::time::Instant,
+    workload: Workload,
 ) -> Vec<Event> {
     use crate::{set_data, RawClient};
     use corral_proto::{ErrorCode, OpCode, PathRequest, PathWatchRequest, Request, Response};
@@ -181,6 +193,7 @@ fn client_loop(
     };
     let mut counter = 0u64;
     let mut last_version = 0;
+    let mut last_value = 0u64;
     let connect = |member: usize| {
         let c = RawClient::resume(
             addrs[member],
@@ -205,11 +218,15 @@ fn client_loop(
         };
         counter += 1;
         let value = ((client as u64) << 32) | counter;
-        let op = match rand() % 3 {
-            0 => Op::Write { value },
-            1 => Op::Cas {
+        let op = match (workload, rand() % 3) {
+            (Workload::Register, 0) => Op::Write { value },
+            (Workload::Register, 1) => Op::Cas {
                 expected_version: last_version,
                 value,
+            },
+            (Workload::Counter, 0 | 1) => Op::Cas {
+                expected_version: last_version,
+                value: last_value + 1,
             },
             _ => Op::Read,
         };
@@ -227,6 +244,7 @@ fn client_loop(
                     Ok(r) if r.err == 0 => match r.body {
                         Some(Response::Stat(s)) => {
                             last_version = s.version;
+                            last_value = value;
                             Outcome::Written { version: s.version }
                         }
                         other => panic!("setData answered {other:?}"),
@@ -256,6 +274,7 @@ fn client_loop(
                     Some(Response::GetData(d)) => {
                         let value = std::str::from_utf8(&d.data).unwrap().parse().unwrap();
                         last_version = d.stat.version;
+                        last_value = value;
                         Outcome::Saw(State {
                             value,
                             version: d.stat.version,
