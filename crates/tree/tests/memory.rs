@@ -55,6 +55,17 @@ fn a_million_znodes() {
     }
     let after = rss_bytes();
     let nodes = tree.node_count();
+    // What a snapshot costs: the core pauses only for the copy; encoding runs on another thread.
+    let t = std::time::Instant::now();
+    let copy = tree.clone();
+    let cloned = t.elapsed();
+    let t = std::time::Instant::now();
+    let bytes = copy.snapshot_bytes();
+    println!(
+        "snapshot: copy {cloned:?} (the pause), encode {:?} off the core, {} MB",
+        t.elapsed(),
+        bytes.len() >> 20
+    );
     println!(
         "{nodes} znodes: RSS grew {} MB, {} bytes a znode",
         (after - before) / (1 << 20),
