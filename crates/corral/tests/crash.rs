@@ -5,18 +5,10 @@
 use bytes::Bytes;
 use corral_proto::records::CreateRequest;
 use corral_proto::{OpCode, Request, Response};
-use corral_testkit::{create, exists, temp_data_dir, RawClient};
+use corral_testkit::{create, exists, free_port, temp_data_dir, wait_listening, RawClient};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn start(dir: &std::path::Path, port: u16) -> Child {
     let log = std::fs::OpenOptions::new()
@@ -31,11 +23,7 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "corral did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(port, Duration::from_secs(20));
     child
 }
 

@@ -5,7 +5,7 @@
 
 use corral_proto::{OpCode, PathRequest, Request, Response};
 use corral_testkit::linearizable::{self, State, Workload};
-use corral_testkit::{create, exists, four_letter, temp_data_dir, RawClient};
+use corral_testkit::{create, exists, four_letter, free_port, temp_data_dir, RawClient};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,14 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Member {
     addr: SocketAddr,

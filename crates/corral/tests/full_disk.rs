@@ -4,11 +4,11 @@
 //! runs, which is how CI runs it.
 
 use corral_proto::{ErrorCode, OpCode, Response};
-use corral_testkit::{create, get_data, temp_data_dir, RawClient};
+use corral_testkit::{create, free_port, get_data, temp_data_dir, wait_listening, RawClient};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn is_root() -> bool {
     Command::new("id")
@@ -47,11 +47,7 @@ fn start(data: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "corral did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_listening(port, Duration::from_secs(20));
     child
 }
 
@@ -66,11 +62,7 @@ fn full_disk_refuses_writes_keeps_reads_and_loses_nothing() {
     mount(&dir, "3m", false);
     let _unmount = Unmount(&dir);
     let data = dir.join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut server = start(&data, port);
     let mut c = RawClient::connect(addr);

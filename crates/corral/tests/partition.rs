@@ -6,19 +6,13 @@
 
 use corral_proto::{PathRequest, Request, Response};
 use corral_testkit::linearizable::{self, State, Workload};
-use corral_testkit::{create, get_children, temp_data_dir, try_four_letter, Proxy, RawClient};
+use corral_testkit::{
+    create, free_port, get_children, temp_data_dir, try_four_letter, Proxy, RawClient,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Member {
     client: SocketAddr,

@@ -213,3 +213,17 @@ impl Acl {
         }
     }
 }
+
+/// The watches of a `SetWatches` are a `SetWatches2` without persistent ones.
+impl From<SetWatches> for SetWatches2 {
+    fn from(w: SetWatches) -> Self {
+        SetWatches2 {
+            relative_zxid: w.relative_zxid,
+            data_watches: w.data_watches,
+            exist_watches: w.exist_watches,
+            child_watches: w.child_watches,
+            persistent_watches: Vec::new(),
+            persistent_recursive_watches: Vec::new(),
+        }
+    }
+}

@@ -1054,32 +1054,9 @@ impl Core {
                 };
                 found.then_some(Response::Empty).ok_or(ErrorCode::NoWatcher)
             }
-            Request::SetWatches(w) => {
-                self.set_watches(
-                    conn,
-                    w.relative_zxid,
-                    [
-                        w.data_watches,
-                        w.exist_watches,
-                        w.child_watches,
-                        vec![],
-                        vec![],
-                    ],
-                );
-                Ok(Response::Empty)
-            }
+            Request::SetWatches(w) => self.read(conn, session_id, Request::SetWatches2(w.into())),
             Request::SetWatches2(w) => {
-                self.set_watches(
-                    conn,
-                    w.relative_zxid,
-                    [
-                        w.data_watches,
-                        w.exist_watches,
-                        w.child_watches,
-                        w.persistent_watches,
-                        w.persistent_recursive_watches,
-                    ],
-                );
+                self.set_watches(conn, w);
                 Ok(Response::Empty)
             }
             Request::MultiRead(ops) => {
@@ -1122,8 +1099,10 @@ impl Core {
     }
 
     /// Restores a reconnecting client's watches; fires at once what changed after `relative_zxid`.
-    fn set_watches(&mut self, conn: ConnId, relative_zxid: i64, lists: [Vec<String>; 5]) {
-        let [data, exist, child, persistent, recursive] = lists;
+    fn set_watches(&mut self, conn: ConnId, w: SetWatches2) {
+        let relative_zxid = w.relative_zxid;
+        let (data, exist, child) = (w.data_watches, w.exist_watches, w.child_watches);
+        let (persistent, recursive) = (w.persistent_watches, w.persistent_recursive_watches);
         let mut fire = Vec::new();
         for p in data {
             match self.tree.get(&p) {

@@ -9,14 +9,6 @@ use corral_testkit::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn ensemble_configs(voters: u64, observers: u64) -> Vec<ServerConfig> {
     let total = voters + observers;
     let servers: BTreeMap<u64, ServerLine> = (1..=total)

@@ -210,8 +210,10 @@ impl RawClient {
         })
     }
 
+    /// Sends a request. A failed send (the server went away) shows at the next read, which is
+    /// where callers handle a lost connection.
     pub fn send(&mut self, xid: i32, req: &Request) {
-        self.stream.write_all(&request_frame(xid, req)).unwrap();
+        let _ = self.stream.write_all(&request_frame(xid, req));
     }
 
     /// Reads frames until the reply to `xid`; notifications on the way are queued in `events`.
@@ -416,4 +418,24 @@ pub fn try_four_letter(addr: SocketAddr, word: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
+}
+
+/// A port nothing listens on right now (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_listening(port: u16, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
