@@ -18,8 +18,47 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs a server (standalone). Defaults: 127.0.0.1:2181, data under ./corral-data.
+    /// Runs a server (standalone, or an ensemble member when the config has server.N lines).
+    /// Defaults: 127.0.0.1:2181, data under ./corral-data.
     Server(ServerArgs),
+    /// Generates load against any ZooKeeper-protocol server and reports throughput and latency.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Servers to connect to, comma-separated host:port (connections spread over them).
+    #[arg(long, default_value = "127.0.0.1:2181")]
+    hosts: String,
+    /// create, get, set, exists, delete, children, multi or mix.
+    #[arg(long, default_value = "create")]
+    workload: corral_bench::Workload,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 100)]
+    window: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many operations in all.
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Bytes of data per znode written.
+    #[arg(long, default_value_t = 16)]
+    value_size: usize,
+    /// Znodes pre-created for the read and update workloads.
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+    /// For mix: the share of reads (0.9 is 90% getData, 10% setData).
+    #[arg(long, default_value_t = 0.9)]
+    read_ratio: f64,
+    /// Target operations per second in all, for latency at a fixed load.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Print the result as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -52,6 +91,70 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Server(args) => run_server(args),
+        Command::Bench(args) => run_bench(args),
+    }
+}
+
+fn run_bench(args: BenchArgs) -> ExitCode {
+    let hosts: Result<Vec<std::net::SocketAddr>, _> = args
+        .hosts
+        .split(',')
+        .map(|h| std::net::ToSocketAddrs::to_socket_addrs(h.trim()).map(|mut a| a.next()))
+        .map(|r| {
+            r.ok()
+                .flatten()
+                .ok_or_else(|| format!("cannot resolve {:?}", args.hosts))
+        })
+        .collect();
+    let hosts = match hosts {
+        Ok(h) if !h.is_empty() => h,
+        Ok(_) => {
+            eprintln!("corral bench: no hosts given");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("corral bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = corral_bench::BenchConfig {
+        hosts,
+        workload: args.workload,
+        connections: args.connections.max(1),
+        window: args.window.max(1),
+        duration: std::time::Duration::from_secs_f64(args.duration.max(0.1)),
+        ops: args.ops,
+        value_size: args.value_size,
+        keys: args.keys,
+        read_ratio: args.read_ratio.clamp(0.0, 1.0),
+        rate: args.rate,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let progress = |ops: u64, elapsed: std::time::Duration| {
+        eprint!(
+            "\r{ops} ops in {:.0} s ({:.0} ops/s)   ",
+            elapsed.as_secs_f64(),
+            ops as f64 / elapsed.as_secs_f64()
+        );
+    };
+    match runtime.block_on(corral_bench::run(cfg, progress)) {
+        Ok(report) => {
+            eprintln!();
+            if args.json {
+                println!("{}", report.json());
+            } else {
+                println!(
+                    "{}\n{}",
+                    corral_bench::Report::table_header(),
+                    report.table_row()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("\ncorral bench: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

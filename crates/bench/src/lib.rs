@@ -1,0 +1,514 @@
+//! # corral-bench
+//!
+//! A load generator for any server that speaks ZooKeeper's client protocol (Corral or Apache
+//! ZooKeeper alike). Each connection keeps a window of requests in flight; replies come back in
+//! request order, so the reader matches each to its send time without a map. With a target rate,
+//! latency is measured from when a request was *due*, not when it was sent, so a stalled server
+//! is not flattered (coordinated omission).
+
+use bytes::Bytes;
+use corral_proto::frame::{connect_response_frame, Handshake};
+use corral_proto::message::request_frame;
+use corral_proto::records::*;
+use corral_proto::{Jute, OpCode, Request};
+use hdrhistogram::Histogram;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    Create,
+    GetData,
+    SetData,
+    Exists,
+    Delete,
+    GetChildren,
+    Multi,
+    /// getData with probability `read_ratio`, setData otherwise.
+    Mix,
+}
+
+impl std::str::FromStr for Workload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "create" => Workload::Create,
+            "get" | "getData" => Workload::GetData,
+            "set" | "setData" => Workload::SetData,
+            "exists" => Workload::Exists,
+            "delete" => Workload::Delete,
+            "children" | "getChildren" => Workload::GetChildren,
+            "multi" => Workload::Multi,
+            "mix" => Workload::Mix,
+            other => return Err(format!("unknown workload {other:?} (create, get, set, exists, delete, children, multi, mix)")),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub hosts: Vec<SocketAddr>,
+    pub workload: Workload,
+    pub connections: usize,
+    /// Requests in flight per connection.
+    pub window: usize,
+    pub duration: Duration,
+    /// Stop after this many operations in all (instead of, or before, the duration).
+    pub ops: Option<u64>,
+    pub value_size: usize,
+    /// Keys pre-created for get/set/exists/delete/mix and children of the getChildren node.
+    pub keys: usize,
+    pub read_ratio: f64,
+    /// Target operations per second over all connections (none: as fast as the window allows).
+    pub rate: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{addr}: {why}")]
+    Protocol { addr: SocketAddr, why: String },
+    #[error("setup failed: {0}")]
+    Setup(String),
+}
+
+/// The result of one run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub workload: String,
+    pub connections: usize,
+    pub window: usize,
+    pub ops: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub ops_per_sec: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+impl Report {
+    pub fn table_header() -> &'static str {
+        "workload      conns  window        ops   errors   seconds        ops/s    p50_us    p99_us  p99.9_us    max_us"
+    }
+
+    pub fn table_row(&self) -> String {
+        format!(
+            "{:<12} {:>6} {:>7} {:>10} {:>8} {:>9.2} {:>12.0} {:>9} {:>9} {:>9} {:>9}",
+            self.workload,
+            self.connections,
+            self.window,
+            self.ops,
+            self.errors,
+            self.seconds,
+            self.ops_per_sec,
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us
+        )
+    }
+
+    pub fn json(&self) -> String {
+        format!(
+            "{{\"workload\":\"{}\",\"connections\":{},\"window\":{},\"ops\":{},\"errors\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
+            self.workload, self.connections, self.window, self.ops, self.errors, self.seconds,
+            self.ops_per_sec, self.p50_us, self.p99_us, self.p999_us, self.max_us
+        )
+    }
+}
+
+/// A connected session with a frame reader and a buffered writer.
+struct Session {
+    addr: SocketAddr,
+    reader: tokio::net::tcp::OwnedReadHalf,
+    writer: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+}
+
+async fn connect(addr: SocketAddr) -> Result<Session, BenchError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| BenchError::Connect { addr, source })?;
+    stream.set_nodelay(true).ok();
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = BufWriter::new(writer);
+    let hs = Handshake {
+        request: ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: 0,
+            time_out: 30_000,
+            session_id: 0,
+            passwd: Bytes::from_static(&[0; 16]),
+        },
+        read_only: Some(false),
+    };
+    let mut body = Vec::new();
+    hs.encode(&mut body);
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    let io = |e: std::io::Error| BenchError::Protocol {
+        addr,
+        why: e.to_string(),
+    };
+    writer.write_all(&frame).await.map_err(io)?;
+    writer.flush().await.map_err(io)?;
+    let reply = read_frame(&mut reader).await.map_err(io)?;
+    let resp = ConnectResponse::from_bytes(&reply).map_err(|e| BenchError::Protocol {
+        addr,
+        why: e.to_string(),
+    })?;
+    let _ = connect_response_frame(&resp, None);
+    if resp.time_out <= 0 {
+        return Err(BenchError::Protocol {
+            addr,
+            why: "session refused".into(),
+        });
+    }
+    Ok(Session {
+        addr,
+        reader,
+        writer,
+    })
+}
+
+async fn read_frame(r: &mut tokio::net::tcp::OwnedReadHalf) -> std::io::Result<Vec<u8>> {
+    let len = r.read_u32().await? as usize;
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// Reads replies until the one with `xid`, returning its error code (notifications skipped).
+async fn reply_err(r: &mut tokio::net::tcp::OwnedReadHalf) -> std::io::Result<(i32, i32)> {
+    loop {
+        let frame = read_frame(r).await?;
+        let h = ReplyHeader::from_bytes(&frame).map_err(std::io::Error::other)?;
+        if h.xid != -1 {
+            return Ok((h.xid, h.err));
+        }
+    }
+}
+
+fn open_acl() -> Vec<Acl> {
+    vec![Acl::new(31, "world", "anyone")]
+}
+
+fn create_req(path: String, value: &Bytes) -> Request {
+    Request::Create {
+        op: OpCode::Create,
+        req: CreateRequest {
+            path,
+            data: value.clone(),
+            acl: open_acl(),
+            flags: 0,
+        },
+    }
+}
+
+/// A small deterministic generator per connection (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+struct Plan {
+    root: String,
+    value: Bytes,
+    keys: usize,
+    workload: Workload,
+    read_ratio: f64,
+}
+
+impl Plan {
+    fn key(&self, i: u64) -> String {
+        format!("{}/k{:08}", self.root, i % self.keys as u64)
+    }
+
+    fn request(&self, conn: usize, n: u64, rng: &mut Rng) -> Request {
+        let pick = |rng: &mut Rng| self.key(rng.next());
+        match self.workload {
+            Workload::Create => create_req(format!("{}/c{conn}-{n}", self.root), &self.value),
+            Workload::GetData => Request::GetData(PathWatchRequest {
+                path: pick(rng),
+                watch: false,
+            }),
+            Workload::Exists => Request::Exists(PathWatchRequest {
+                path: pick(rng),
+                watch: false,
+            }),
+            Workload::SetData => Request::SetData(SetDataRequest {
+                path: pick(rng),
+                data: self.value.clone(),
+                version: -1,
+            }),
+            Workload::Delete => Request::Delete(PathVersionRequest {
+                path: format!("{}/d{conn}-{n}", self.root),
+                version: -1,
+            }),
+            Workload::GetChildren => Request::GetChildren(PathWatchRequest {
+                path: self.root.clone(),
+                watch: false,
+            }),
+            Workload::Multi => Request::Multi(
+                (0..3)
+                    .map(|_| {
+                        Request::SetData(SetDataRequest {
+                            path: pick(rng),
+                            data: self.value.clone(),
+                            version: -1,
+                        })
+                    })
+                    .collect(),
+            ),
+            Workload::Mix => {
+                if (rng.next() % 10_000) as f64 / 10_000.0 < self.read_ratio {
+                    Request::GetData(PathWatchRequest {
+                        path: pick(rng),
+                        watch: false,
+                    })
+                } else {
+                    Request::SetData(SetDataRequest {
+                        path: pick(rng),
+                        data: self.value.clone(),
+                        version: -1,
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Sends `reqs` pipelined on one session and checks that all succeeded.
+async fn pipelined(s: &mut Session, reqs: Vec<Request>) -> Result<(), BenchError> {
+    let addr = s.addr;
+    let io = |e: std::io::Error| BenchError::Setup(format!("{addr}: {e}"));
+    for chunk in reqs.chunks(500) {
+        for (i, r) in chunk.iter().enumerate() {
+            s.writer
+                .write_all(&request_frame(i as i32 + 1, r))
+                .await
+                .map_err(io)?;
+        }
+        s.writer.flush().await.map_err(io)?;
+        for _ in chunk {
+            let (_, err) = reply_err(&mut s.reader).await.map_err(io)?;
+            if err != 0 && err != -110 {
+                return Err(BenchError::Setup(format!(
+                    "setup request failed with error {err}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs one benchmark; `progress` is called about once a second with operations done so far.
+pub async fn run(
+    cfg: BenchConfig,
+    progress: impl Fn(u64, Duration) + Send + 'static,
+) -> Result<Report, BenchError> {
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let plan = Arc::new(Plan {
+        root: format!("/corral-bench-{run_id}"),
+        value: Bytes::from(vec![b'v'; cfg.value_size]),
+        keys: cfg.keys.max(1),
+        workload: cfg.workload,
+        read_ratio: cfg.read_ratio,
+    });
+    // Setup: the root, the keys, and for delete the nodes each connection will delete.
+    let mut setup = connect(cfg.hosts[0]).await?;
+    let mut reqs = vec![create_req(plan.root.clone(), &Bytes::new())];
+    reqs.extend((0..plan.keys as u64).map(|i| create_req(plan.key(i), &plan.value)));
+    if cfg.workload == Workload::Delete {
+        let per_conn = cfg.ops.unwrap_or(10_000) / cfg.connections as u64 + 1;
+        for conn in 0..cfg.connections {
+            reqs.extend(
+                (0..per_conn)
+                    .map(|n| create_req(format!("{}/d{conn}-{n}", plan.root), &Bytes::new())),
+            );
+        }
+    }
+    pipelined(&mut setup, reqs).await?;
+
+    let histogram = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+    ));
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + cfg.duration;
+    let per_conn_ops = cfg.ops.map(|o| o.div_ceil(cfg.connections as u64));
+    let interval = cfg
+        .rate
+        .map(|r| Duration::from_secs_f64(cfg.connections as f64 / r));
+    let mut tasks = Vec::new();
+    for conn in 0..cfg.connections {
+        let session = connect(cfg.hosts[conn % cfg.hosts.len()]).await?;
+        let plan = plan.clone();
+        let (histogram, done, errors) = (histogram.clone(), done.clone(), errors.clone());
+        let window = cfg.window.max(1);
+        tasks.push(tokio::spawn(async move {
+            drive(
+                session,
+                conn,
+                plan,
+                window,
+                deadline,
+                per_conn_ops,
+                interval,
+                histogram,
+                done,
+                errors,
+            )
+            .await
+        }));
+    }
+    let reporter = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                progress(done.load(Ordering::Relaxed), started.elapsed());
+            }
+        })
+    };
+    for t in tasks {
+        t.await.map_err(|e| BenchError::Setup(e.to_string()))??;
+    }
+    reporter.abort();
+    let seconds = started.elapsed().as_secs_f64();
+    let h = histogram.lock().expect("histogram lock");
+    let ops = done.load(Ordering::Relaxed);
+    Ok(Report {
+        workload: format!("{:?}", cfg.workload).to_lowercase(),
+        connections: cfg.connections,
+        window: cfg.window,
+        ops,
+        errors: errors.load(Ordering::Relaxed),
+        seconds,
+        ops_per_sec: ops as f64 / seconds,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    session: Session,
+    conn: usize,
+    plan: Arc<Plan>,
+    window: usize,
+    deadline: Instant,
+    limit: Option<u64>,
+    interval: Option<Duration>,
+    histogram: Arc<Mutex<Histogram<u64>>>,
+    done: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+) -> Result<(), BenchError> {
+    let Session {
+        addr,
+        mut reader,
+        mut writer,
+    } = session;
+    let permits = Arc::new(Semaphore::new(window));
+    let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<Instant>();
+    let writer_permits = permits.clone();
+    let sender = tokio::spawn(async move {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (conn as u64 + 1));
+        let mut n = 0u64;
+        let mut due = Instant::now();
+        while Instant::now() < deadline && limit.is_none_or(|l| n < l) {
+            let permit = writer_permits.acquire().await.expect("semaphore open");
+            permit.forget();
+            if let Some(i) = interval {
+                due += i;
+                tokio::time::sleep_until(due.into()).await;
+            } else {
+                due = Instant::now();
+            }
+            let req = plan.request(conn, n, &mut rng);
+            n += 1;
+            if writer
+                .write_all(&request_frame((n % i32::MAX as u64) as i32, &req))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            let _ = sent_tx.send(due);
+            // Flush when nothing more can be sent right now: one syscall for a burst.
+            if writer_permits.available_permits() == 0 || interval.is_some() {
+                if writer.flush().await.is_err() {
+                    break;
+                }
+            }
+        }
+        let _ = writer.flush().await;
+        drop(sent_tx);
+        // Handed back, not dropped: closing our half now would make the server close the
+        // connection before the last replies are read.
+        writer
+    });
+    let mut outstanding: VecDeque<Instant> = VecDeque::new();
+    let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+    loop {
+        // Wait for a request to be in flight (or for the sender to finish).
+        if outstanding.is_empty() {
+            match sent_rx.recv().await {
+                Some(t) => outstanding.push_back(t),
+                None => break,
+            }
+        }
+        let (_, err) = reply_err(&mut reader)
+            .await
+            .map_err(|e| BenchError::Protocol {
+                addr,
+                why: e.to_string(),
+            })?;
+        // A request's time is queued before the request is flushed, so by its reply it is here.
+        while let Ok(t) = sent_rx.try_recv() {
+            outstanding.push_back(t);
+        }
+        let Some(t) = outstanding.pop_front() else {
+            return Err(BenchError::Protocol {
+                addr,
+                why: "a reply no request asked for".into(),
+            });
+        };
+        let _ = local.record(t.elapsed().as_micros().max(1) as u64);
+        done.fetch_add(1, Ordering::Relaxed);
+        if err != 0 {
+            errors.fetch_add(1, Ordering::Relaxed);
+        }
+        permits.add_permits(1);
+    }
+    let writer = sender.await;
+    drop(writer);
+    histogram
+        .lock()
+        .expect("histogram lock")
+        .add(&local)
+        .expect("same bounds");
+    Ok(())
+}
