@@ -458,10 +458,9 @@ async fn drive(
             }
             let _ = sent_tx.send(due);
             // Flush when nothing more can be sent right now: one syscall for a burst.
-            if writer_permits.available_permits() == 0 || interval.is_some() {
-                if writer.flush().await.is_err() {
-                    break;
-                }
+            let burst_over = writer_permits.available_permits() == 0 || interval.is_some();
+            if burst_over && writer.flush().await.is_err() {
+                break;
             }
         }
         let _ = writer.flush().await;

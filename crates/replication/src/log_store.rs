@@ -153,7 +153,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn read_committed(&mut self) -> Result<Option<LogId>, SErr> {
         // Written without fsync or rename, so a crash can tear it; a torn hint is no hint.
         match read_small::<Option<LogId>>(&self.dir.join("committed")) {
-            Ok(c) => Ok(c.flatten()),
+            // A follower may note a commit point before its own log is synced: never claim more
+            // than the log holds.
+            Ok(c) => {
+                let last = self.inner.lock().expect("log lock").last;
+                Ok(c.flatten()
+                    .filter(|c| last.is_some_and(|l| c.index <= l.index)))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "ignoring an unreadable commit hint");
                 Ok(None)

@@ -25,7 +25,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 /// Most bytes of proposals in one log entry.
-const MAX_BATCH_BYTES: usize = 4 << 20;
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// Entries per AppendEntries: with `MAX_BATCH_BYTES` a peer frame stays under 64 MiB.
+const MAX_PAYLOAD_ENTRIES: u64 = 32;
 /// How long a proposal waits for a leader before it is dropped.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
 
@@ -118,8 +120,10 @@ pub fn recover(cfg: &ReplicaConfig) -> Result<(DataTree, AppliedMark, Storage), 
     let loaded = load_newest(&snapshots).map_err(ReplicationError::Snapshot)?;
     let (tree, mark) = match loaded {
         Some((meta, bytes)) => {
-            let tree = DataTree::decode_snapshot(&bytes)
+            let mut tree = DataTree::decode_snapshot(&bytes)
                 .map_err(|e| ReplicationError::Snapshot(e.to_string()))?;
+            // Settings come from this member's configuration, not from the snapshot.
+            tree.set_config(cfg.tree);
             tracing::info!(
                 index = meta.last_log_id.map_or(0, |l| l.index),
                 nodes = tree.node_count(),
@@ -268,7 +272,7 @@ pub async fn start(
         snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: u64::MAX,
         purge_batch_size: 1,
-        max_payload_entries: 300,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     }
     .validate()
@@ -479,6 +483,9 @@ async fn watch_role(raft: Raft, members: BTreeMap<NodeId, Member>, core: mpsc::S
             tracing::error!(
                 "the replicated log stopped after a storage failure; writes are refused"
             );
+            let why = "the replicated log stopped after a storage failure".to_string();
+            let _ = core.send(ToCore::Stopped { why }).await;
+            return;
         }
         let role = match state {
             ServerState::Leader if voters <= 1 => Role::Standalone,

@@ -234,6 +234,14 @@ impl ServerConfig {
         // ZooKeeper: the bounds default to 2 and 20 ticks, and -1 means the default.
         c.min_session_timeout_ms = min_timeout.flatten().unwrap_or(2 * c.tick_time_ms);
         c.max_session_timeout_ms = max_timeout.flatten().unwrap_or(20 * c.tick_time_ms);
+        if let Some(id) = c.servers.keys().find(|id| !(1..=254).contains(*id)) {
+            // The id is the top byte of session ids, and 255 marks TTL nodes' owners.
+            return Err(bad(
+                &format!("server.{id}"),
+                &id.to_string(),
+                "server ids run from 1 to 254",
+            ));
+        }
         if !c.servers.is_empty() {
             c.my_id = read_my_id(&c.data_dir)?;
             if !c.servers.contains_key(&c.my_id) {

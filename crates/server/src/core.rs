@@ -26,7 +26,7 @@ use corral_proto::records::*;
 use corral_proto::{DecodeError, ErrorCode, EventType, MultiResult, OpCode, Request, Response};
 use corral_replication::{AppliedMark, Applying, ReplicaHandle, Role, ToCore};
 use corral_tree::{acl, DataTree, Entry, Proposal, Txn};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -96,6 +96,8 @@ pub(crate) struct Conn {
     pub stats: ConnStats,
     pub timeout_ms: i32,
     in_flight: usize,
+    /// `sync`s not yet answered: until they are, nothing after them may be answered either.
+    syncs_in_flight: usize,
     queued: VecDeque<Queued>,
 }
 
@@ -157,7 +159,9 @@ pub struct Core {
     replica: ReplicaHandle,
     pub(crate) role: Role,
     leader: Option<u64>,
-    pending: HashMap<u64, Origin>,
+    /// This member's proposals not yet applied, by sequence number (ordered, so refusals go out
+    /// in request order).
+    pending: BTreeMap<u64, Origin>,
     next_seq: u64,
     refusing_writes: bool,
     applied_since_snapshot: u64,
@@ -244,8 +248,10 @@ impl Core {
             replica,
             role: Role::Looking,
             leader: None,
-            pending: HashMap::new(),
-            next_seq: 1,
+            pending: BTreeMap::new(),
+            // Unique across restarts: entries a previous run proposed may still be applied after
+            // this one starts, and must not be taken for this run's.
+            next_seq: (now_ms() as u64) << 20,
             refusing_writes: false,
             applied_since_snapshot: 0,
             syncs: Vec::new(),
@@ -369,6 +375,8 @@ impl Core {
                         self.close_connection(conn);
                     }
                 }
+                // A lost expiry must be decided again.
+                self.closing.clear();
             }
             ToCore::Stopped { why } => self.stop_writes(&why),
             ToCore::Role { role, leader } => self.role_changed(role, leader),
@@ -387,13 +395,23 @@ impl Core {
         if self.leader.is_some() && leader != self.leader {
             // Writes given to the old leader may or may not commit: their clients learn of it as
             // a lost connection, as with ZooKeeper, and find the outcome after reconnecting.
-            let lost: Vec<ConnId> = self.pending.drain().filter_map(|(_, o)| o.conn()).collect();
-            for conn in lost {
-                self.close_connection(conn);
-            }
+            self.drop_pending();
         }
         self.role = role;
         self.leader = leader;
+    }
+
+    /// Forgets this member's unapplied proposals; their clients lose the connection. Expiries
+    /// among them are decided again by whoever leads.
+    fn drop_pending(&mut self) {
+        let lost: Vec<ConnId> = std::mem::take(&mut self.pending)
+            .into_values()
+            .filter_map(|o| o.conn())
+            .collect();
+        for conn in lost {
+            self.close_connection(conn);
+        }
+        self.closing.clear();
     }
 
     /// After a snapshot replaced the tree: sessions follow the tree, except those whose creation
@@ -603,6 +621,7 @@ impl Core {
             );
             if let Some(c) = self.conns.get_mut(&s.conn) {
                 c.in_flight -= 1;
+                c.syncs_in_flight -= 1;
             }
             self.drain(s.conn);
         }
@@ -695,6 +714,7 @@ impl Core {
                 stats: ConnStats::new(),
                 timeout_ms,
                 in_flight: 0,
+                syncs_in_flight: 0,
                 queued: VecDeque::new(),
             },
         );
@@ -779,7 +799,8 @@ impl Core {
         // A connection's reads wait for its earlier writes; its writes may follow its writes.
         let is_write = matches!(&request, Ok(r) if r.is_write());
         let must_wait = c.in_flight > 0 || !c.queued.is_empty();
-        if must_wait && !(is_write && c.queued.is_empty()) {
+        let may_pass = is_write && c.queued.is_empty() && c.syncs_in_flight == 0;
+        if must_wait && !may_pass {
             c.queued.push_back(Queued {
                 xid,
                 op,
@@ -801,7 +822,7 @@ impl Core {
                 return;
             };
             let is_write = matches!(&front.request, Ok(r) if r.is_write());
-            if c.in_flight > 0 && !is_write {
+            if c.syncs_in_flight > 0 || (c.in_flight > 0 && !is_write) {
                 return;
             }
             let q = c.queued.pop_front().expect("checked");
@@ -879,6 +900,7 @@ impl Core {
     fn sync(&mut self, conn: ConnId, xid: i32, path: String, received: Instant) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.in_flight += 1;
+            c.syncs_in_flight += 1;
         }
         let replica = self.replica.clone();
         let inbox = self.inbox.clone();

@@ -383,3 +383,24 @@ fn four_letter_words_answer_and_respect_the_whitelist() {
         "ruok is not executed because it is not in the whitelist.\n"
     );
 }
+
+#[test]
+fn replies_after_a_sync_keep_request_order() {
+    let server = TestServer::start();
+    let mut c = RawClient::connect(server.addr);
+    for round in 0..50 {
+        c.send(1, &Request::Sync(PathRequest { path: "/".into() }));
+        c.send(2, &create(&format!("/after-sync-{round}"), b"", 0));
+        c.send(3, &get_data("/", false));
+        // read_reply asserts that each reply carries the xid it waits for.
+        assert_eq!(c.read_reply(1, corral_proto::OpCode::Sync).unwrap().err, 0);
+        assert_eq!(
+            c.read_reply(2, corral_proto::OpCode::Create).unwrap().err,
+            0
+        );
+        assert_eq!(
+            c.read_reply(3, corral_proto::OpCode::GetData).unwrap().err,
+            0
+        );
+    }
+}

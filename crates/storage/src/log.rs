@@ -153,7 +153,16 @@ impl SegmentedLog {
     }
 
     fn start_segment(&mut self, first: u64) -> Result<(), StorageError> {
+        // The outgoing segment's unsynced tail must be made durable now: `sync` only reaches
+        // the active segment.
         self.flush()?;
+        if self.unsynced {
+            if let (Some(w), Some(s)) = (self.writer.as_ref(), self.segments.last()) {
+                w.get_ref()
+                    .sync_data()
+                    .map_err(|e| StorageError::io(&s.path, e))?;
+            }
+        }
         // An empty active segment named for another index is replaced.
         if let Some(s) = self.segments.last() {
             if s.offsets.is_empty() {
@@ -306,6 +315,30 @@ impl SegmentedLog {
     }
 }
 
+/// Whether the record after a damaged one at `pos` (by its length field) is whole and valid.
+fn valid_record_follows(bytes: &[u8], pos: usize, damaged_index: u64) -> bool {
+    let Some(head) = bytes.get(pos..pos + 8) else {
+        return false;
+    };
+    let body_len = u32::from_be_bytes(head[0..4].try_into().expect("4")) as usize;
+    if !(8..=MAX_RECORD).contains(&body_len) {
+        return false;
+    }
+    let next = pos + 8 + body_len;
+    let Some(head) = bytes.get(next..next + 8) else {
+        return false;
+    };
+    let len = u32::from_be_bytes(head[0..4].try_into().expect("4")) as usize;
+    let crc = u32::from_be_bytes(head[4..8].try_into().expect("4"));
+    match bytes.get(next + 8..next + 8 + len) {
+        Some(body) if len >= 8 => {
+            crc32c::crc32c(body) == crc
+                && u64::from_be_bytes(body[0..8].try_into().expect("8")) == damaged_index + 1
+        }
+        _ => false,
+    }
+}
+
 /// Reads a segment back, checking every record. Damage at the tail of the last segment is cut.
 fn scan_segment(path: &Path, first: u64, is_last: bool) -> Result<Segment, StorageError> {
     let bytes = fs::read(path).map_err(|e| StorageError::io(path, e))?;
@@ -353,7 +386,9 @@ fn scan_segment(path: &Path, first: u64, is_last: bool) -> Result<Segment, Stora
         pos += 8 + body_len;
     }
     if let Some(why) = damage {
-        if !is_last {
+        // A torn write can only be the last record: if a valid record follows the damaged one,
+        // an acknowledged record was damaged in place.
+        if !is_last || valid_record_follows(&bytes, pos, first + offsets.len() as u64) {
             return Err(corrupt(pos, why));
         }
         // A crash tore the last write; it was never synced, so never acknowledged.
@@ -458,6 +493,20 @@ mod tests {
             Err(other) => panic!("unexpected error {other}"),
             Ok(_) => panic!("a flipped byte must be detected"),
         }
+    }
+
+    #[test]
+    fn flipped_byte_mid_way_in_the_last_segment_is_corruption() {
+        let dir = temp("flipmid");
+        drop(fill(&dir, 10, 1 << 20));
+        let seg = dir.join(segment_name(1));
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[HEADER + 20] ^= 0x01; // inside the first record's payload
+        fs::write(&seg, bytes).unwrap();
+        assert!(matches!(
+            SegmentedLog::open(&dir, 1 << 20),
+            Err(StorageError::Corrupt { .. })
+        ));
     }
 
     #[test]

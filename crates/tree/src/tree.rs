@@ -174,6 +174,11 @@ impl DataTree {
         self.config
     }
 
+    /// Settings come from this member's configuration, never from a snapshot it loaded.
+    pub fn set_config(&mut self, config: TreeConfig) {
+        self.config = config;
+    }
+
     /// The zxid of the last entry applied.
     pub fn last_zxid(&self) -> i64 {
         self.last_zxid
