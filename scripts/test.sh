@@ -55,7 +55,8 @@ zk_port=$(free_port)
 tests/compat/reference_zk.sh "$zk_port" "$work/zk"
 
 step "cargo test (unit, property, integration, differential against ZooKeeper)"
-CORRAL_REFERENCE_ZK="127.0.0.1:$zk_port" CORRAL_REQUIRE_ZK=1 cargo test --workspace
+# Bounded, so a hang fails the run instead of stalling it.
+CORRAL_REFERENCE_ZK="127.0.0.1:$zk_port" CORRAL_REQUIRE_ZK=1 timeout 1500 cargo test --workspace
 
 step "starting corral for the client suite"
 corral_port=$(free_port)
@@ -79,7 +80,7 @@ for _ in $(seq 50); do
 done
 
 step "client suite (kazoo, zkCli.sh, cli_mt) against corral"
-if ! ZK_HOSTS="127.0.0.1:$corral_port" tests/compat/run.sh -q; then
+if ! ZK_HOSTS="127.0.0.1:$corral_port" timeout 600 tests/compat/run.sh -q; then
     echo "corral's log:"; tail -n 50 "$work/corral/corral.log"
     exit 1
 fi

@@ -5,12 +5,14 @@
 use bytes::Bytes;
 use corral_proto::records::CreateRequest;
 use corral_proto::{OpCode, Request, Response};
-use corral_testkit::{create, exists, free_port, temp_data_dir, wait_listening, RawClient};
+use corral_testkit::{
+    create, exists, free_port, temp_data_dir, wait_listening, KillOnDrop, RawClient,
+};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn start(dir: &std::path::Path, port: u16) -> Child {
+fn start(dir: &std::path::Path, port: u16) -> KillOnDrop {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -23,6 +25,7 @@ fn start(dir: &std::path::Path, port: u16) -> Child {
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
+    let child = KillOnDrop(child);
     wait_listening(port, Duration::from_secs(20));
     child
 }
@@ -105,8 +108,7 @@ fn sigkill_during_writes_loses_nothing_acknowledged() {
             // The clock starts once the client has its session, so the kill lands mid-load.
             let _ = session_ready.recv_timeout(Duration::from_secs(30));
             std::thread::sleep(kill_after);
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
+            child.kill(); // SIGKILL
         });
         let (acked, multis, sent_multis) = load(addr, round, kill_after, connected);
         killer.join().unwrap();
@@ -138,8 +140,7 @@ fn sigkill_during_writes_loses_nothing_acknowledged() {
             assert_eq!(a, b, "multi {n} is half applied");
         }
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("log"));
     eprintln!(

@@ -4,10 +4,12 @@
 //! runs, which is how CI runs it.
 
 use corral_proto::{ErrorCode, OpCode, Response};
-use corral_testkit::{create, free_port, get_data, temp_data_dir, wait_listening, RawClient};
+use corral_testkit::{
+    create, free_port, get_data, temp_data_dir, wait_listening, KillOnDrop, RawClient,
+};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn is_root() -> bool {
@@ -39,7 +41,7 @@ impl Drop for Unmount<'_> {
     }
 }
 
-fn start(data: &Path, port: u16) -> Child {
+fn start(data: &Path, port: u16) -> KillOnDrop {
     let child = Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["server", "--port", &port.to_string(), "--data-dir"])
         .arg(data)
@@ -47,6 +49,7 @@ fn start(data: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let child = KillOnDrop(child);
     wait_listening(port, Duration::from_secs(20));
     child
 }
@@ -90,8 +93,7 @@ fn full_disk_refuses_writes_keeps_reads_and_loses_nothing() {
     // Reads go on.
     let r = c.call(get_data(&acked[0], false));
     assert!(matches!(r.body, Some(Response::GetData(_))), "{r:?}");
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 
     // More room, a restart: everything acknowledged is there, and writes work again.
     mount(&dir, "64m", true);
@@ -109,6 +111,5 @@ fn full_disk_refuses_writes_keeps_reads_and_loses_nothing() {
         "{} writes acknowledged before the disk filled; all present after restart",
         acked.len()
     );
-    server.kill().unwrap();
-    server.wait().unwrap();
+    server.kill();
 }

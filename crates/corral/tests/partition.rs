@@ -129,6 +129,32 @@ fn isolated_leader_stops_acknowledging_majority_goes_on_and_all_converge() {
     let counter = record("/counter", 3, Workload::Counter);
     std::thread::sleep(Duration::from_millis(500));
 
+    // A client of the majority side holds an ephemeral with a short session, kept alive by pings
+    // throughout. The isolated leader hears nothing of it and decides it expired; that decision,
+    // made under a term that is over, must not take effect after healing.
+    let majority_member = (leader + 1) % 3;
+    let mut holder = RawClient::resume(
+        members[majority_member].client,
+        0,
+        bytes::Bytes::from_static(&[0; 16]),
+        0,
+        1000,
+    )
+    .unwrap();
+    assert_eq!(holder.call(create("/part-lease", b"", 1)).err, 0);
+    let holder_session = holder.session_id;
+    let stop_pinging = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinger = {
+        let stop = stop_pinging.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                holder.ping();
+                std::thread::sleep(Duration::from_millis(150));
+            }
+            holder
+        })
+    };
+
     // Cut the leader off from both others, in both directions.
     for (j, row) in proxies.iter().enumerate().filter(|(j, _)| *j != leader) {
         proxies[leader][j].as_ref().unwrap().block(true);
@@ -199,6 +225,25 @@ fn isolated_leader_stops_acknowledging_majority_goes_on_and_all_converge() {
     );
     assert!(increments > 5, "the counter made progress");
     linearizable::check(&counts, start).unwrap();
+    // The lease outlived the partition: the deposed leader's expiry was not applied.
+    std::thread::sleep(Duration::from_secs(1));
+    stop_pinging.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut holder = pinger.join().unwrap();
+    let mut check = RawClient::connect(members[majority_member].client);
+    assert_eq!(
+        check
+            .call(Request::Sync(PathRequest { path: "/".into() }))
+            .err,
+        0
+    );
+    match check
+        .call(corral_testkit::exists("/part-lease", false))
+        .body
+    {
+        Some(Response::Stat(st)) => assert_eq!(st.ephemeral_owner, holder_session),
+        other => panic!("the live session's ephemeral was deleted: {other:?}"),
+    }
+    assert_eq!(holder.ping().err, 0, "the live session was expired");
     let views: Vec<Vec<String>> = members.iter().map(|m| children(m.client)).collect();
     assert_eq!(views[0], views[1]);
     assert_eq!(views[1], views[2]);

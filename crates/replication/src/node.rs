@@ -183,6 +183,21 @@ impl ReplicaHandle {
         self.outbox.send(framed).is_ok()
     }
 
+    /// The term to stamp a proposal with: the current term while this member knows a leader,
+    /// 0 ("any") while it knows none (at start-up, during an election). A deposed leader still
+    /// believes it leads, so what it decided stays bound to its term.
+    pub fn term(&self) -> u64 {
+        self.raft.get().map_or(0, |r| {
+            let m = r.metrics();
+            let m = m.borrow();
+            if m.current_leader.is_some() {
+                m.current_term
+            } else {
+                0
+            }
+        })
+    }
+
     fn leader(&self) -> Option<NodeId> {
         self.raft
             .get()
@@ -472,12 +487,12 @@ async fn watch_role(raft: Raft, members: BTreeMap<NodeId, Member>, core: mpsc::S
     let voters = members.values().filter(|m| !m.observer).count();
     let mut last = None;
     loop {
-        let (state, leader, fatal, member) = {
+        let (state, leader, fatal, member, term) = {
             let m = metrics.borrow();
             let member = m.membership_config.membership().get_node(&m.id).is_some();
             let fatal =
                 matches!(&m.running_state, Err(f) if !matches!(f, openraft::error::Fatal::Stopped));
-            (m.state, m.current_leader, fatal, member)
+            (m.state, m.current_leader, fatal, member, m.current_term)
         };
         if fatal {
             tracing::error!(
@@ -495,9 +510,13 @@ async fn watch_role(raft: Raft, members: BTreeMap<NodeId, Member>, core: mpsc::S
             ServerState::Learner if member => Role::Observer,
             _ => Role::Looking,
         };
-        if last != Some((role, leader)) {
-            last = Some((role, leader));
-            if core.send(ToCore::Role { role, leader }).await.is_err() {
+        if last != Some((role, leader, term)) {
+            last = Some((role, leader, term));
+            if core
+                .send(ToCore::Role { role, leader, term })
+                .await
+                .is_err()
+            {
                 return;
             }
             if role == Role::Leader {

@@ -28,6 +28,11 @@ impl AppliedMark {
     pub fn index(&self) -> u64 {
         self.last.map_or(0, |l| l.index)
     }
+
+    /// The term of the leader that appended the last applied entry.
+    pub fn term(&self) -> u64 {
+        self.last.map_or(0, |l| l.leader_id.term)
+    }
 }
 
 /// One committed log entry for the core: its position, and the batch it carries (none for the
@@ -72,6 +77,8 @@ pub enum ToCore {
     Role {
         role: crate::Role,
         leader: Option<u64>,
+        /// The current Raft term, which proposals are stamped with.
+        term: u64,
     },
 }
 

@@ -159,6 +159,8 @@ pub struct Core {
     replica: ReplicaHandle,
     pub(crate) role: Role,
     leader: Option<u64>,
+    /// The Raft term this member last saw (0 before the first report).
+    term: u64,
     /// This member's proposals not yet applied, by sequence number (ordered, so refusals go out
     /// in request order).
     pending: BTreeMap<u64, Origin>,
@@ -248,6 +250,7 @@ impl Core {
             replica,
             role: Role::Looking,
             leader: None,
+            term: 0,
             pending: BTreeMap::new(),
             // Unique across restarts: entries a previous run proposed may still be applied after
             // this one starts, and must not be taken for this run's.
@@ -379,11 +382,11 @@ impl Core {
                 self.closing.clear();
             }
             ToCore::Stopped { why } => self.stop_writes(&why),
-            ToCore::Role { role, leader } => self.role_changed(role, leader),
+            ToCore::Role { role, leader, term } => self.role_changed(role, leader, term),
         }
     }
 
-    fn role_changed(&mut self, role: Role, leader: Option<u64>) {
+    fn role_changed(&mut self, role: Role, leader: Option<u64>, term: u64) {
         tracing::info!(mode = role.zk_mode(), ?leader, "role");
         if role.leads() && !self.role.leads() {
             // As after a ZooKeeper leader election: every session gets a fresh timeout.
@@ -392,11 +395,14 @@ impl Core {
                 s.deadline = now + Duration::from_millis(s.timeout_ms as u64);
             }
         }
-        if self.leader.is_some() && leader != self.leader {
+        let term_changed = self.term != 0 && term != self.term;
+        if (self.leader.is_some() && leader != self.leader) || term_changed {
             // Writes given to the old leader may or may not commit: their clients learn of it as
             // a lost connection, as with ZooKeeper, and find the outcome after reconnecting.
+            // (Those that arrive under the new term are skipped by every member.)
             self.drop_pending();
         }
+        self.term = term;
         self.role = role;
         self.leader = leader;
     }
@@ -457,6 +463,7 @@ impl Core {
         let proposal = Proposal {
             origin_server: self.replica.id(),
             origin_seq: seq,
+            term: self.replica.term(),
             session_id,
             auth,
             txn,
@@ -518,10 +525,19 @@ impl Core {
 
     /// Applies one committed log entry: each proposal of its batch gets the next zxid.
     fn apply_entry(&mut self, applying: Applying) {
+        let entry_term = applying.mark.term();
         if let Some(batch) = applying.batch {
             for proposal in batch.proposals {
                 let mine = proposal.origin_server == self.replica.id();
                 let seq = proposal.origin_seq;
+                if proposal.term != 0 && proposal.term != entry_term {
+                    // Proposed under a leader that is gone: skipped here and everywhere.
+                    let lost = mine.then(|| self.pending.remove(&seq)).flatten();
+                    if let Some(conn) = lost.and_then(|o| o.conn()) {
+                        self.close_connection(conn);
+                    }
+                    continue;
+                }
                 let entry = proposal.into_entry(self.tree.last_zxid() + 1, batch.time_ms);
                 let origin = if mine {
                     self.pending.remove(&seq)

@@ -439,3 +439,21 @@ pub fn wait_listening(port: u16, within: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A child process that is killed (SIGKILL) when dropped, so a failing test never leaves a
+/// server running (one would hold the test's output pipe open).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

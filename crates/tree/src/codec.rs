@@ -91,6 +91,11 @@ impl Entry {
 pub struct Proposal {
     pub origin_server: u64,
     pub origin_seq: u64,
+    /// The Raft term the proposer saw while it knew a leader (0: it knew none). A proposal
+    /// carried by an entry of another term was made under a leader that is gone, and is skipped
+    /// (it may be an expiry decided by a deposed leader, or a write whose client has since been
+    /// told its connection was lost).
+    pub term: u64,
     pub session_id: i64,
     pub auth: Vec<Id>,
     pub txn: Txn,
@@ -119,11 +124,13 @@ impl Proposal {
     pub fn decode(r: &mut Reader<'_>) -> Result<Proposal, DecodeError> {
         let origin_server = i64::decode(r)? as u64;
         let origin_seq = i64::decode(r)? as u64;
+        let term = i64::decode(r)? as u64;
         let entry_bytes = Bytes::decode(r)?;
         let e = Entry::decode(&entry_bytes)?;
         Ok(Proposal {
             origin_server,
             origin_seq,
+            term,
             session_id: e.session_id,
             auth: e.auth,
             txn: e.txn,
@@ -153,7 +160,7 @@ impl Batch {
             return Err(DecodeError::Invalid("unknown batch version"));
         }
         let time_ms = i64::decode(r)?;
-        let n = count(r, 20)?;
+        let n = count(r, 28)?;
         let mut proposals = Vec::with_capacity(n);
         for _ in 0..n {
             proposals.push(Proposal::decode(r)?);
@@ -188,6 +195,7 @@ impl Proposal {
     fn encode_framed(&self, out: &mut Vec<u8>) {
         (self.origin_server as i64).encode(out);
         (self.origin_seq as i64).encode(out);
+        (self.term as i64).encode(out);
         Bytes::from(self.clone().into_entry(0, 0).to_bytes()).encode(out);
     }
 }
@@ -442,6 +450,7 @@ mod tests {
                 .map(|(i, e)| Proposal {
                     origin_server: 3,
                     origin_seq: i as u64,
+                    term: 2,
                     session_id: e.session_id,
                     auth: e.auth,
                     txn: e.txn,
