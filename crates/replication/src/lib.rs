@@ -19,5 +19,5 @@ mod types;
 pub use node::{
     handle, recover, start, Member, ReplicaConfig, ReplicaHandle, ReplicationError, Role, Storage,
 };
-pub use state_machine::{AppliedMark, Applying, ToCore};
+pub use state_machine::{AppliedMark, Applying, SnapshotStarted, SnapshotTaker, ToCore};
 pub use types::{CorralNode, NodeId};

@@ -48,9 +48,10 @@ pub enum ToCore {
         entries: Vec<Applying>,
         done: oneshot::Sender<()>,
     },
-    /// A copy of the tree and the mark it reflects, for a snapshot.
+    /// Start a snapshot of the tree as it is now: the core calls `take.start` at once.
     Snapshot {
-        reply: oneshot::Sender<(DataTree, AppliedMark)>,
+        take: SnapshotTaker,
+        reply: oneshot::Sender<SnapshotStarted>,
     },
     /// Replace the tree by a snapshot received from the leader.
     Install {
@@ -80,6 +81,67 @@ pub enum ToCore {
         /// The current Raft term, which proposals are stamped with.
         term: u64,
     },
+}
+
+/// Starts a snapshot inside the core, at the exact point it must reflect.
+///
+/// The core forks: the child process holds a copy-on-write image of the tree, writes the
+/// snapshot file from it and exits, while the core goes on at once (its pause is the fork's
+/// page-table copy, not a copy of the tree). The child takes no locks and writes no logs: only
+/// the thread that forked exists in it. If fork fails, the tree is copied instead.
+pub struct SnapshotTaker {
+    store: Arc<SnapshotStore>,
+}
+
+/// How a snapshot was started.
+pub enum SnapshotStarted {
+    Forked {
+        pid: i32,
+        mark: AppliedMark,
+    },
+    Copied {
+        tree: Box<DataTree>,
+        mark: AppliedMark,
+    },
+}
+
+fn meta_for(mark: &AppliedMark) -> SnapshotMeta<u64, crate::CorralNode> {
+    let last = mark.last.unwrap_or_default();
+    SnapshotMeta {
+        last_log_id: mark.last,
+        last_membership: mark.membership.clone(),
+        snapshot_id: format!("{}-{}", last.leader_id.term, last.index),
+    }
+}
+
+impl SnapshotTaker {
+    pub fn start(self, tree: &DataTree, mark: &AppliedMark) -> SnapshotStarted {
+        // SAFETY: the child only allocates, writes files and calls _exit; it touches no lock
+        // another thread could have held at the fork (no logging, no runtime).
+        match unsafe { libc::fork() } {
+            0 => {
+                let meta = meta_for(mark);
+                let ok = save(&self.store, &meta, &tree.snapshot_bytes()).is_ok();
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            }
+            pid if pid > 0 => SnapshotStarted::Forked {
+                pid,
+                mark: mark.clone(),
+            },
+            _ => SnapshotStarted::Copied {
+                tree: Box::new(tree.clone()),
+                mark: mark.clone(),
+            },
+        }
+    }
+}
+
+/// Waits for a snapshot child to exit; whether it succeeded.
+fn wait_child(pid: i32) -> bool {
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }
 
 #[derive(Clone)]
@@ -147,30 +209,43 @@ pub fn mark_of(meta: &SnapshotMeta<u64, crate::CorralNode>) -> AppliedMark {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-        let (tree, mark) = self.ask(|reply| ToCore::Snapshot { reply }).await?;
+        let take = SnapshotTaker {
+            store: self.snapshots.clone(),
+        };
+        let started = self.ask(|reply| ToCore::Snapshot { take, reply }).await?;
         let store = self.snapshots.clone();
         let snapshot = tokio::task::spawn_blocking(move || {
-            let bytes = tree.snapshot_bytes();
-            let last = mark.last.unwrap_or_default();
-            let meta = SnapshotMeta {
-                last_log_id: mark.last,
-                last_membership: mark.membership,
-                snapshot_id: format!("{}-{}", last.leader_id.term, last.index),
+            let (meta, bytes) = match started {
+                SnapshotStarted::Forked { pid, mark } => {
+                    if !wait_child(pid) {
+                        return Err(sm_err("the snapshot writer process failed"));
+                    }
+                    let meta = meta_for(&mark);
+                    let last = mark.last.unwrap_or_default();
+                    let id = SnapshotId {
+                        last_index: last.index,
+                        term: last.leader_id.term,
+                    };
+                    let loaded = store
+                        .load(id)
+                        .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)))?;
+                    (meta, loaded.payload)
+                }
+                SnapshotStarted::Copied { tree, mark } => {
+                    let meta = meta_for(&mark);
+                    let bytes = tree.snapshot_bytes();
+                    save(&store, &meta, &bytes)?;
+                    (meta, bytes)
+                }
             };
-            save(&store, &meta, &bytes)?;
-            tracing::info!(
-                index = last.index,
-                zxid = format_args!("{:#x}", tree.last_zxid()),
-                bytes = bytes.len(),
-                "snapshot written"
-            );
+            tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "snapshot written");
             Ok(Snapshot {
                 meta,
                 snapshot: Box::new(Cursor::new(bytes)),
             })
         })
         .await
-        .map_err(sm_err)?;
+        .map_err(sm_err)??;
         // Keep the log the oldest retained snapshot needs, so any of them can serve as a
         // fallback if a newer one is found damaged.
         if let (Ok(list), Some(raft)) = (self.snapshots.list(), self.raft.get()) {
@@ -182,7 +257,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 });
             }
         }
-        snapshot
+        Ok(snapshot)
     }
 }
 

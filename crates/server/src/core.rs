@@ -346,8 +346,10 @@ impl Core {
                 let _ = done.send(());
                 self.finish_syncs();
             }
-            ToCore::Snapshot { reply } => {
-                let _ = reply.send((self.tree.clone(), self.mark.clone()));
+            ToCore::Snapshot { take, reply } => {
+                let started = Instant::now();
+                let _ = reply.send(take.start(&self.tree, &self.mark));
+                tracing::debug!(pause = ?started.elapsed(), "snapshot started");
             }
             ToCore::Install { tree, mark, done } => {
                 tracing::info!(
