@@ -64,6 +64,14 @@ pub enum CoreMsg {
         word: String,
         reply: oneshot::Sender<String>,
     },
+    /// The leader's read index for a reconnect naming a session this member did not know.
+    ConnectIndex {
+        conn: ConnId,
+        peer: SocketAddr,
+        handshake: Handshake,
+        out: Outbox,
+        index: Option<u64>,
+    },
     /// The leader's read index for a `sync` (none: no leader could be asked).
     SyncIndex {
         conn: ConnId,
@@ -133,6 +141,16 @@ impl Origin {
     }
 }
 
+/// A reconnect waiting until this member has applied the leader's read index, to decide whether
+/// the session it names exists.
+struct ConnectWait {
+    index: u64,
+    conn: ConnId,
+    peer: SocketAddr,
+    handshake: Handshake,
+    out: Outbox,
+}
+
 /// A `sync` waiting for this member to apply the leader's read index.
 struct SyncWait {
     index: u64,
@@ -168,6 +186,7 @@ pub struct Core {
     refusing_writes: bool,
     applied_since_snapshot: u64,
     syncs: Vec<SyncWait>,
+    reconnects: Vec<ConnectWait>,
     inbox: mpsc::Sender<CoreMsg>,
 }
 pub fn now_ms() -> i64 {
@@ -258,6 +277,7 @@ impl Core {
             refusing_writes: false,
             applied_since_snapshot: 0,
             syncs: Vec::new(),
+            reconnects: Vec::new(),
             inbox,
         }
     }
@@ -298,7 +318,30 @@ impl Core {
                 peer,
                 handshake,
                 out,
-            } => self.connect(conn, peer, handshake, out),
+            } => self.connect(conn, peer, handshake, out, false),
+            CoreMsg::ConnectIndex {
+                conn,
+                peer,
+                handshake,
+                out,
+                index,
+            } => match index {
+                Some(index) => {
+                    self.reconnects.push(ConnectWait {
+                        index,
+                        conn,
+                        peer,
+                        handshake,
+                        out,
+                    });
+                    self.finish_syncs();
+                }
+                // No leader could say: the client tries another server, as after a lost
+                // connection, rather than being told its session is gone.
+                None => {
+                    let _ = out.send(Outgoing::Close);
+                }
+            },
             CoreMsg::Packet {
                 conn,
                 xid,
@@ -622,9 +665,17 @@ impl Core {
         }
     }
 
-    /// Answers the `sync`s whose read index this member has now applied.
+    /// Answers the `sync`s, and decides the reconnects, whose read index this member has now
+    /// applied.
     fn finish_syncs(&mut self) {
         let applied = self.mark.index();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reconnects)
+            .into_iter()
+            .partition(|w| w.index <= applied);
+        self.reconnects = waiting;
+        for w in ready {
+            self.connect(w.conn, w.peer, w.handshake, w.out, true);
+        }
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.syncs)
             .into_iter()
             .partition(|s| s.index <= applied);
@@ -665,7 +716,16 @@ impl Core {
         }
     }
 
-    fn connect(&mut self, conn: ConnId, peer: SocketAddr, hs: Handshake, out: Outbox) {
+    /// `rechecked`: this member has applied the leader's read index since the client asked, so
+    /// a session it does not know is really gone.
+    fn connect(
+        &mut self,
+        conn: ConnId,
+        peer: SocketAddr,
+        hs: Handshake,
+        out: Outbox,
+        rechecked: bool,
+    ) {
         let req = &hs.request;
         if req.last_zxid_seen > self.tree.last_zxid() {
             tracing::warn!(
@@ -690,7 +750,27 @@ impl Core {
                 self.close_connection(old);
             }
             let known = self.tree.session_timeout(id).is_some() && !self.closing.contains(&id);
-            if !known || req.passwd.as_ref() != session::password(id) {
+            let password_ok = req.passwd.as_ref() == session::password(id);
+            if !known && password_ok && !rechecked && !self.closing.contains(&id) {
+                // This member may not have applied the session's creation yet (it lags, or is
+                // replaying after a restart): "expired" is final for a client, so first catch up
+                // with the leader's commit point.
+                let replica = self.replica.clone();
+                let inbox = self.inbox.clone();
+                tokio::spawn(async move {
+                    let index = replica.read_index().await;
+                    let msg = CoreMsg::ConnectIndex {
+                        conn,
+                        peer,
+                        handshake: hs,
+                        out,
+                        index,
+                    };
+                    let _ = inbox.send(msg).await;
+                });
+                return;
+            }
+            if !known || !password_ok {
                 tracing::info!(%peer, session = format_args!("{id:#x}"), "session expired or password wrong");
                 let resp = ConnectResponse {
                     protocol_version: 0,

@@ -209,3 +209,38 @@ fn lagging_member_catches_up_from_a_snapshot() {
         .count();
     assert!(snapshots >= 1, "it caught up by installing a snapshot");
 }
+
+#[test]
+fn reconnect_to_a_member_still_catching_up_keeps_the_session() {
+    let cfgs = ensemble_configs(3, 0);
+    let mut servers: Vec<Option<TestServer>> = cfgs
+        .iter()
+        .cloned()
+        .map(|c| Some(TestServer::start_with(c)))
+        .collect();
+    let leader = wait_for_leader(&servers.iter().flatten().collect::<Vec<_>>());
+    let lagging = (leader + 1) % 3;
+    servers[lagging].take().unwrap().stop_keeping_data();
+    // The session is born while that member is away.
+    let c = RawClient::connect(servers[leader].as_ref().unwrap().addr);
+    let (session, passwd) = (c.session_id, c.passwd.clone());
+    let back = TestServer::start_with(cfgs[lagging].clone());
+    // At once, with no zxid seen (lastZxidSeen 0), the client moves there. It may be asked to
+    // retry (a closed connection) but must never be told its live session expired.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match RawClient::resume(back.addr, session, passwd.clone(), 0, 5000) {
+            Ok(mut moved) => {
+                assert_eq!(moved.session_id, session);
+                assert_eq!(moved.ping().err, 0);
+                break;
+            }
+            Err(e) => {
+                assert_ne!(e, "session expired", "a live session was declared expired");
+                assert!(Instant::now() < deadline, "never reconnected: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    drop(c);
+}
