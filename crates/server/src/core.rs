@@ -42,6 +42,9 @@ pub enum Outgoing {
 
 pub type Outbox = mpsc::UnboundedSender<Outgoing>;
 
+/// How long a proposal may wait for its entry before its client is told the connection is lost.
+const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Messages from connections (and the core's own helper tasks) to the core.
 pub enum CoreMsg {
     Connect {
@@ -182,6 +185,8 @@ pub struct Core {
     /// This member's proposals not yet applied, by sequence number (ordered, so refusals go out
     /// in request order).
     pending: BTreeMap<u64, Origin>,
+    /// When each of `pending` was proposed, oldest first, to time out proposals lost on the way.
+    proposed_at: VecDeque<(u64, Instant)>,
     next_seq: u64,
     refusing_writes: bool,
     applied_since_snapshot: u64,
@@ -271,6 +276,7 @@ impl Core {
             leader: None,
             term: 0,
             pending: BTreeMap::new(),
+            proposed_at: VecDeque::new(),
             // Unique across restarts: entries a previous run proposed may still be applied after
             // this one starts, and must not be taken for this run's.
             next_seq: (now_ms() as u64) << 20,
@@ -521,6 +527,7 @@ impl Core {
             c.in_flight += 1;
         }
         self.pending.insert(seq, origin);
+        self.proposed_at.push_back((seq, Instant::now()));
     }
 
     /// Answers a write that cannot be made durable.
@@ -842,8 +849,23 @@ impl Core {
     }
 
     /// The leader expires silent sessions and reaps due containers and TTL nodes; the other
-    /// members report which sessions they have heard from.
+    /// members report which sessions they have heard from. Everyone times out lost proposals.
     pub fn tick(&mut self, now: Instant) {
+        while let Some(&(seq, at)) = self.proposed_at.front() {
+            // Answered ones leave from the front at once; the rest when they time out.
+            let answered = !self.pending.contains_key(&seq);
+            if !answered && now.duration_since(at) < PROPOSAL_TIMEOUT {
+                break;
+            }
+            self.proposed_at.pop_front();
+            if let Some(origin) = self.pending.remove(&seq) {
+                tracing::warn!(seq, "a write went unanswered; closing its connection");
+                if let Some(conn) = origin.conn() {
+                    self.close_connection(conn);
+                }
+                self.closing.clear();
+            }
+        }
         if !self.role.leads() {
             let active: Vec<i64> = self.active.drain().collect();
             if !active.is_empty() {
