@@ -1,0 +1,83 @@
+//! A short run of `corral bench` against a `corral server` for every workload: it runs, reports,
+//! and exits 0. No timing is asserted; speed is measured by the benchmark, not by tests.
+
+use corral_testkit::{free_port, temp_data_dir, wait_listening, KillOnDrop};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[test]
+fn every_workload_runs_and_reports() {
+    let dir = temp_data_dir();
+    let port = free_port();
+    let server = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["server", "--port", &port.to_string(), "--data-dir"])
+        .arg(&dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = KillOnDrop(server);
+    wait_listening(port, Duration::from_secs(20));
+    let host = format!("127.0.0.1:{port}");
+    for workload in [
+        "create", "get", "set", "exists", "delete", "children", "multi", "mix",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["bench", "--hosts", &host, "--workload", workload])
+            .args([
+                "--connections",
+                "2",
+                "--window",
+                "20",
+                "--ops",
+                "400",
+                "--keys",
+                "50",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{workload}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.starts_with('{') && stdout.contains("\"p99_us\""),
+            "{workload}: {stdout}"
+        );
+        let field = |name: &str| -> f64 {
+            let at = stdout.find(&format!("\"{name}\":")).unwrap() + name.len() + 3;
+            stdout[at..]
+                .split([',', '}'])
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        assert!(field("ops") >= 400.0, "{workload}: {stdout}");
+        assert_eq!(field("errors"), 0.0, "{workload}: {stdout}");
+    }
+    let table = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args([
+            "bench",
+            "--hosts",
+            &host,
+            "--ops",
+            "200",
+            "--workload",
+            "get",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&table.stdout).contains("ops/s"));
+    let refused = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["bench", "--hosts", "127.0.0.1:1", "--ops", "10"])
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a server that is not there is an error"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
