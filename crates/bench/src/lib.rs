@@ -32,6 +32,13 @@ pub enum Workload {
     Multi,
     /// getData with probability `read_ratio`, setData otherwise.
     Mix,
+    /// Ephemeral churn: create an ephemeral znode, then delete it, alternately.
+    Ephemeral,
+    /// Session storm: connect and close sessions as fast as possible (an op is one session).
+    Sessions,
+    /// Watch fan-out: `connections` sessions watch one znode; one write; an op is one watcher
+    /// notified, and its latency the time from the write to that notification.
+    Watch,
 }
 
 impl std::str::FromStr for Workload {
@@ -46,7 +53,10 @@ impl std::str::FromStr for Workload {
             "children" | "getChildren" => Workload::GetChildren,
             "multi" => Workload::Multi,
             "mix" => Workload::Mix,
-            other => return Err(format!("unknown workload {other:?} (create, get, set, exists, delete, children, multi, mix)")),
+            "ephemeral" => Workload::Ephemeral,
+            "sessions" => Workload::Sessions,
+            "watch" => Workload::Watch,
+            other => return Err(format!("unknown workload {other:?} (create, get, set, exists, delete, children, multi, mix, ephemeral, sessions, watch)")),
         })
     }
 }
@@ -277,6 +287,24 @@ impl Plan {
                     })
                     .collect(),
             ),
+            Workload::Ephemeral => {
+                let path = format!("{}/e{conn}-{}", self.root, n / 2);
+                if n.is_multiple_of(2) {
+                    Request::Create {
+                        op: OpCode::Create,
+                        req: CreateRequest {
+                            path,
+                            data: self.value.clone(),
+                            acl: open_acl(),
+                            flags: 1,
+                        },
+                    }
+                } else {
+                    Request::Delete(PathVersionRequest { path, version: -1 })
+                }
+            }
+            // Driven by their own loops, not by this request stream.
+            Workload::Sessions | Workload::Watch => Request::Ping,
             Workload::Mix => {
                 if (rng.next() % 10_000) as f64 / 10_000.0 < self.read_ratio {
                     Request::GetData(PathWatchRequest {
@@ -349,6 +377,11 @@ pub async fn run(
     }
     pipelined(&mut setup, reqs).await?;
 
+    match cfg.workload {
+        Workload::Sessions => return session_storm(&cfg, progress).await,
+        Workload::Watch => return watch_fanout(&cfg, &plan).await,
+        _ => {}
+    }
     let histogram = Arc::new(Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
     ));
@@ -411,6 +444,161 @@ pub async fn run(
         p999_us: h.value_at_quantile(0.999),
         max_us: h.max(),
     })
+}
+
+fn report(cfg: &BenchConfig, h: &Histogram<u64>, ops: u64, errors: u64, seconds: f64) -> Report {
+    Report {
+        workload: format!("{:?}", cfg.workload).to_lowercase(),
+        connections: cfg.connections,
+        window: cfg.window,
+        ops,
+        errors,
+        seconds,
+        ops_per_sec: ops as f64 / seconds,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        p999_us: h.value_at_quantile(0.999),
+        max_us: h.max(),
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+/// Sessions opened and closed by `connections` loops, for the duration or op count.
+async fn session_storm(
+    cfg: &BenchConfig,
+    progress: impl Fn(u64, Duration) + Send + 'static,
+) -> Result<Report, BenchError> {
+    let started = Instant::now();
+    let deadline = started + cfg.duration;
+    let per_conn = cfg.ops.map(|o| o.div_ceil(cfg.connections as u64));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for conn in 0..cfg.connections {
+        let addr = cfg.hosts[conn % cfg.hosts.len()];
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = new_histogram();
+            let mut n = 0u64;
+            while Instant::now() < deadline && per_conn.is_none_or(|l| n < l) {
+                let t = Instant::now();
+                let mut s = connect(addr).await?;
+                let io = |e: std::io::Error| BenchError::Protocol {
+                    addr,
+                    why: e.to_string(),
+                };
+                let close = request_frame(1, &Request::CloseSession);
+                s.writer.write_all(&close).await.map_err(io)?;
+                s.writer.flush().await.map_err(io)?;
+                reply_err(&mut s.reader).await.map_err(io)?;
+                let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+                n += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, BenchError>(h)
+        }));
+    }
+    let reporter = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                progress(done.load(Ordering::Relaxed), started.elapsed());
+            }
+        })
+    };
+    let mut all = new_histogram();
+    for t in tasks {
+        let h = t.await.map_err(|e| BenchError::Setup(e.to_string()))??;
+        all.add(h).expect("same bounds");
+    }
+    reporter.abort();
+    let ops = done.load(Ordering::Relaxed);
+    Ok(report(cfg, &all, ops, 0, started.elapsed().as_secs_f64()))
+}
+
+/// `connections` sessions each watch one znode; it is changed; the delay from the write to each
+/// notification being read is recorded. Repeated for the duration (at least once).
+async fn watch_fanout(cfg: &BenchConfig, plan: &Plan) -> Result<Report, BenchError> {
+    let target = plan.key(0);
+    let mut watchers = Vec::with_capacity(cfg.connections);
+    for conn in 0..cfg.connections {
+        watchers.push(connect(cfg.hosts[conn % cfg.hosts.len()]).await?);
+    }
+    let mut writer = connect(cfg.hosts[0]).await?;
+    let mut h = new_histogram();
+    let started = Instant::now();
+    let mut ops = 0u64;
+    let mut rounds = 0;
+    while rounds == 0 || started.elapsed() < cfg.duration {
+        rounds += 1;
+        let watch = Request::GetData(PathWatchRequest {
+            path: target.clone(),
+            watch: true,
+        });
+        for s in watchers.iter_mut() {
+            let addr = s.addr;
+            let io = |e: std::io::Error| BenchError::Protocol {
+                addr,
+                why: e.to_string(),
+            };
+            s.writer
+                .write_all(&request_frame(1, &watch))
+                .await
+                .map_err(io)?;
+            s.writer.flush().await.map_err(io)?;
+        }
+        for s in watchers.iter_mut() {
+            let addr = s.addr;
+            let io = |e: std::io::Error| BenchError::Protocol {
+                addr,
+                why: e.to_string(),
+            };
+            reply_err(&mut s.reader).await.map_err(io)?;
+        }
+        let change = Request::SetData(SetDataRequest {
+            path: target.clone(),
+            data: plan.value.clone(),
+            version: -1,
+        });
+        let changed = Instant::now();
+        let addr = writer.addr;
+        let io = |e: std::io::Error| BenchError::Protocol {
+            addr,
+            why: e.to_string(),
+        };
+        writer
+            .writer
+            .write_all(&request_frame(1, &change))
+            .await
+            .map_err(io)?;
+        writer.writer.flush().await.map_err(io)?;
+        // Each watcher's next frame is its notification (the server sends them at the write).
+        for s in watchers.iter_mut() {
+            let addr = s.addr;
+            let io = |e: std::io::Error| BenchError::Protocol {
+                addr,
+                why: e.to_string(),
+            };
+            let frame = read_frame(&mut s.reader).await.map_err(io)?;
+            let header = ReplyHeader::from_bytes(&frame).map_err(|e| BenchError::Protocol {
+                addr,
+                why: e.to_string(),
+            })?;
+            if header.xid != -1 {
+                return Err(BenchError::Protocol {
+                    addr,
+                    why: "expected a watch notification".into(),
+                });
+            }
+            let _ = h.record(changed.elapsed().as_micros().max(1) as u64);
+            ops += 1;
+        }
+        reply_err(&mut writer.reader).await.map_err(io)?;
+    }
+    Ok(report(cfg, &h, ops, 0, started.elapsed().as_secs_f64()))
 }
 
 #[allow(clippy::too_many_arguments)]

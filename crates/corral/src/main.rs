@@ -30,7 +30,9 @@ struct BenchArgs {
     /// Servers to connect to, comma-separated host:port (connections spread over them).
     #[arg(long, default_value = "127.0.0.1:2181")]
     hosts: String,
-    /// create, get, set, exists, delete, children, multi or mix.
+    /// create, get, set, exists, delete, children, multi, mix (reads and writes), ephemeral
+    /// (create-and-delete churn), sessions (connect-and-close storm) or watch (fan-out: every
+    /// connection watches one znode, which is then changed).
     #[arg(long, default_value = "create")]
     workload: corral_bench::Workload,
     #[arg(long, default_value_t = 4)]

@@ -18,24 +18,38 @@ fn every_workload_runs_and_reports() {
     let _server = KillOnDrop(server);
     wait_listening(port, Duration::from_secs(20));
     let host = format!("127.0.0.1:{port}");
-    for workload in [
-        "create", "get", "set", "exists", "delete", "children", "multi", "mix",
-    ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_corral"))
-            .args(["bench", "--hosts", &host, "--workload", workload])
-            .args([
-                "--connections",
-                "2",
-                "--window",
-                "20",
-                "--ops",
-                "400",
-                "--keys",
-                "50",
-                "--json",
-            ])
-            .output()
-            .unwrap();
+    let workloads = [
+        "create",
+        "get",
+        "set",
+        "exists",
+        "delete",
+        "children",
+        "multi",
+        "mix",
+        "ephemeral",
+        "sessions",
+        "watch",
+    ];
+    for workload in workloads {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+        cmd.args([
+            "bench",
+            "--hosts",
+            &host,
+            "--workload",
+            workload,
+            "--keys",
+            "50",
+            "--json",
+        ]);
+        if workload == "watch" {
+            // 20 watchers, rounds for half a second: at least 20 notifications.
+            cmd.args(["--connections", "20", "--duration", "0.5"]);
+        } else {
+            cmd.args(["--connections", "2", "--window", "20", "--ops", "400"]);
+        }
+        let out = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -55,7 +69,8 @@ fn every_workload_runs_and_reports() {
                 .parse()
                 .unwrap()
         };
-        assert!(field("ops") >= 400.0, "{workload}: {stdout}");
+        let least = if workload == "watch" { 20.0 } else { 400.0 };
+        assert!(field("ops") >= least, "{workload}: {stdout}");
         assert_eq!(field("errors"), 0.0, "{workload}: {stdout}");
     }
     let table = Command::new(env!("CARGO_BIN_EXE_corral"))
