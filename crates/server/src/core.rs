@@ -67,6 +67,10 @@ pub enum CoreMsg {
         word: String,
         reply: oneshot::Sender<String>,
     },
+    /// A graceful stop: take no new requests, answer the writes in flight, then report.
+    Drain {
+        done: oneshot::Sender<()>,
+    },
     /// The leader's read index for a reconnect naming a session this member did not know.
     ConnectIndex {
         conn: ConnId,
@@ -193,6 +197,8 @@ pub struct Core {
     syncs: Vec<SyncWait>,
     reconnects: Vec<ConnectWait>,
     inbox: mpsc::Sender<CoreMsg>,
+    /// Set by a graceful stop: reported once no proposal of this member is pending.
+    draining: Option<oneshot::Sender<()>>,
 }
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -285,6 +291,7 @@ impl Core {
             syncs: Vec::new(),
             reconnects: Vec::new(),
             inbox,
+            draining: None,
         }
     }
 
@@ -356,6 +363,14 @@ impl Core {
                 received,
             } => self.packet(conn, xid, op, request, received),
             CoreMsg::Closed { conn } => self.connection_closed(conn),
+            CoreMsg::Drain { done } => {
+                tracing::info!(
+                    pending = self.pending.len(),
+                    "stopping: answering the writes in flight"
+                );
+                self.draining = Some(done);
+                self.check_drained();
+            }
             CoreMsg::FourLetter { word, reply } => {
                 let _ = reply.send(self.four_letter(&word));
             }
@@ -394,6 +409,7 @@ impl Core {
                 }
                 let _ = done.send(());
                 self.finish_syncs();
+                self.check_drained();
             }
             ToCore::Snapshot { take, reply } => {
                 let started = Instant::now();
@@ -456,6 +472,15 @@ impl Core {
         self.term = term;
         self.role = role;
         self.leader = leader;
+    }
+
+    /// During a graceful stop: done once nothing this member proposed is waiting.
+    fn check_drained(&mut self) {
+        if self.pending.is_empty() {
+            if let Some(done) = self.draining.take() {
+                let _ = done.send(());
+            }
+        }
     }
 
     /// Forgets this member's unapplied proposals; their clients lose the connection. Expiries
@@ -905,6 +930,10 @@ impl Core {
         request: Result<Request, DecodeError>,
         received: Instant,
     ) {
+        if self.draining.is_some() {
+            // Stopping: new requests are not taken; the connection closes when the server stops.
+            return;
+        }
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };

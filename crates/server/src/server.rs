@@ -39,6 +39,7 @@ pub struct Server {
     core_stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<()>,
     core: JoinHandle<()>,
+    core_tx: mpsc::Sender<CoreMsg>,
     replica: ReplicaHandle,
 }
 
@@ -124,7 +125,7 @@ impl Server {
             .await
             .map_err(ServerError::Replication)?;
         let (stop, stop_rx) = oneshot::channel();
-        let accept = tokio::spawn(accept_loop(listener, cfg, core_tx, stop_rx));
+        let accept = tokio::spawn(accept_loop(listener, cfg, core_tx.clone(), stop_rx));
         tracing::info!(%local_addr, "serving ZooKeeper clients");
         Ok(Server {
             local_addr,
@@ -132,16 +133,22 @@ impl Server {
             core_stop: Some(core_stop),
             accept,
             core,
+            core_tx,
             replica,
         })
     }
 
-    /// Stops accepting, stops replication, closes every connection and waits for the tasks.
+    /// Stops gracefully: stops accepting, answers the writes in flight (for up to 5 s), stops
+    /// replication, closes every connection and waits for the tasks.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         let _ = (&mut self.accept).await;
+        let (done, drained) = oneshot::channel();
+        if self.core_tx.send(CoreMsg::Drain { done }).await.is_ok() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drained).await;
+        }
         self.replica.shutdown().await;
         if let Some(s) = self.core_stop.take() {
             let _ = s.send(());
