@@ -7,7 +7,7 @@
 //! is not flattered (coordinated omission).
 
 use bytes::Bytes;
-use corral_proto::frame::{connect_response_frame, Handshake};
+use corral_proto::frame::Handshake;
 use corral_proto::message::request_frame;
 use corral_proto::records::*;
 use corral_proto::{Jute, OpCode, Request};
@@ -146,6 +146,34 @@ struct Session {
     writer: BufWriter<tokio::net::tcp::OwnedWriteHalf>,
 }
 
+/// Turns an error of the exchange with `addr` into a `BenchError`.
+fn protocol<E: std::fmt::Display>(addr: SocketAddr) -> impl Fn(E) -> BenchError {
+    move |e| BenchError::Protocol {
+        addr,
+        why: e.to_string(),
+    }
+}
+
+impl Session {
+    /// Writes one request and flushes it.
+    async fn send(&mut self, req: &Request) -> Result<(), BenchError> {
+        let err = protocol(self.addr);
+        self.writer
+            .write_all(&request_frame(1, req))
+            .await
+            .map_err(&err)?;
+        self.writer.flush().await.map_err(err)
+    }
+
+    /// The error code of the next reply, notifications skipped.
+    async fn reply(&mut self) -> Result<i32, BenchError> {
+        let (_, err) = reply_err(&mut self.reader)
+            .await
+            .map_err(protocol(self.addr))?;
+        Ok(err)
+    }
+}
+
 async fn connect(addr: SocketAddr) -> Result<Session, BenchError> {
     let stream = TcpStream::connect(addr)
         .await
@@ -178,7 +206,6 @@ async fn connect(addr: SocketAddr) -> Result<Session, BenchError> {
         addr,
         why: e.to_string(),
     })?;
-    let _ = connect_response_frame(&resp, None);
     if resp.time_out <= 0 {
         return Err(BenchError::Protocol {
             addr,
@@ -485,14 +512,8 @@ async fn session_storm(
             while Instant::now() < deadline && per_conn.is_none_or(|l| n < l) {
                 let t = Instant::now();
                 let mut s = connect(addr).await?;
-                let io = |e: std::io::Error| BenchError::Protocol {
-                    addr,
-                    why: e.to_string(),
-                };
-                let close = request_frame(1, &Request::CloseSession);
-                s.writer.write_all(&close).await.map_err(io)?;
-                s.writer.flush().await.map_err(io)?;
-                reply_err(&mut s.reader).await.map_err(io)?;
+                s.send(&Request::CloseSession).await?;
+                s.reply().await?;
                 let _ = h.record(t.elapsed().as_micros().max(1) as u64);
                 n += 1;
                 done.fetch_add(1, Ordering::Relaxed);
@@ -539,24 +560,10 @@ async fn watch_fanout(cfg: &BenchConfig, plan: &Plan) -> Result<Report, BenchErr
             watch: true,
         });
         for s in watchers.iter_mut() {
-            let addr = s.addr;
-            let io = |e: std::io::Error| BenchError::Protocol {
-                addr,
-                why: e.to_string(),
-            };
-            s.writer
-                .write_all(&request_frame(1, &watch))
-                .await
-                .map_err(io)?;
-            s.writer.flush().await.map_err(io)?;
+            s.send(&watch).await?;
         }
         for s in watchers.iter_mut() {
-            let addr = s.addr;
-            let io = |e: std::io::Error| BenchError::Protocol {
-                addr,
-                why: e.to_string(),
-            };
-            reply_err(&mut s.reader).await.map_err(io)?;
+            s.reply().await?;
         }
         let change = Request::SetData(SetDataRequest {
             path: target.clone(),
@@ -564,39 +571,19 @@ async fn watch_fanout(cfg: &BenchConfig, plan: &Plan) -> Result<Report, BenchErr
             version: -1,
         });
         let changed = Instant::now();
-        let addr = writer.addr;
-        let io = |e: std::io::Error| BenchError::Protocol {
-            addr,
-            why: e.to_string(),
-        };
-        writer
-            .writer
-            .write_all(&request_frame(1, &change))
-            .await
-            .map_err(io)?;
-        writer.writer.flush().await.map_err(io)?;
+        writer.send(&change).await?;
         // Each watcher's next frame is its notification (the server sends them at the write).
         for s in watchers.iter_mut() {
-            let addr = s.addr;
-            let io = |e: std::io::Error| BenchError::Protocol {
-                addr,
-                why: e.to_string(),
-            };
-            let frame = read_frame(&mut s.reader).await.map_err(io)?;
-            let header = ReplyHeader::from_bytes(&frame).map_err(|e| BenchError::Protocol {
-                addr,
-                why: e.to_string(),
-            })?;
+            let err = protocol(s.addr);
+            let frame = read_frame(&mut s.reader).await.map_err(&err)?;
+            let header = ReplyHeader::from_bytes(&frame).map_err(protocol(s.addr))?;
             if header.xid != -1 {
-                return Err(BenchError::Protocol {
-                    addr,
-                    why: "expected a watch notification".into(),
-                });
+                return Err(protocol(s.addr)("expected a watch notification"));
             }
             let _ = h.record(changed.elapsed().as_micros().max(1) as u64);
             ops += 1;
         }
-        reply_err(&mut writer.reader).await.map_err(io)?;
+        writer.reply().await?;
     }
     Ok(report(cfg, &h, ops, 0, started.elapsed().as_secs_f64()))
 }

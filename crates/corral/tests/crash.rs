@@ -6,10 +6,10 @@ use bytes::Bytes;
 use corral_proto::records::CreateRequest;
 use corral_proto::{OpCode, Request, Response};
 use corral_testkit::{
-    create, exists, free_port, temp_data_dir, wait_listening, KillOnDrop, RawClient,
+    create, exists, free_port, spawn_server, temp_data_dir, KillOnDrop, RawClient,
 };
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn start(dir: &std::path::Path, port: u16) -> KillOnDrop {
@@ -18,16 +18,7 @@ fn start(dir: &std::path::Path, port: u16) -> KillOnDrop {
         .append(true)
         .open(dir.with_extension("log"))
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["server", "--port", &port.to_string(), "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let child = KillOnDrop(child);
-    wait_listening(port, Duration::from_secs(20));
-    child
+    spawn_server(env!("CARGO_BIN_EXE_corral"), dir, port, Stdio::from(log))
 }
 
 fn multi(n: usize) -> Request {

@@ -5,7 +5,7 @@
 
 use corral_proto::{ErrorCode, OpCode, Response};
 use corral_testkit::{
-    create, free_port, get_data, temp_data_dir, wait_listening, KillOnDrop, RawClient,
+    create, free_port, get_data, spawn_server, temp_data_dir, KillOnDrop, RawClient,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -42,16 +42,7 @@ impl Drop for Unmount<'_> {
 }
 
 fn start(data: &Path, port: u16) -> KillOnDrop {
-    let child = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["server", "--port", &port.to_string(), "--data-dir"])
-        .arg(data)
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let child = KillOnDrop(child);
-    wait_listening(port, Duration::from_secs(20));
-    child
+    spawn_server(env!("CARGO_BIN_EXE_corral"), data, port, Stdio::null())
 }
 
 #[test]

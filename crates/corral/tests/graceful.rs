@@ -3,21 +3,13 @@
 
 use corral_proto::OpCode;
 use corral_testkit::{
-    create, exists, free_port, temp_data_dir, wait_listening, KillOnDrop, RawClient,
+    create, exists, free_port, spawn_server, temp_data_dir, KillOnDrop, RawClient,
 };
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn start(dir: &std::path::Path, port: u16) -> KillOnDrop {
-    let child = Command::new(env!("CARGO_BIN_EXE_corral"))
-        .args(["server", "--port", &port.to_string(), "--data-dir"])
-        .arg(dir)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let child = KillOnDrop(child);
-    wait_listening(port, Duration::from_secs(20));
-    child
+    spawn_server(env!("CARGO_BIN_EXE_corral"), dir, port, Stdio::null())
 }
 
 #[test]

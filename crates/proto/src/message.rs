@@ -7,7 +7,6 @@
 use crate::codes::{ErrorCode, OpCode};
 use crate::jute::{DecodeError, Jute, Reader};
 use crate::records::*;
-use bytes::Bytes;
 
 /// A client request, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -374,9 +373,4 @@ pub fn request_frame(xid: i32, req: &Request) -> Vec<u8> {
     };
     encode_frame(&header, |o| req.encode(o), &mut out);
     out
-}
-
-/// The bytes of a path as a data buffer, for tests.
-pub fn bytes_of(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
 }

@@ -308,11 +308,6 @@ impl SegmentedLog {
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
-
-    /// Bytes on disk, for `dirs` and metrics.
-    pub fn size_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.len).sum()
-    }
 }
 
 /// Whether the record after a damaged one at `pos` (by its length field) is whole and valid.

@@ -457,3 +457,23 @@ impl Drop for KillOnDrop {
         self.kill();
     }
 }
+
+/// Starts `bin server --port PORT --data-dir DIR` (the `corral` binary of the calling test
+/// crate) with its log going to `stderr`, and waits until it listens.
+pub fn spawn_server(
+    bin: &str,
+    dir: &std::path::Path,
+    port: u16,
+    stderr: std::process::Stdio,
+) -> KillOnDrop {
+    let child = std::process::Command::new(bin)
+        .args(["server", "--port", &port.to_string(), "--data-dir"])
+        .arg(dir)
+        .env("RUST_LOG", "info")
+        .stderr(stderr)
+        .spawn()
+        .expect("the corral binary starts");
+    let child = KillOnDrop(child);
+    wait_listening(port, Duration::from_secs(20));
+    child
+}

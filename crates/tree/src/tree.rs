@@ -272,22 +272,6 @@ impl DataTree {
         }
         out
     }
-
-    /// Approximate bytes used by the tree's own structures, for memory reports.
-    pub fn approximate_heap_bytes(&self) -> usize {
-        let per_node = std::mem::size_of::<Node>() + std::mem::size_of::<Box<str>>() + 24;
-        self.nodes
-            .iter()
-            .map(|(k, n)| {
-                per_node
-                    + k.len()
-                    + n.data.len()
-                    + n.children
-                        .as_ref()
-                        .map_or(0, |c| c.iter().map(|s| s.len() + 24).sum())
-            })
-            .sum()
-    }
 }
 
 /// A container that once had a child and has none now (ZooKeeper's ContainerManager rule).
