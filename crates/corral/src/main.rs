@@ -199,6 +199,15 @@ fn run_server(args: ServerArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Registered before starting, so a SIGTERM during startup (systemd stop, a slow boot)
+        // waits for the start to finish and then stops gracefully instead of killing us.
+        let stop_signal = match StopSignal::register() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("corral: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let server = match Server::start(cfg).await {
             Ok(s) => s,
             Err(e) => {
@@ -206,18 +215,32 @@ fn run_server(args: ServerArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
+        stop_signal.wait().await;
         tracing::info!("stopping");
         server.stop().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM or SIGINT, whichever comes first.
+struct StopSignal {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn register() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignal {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }

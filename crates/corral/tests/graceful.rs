@@ -18,6 +18,7 @@ fn sigterm_under_load_exits_cleanly_and_loses_nothing_acknowledged() {
     let port = free_port();
     let mut server = start(&dir, port);
     let pid = server.0.id();
+    let (first_ack_tx, first_ack) = std::sync::mpsc::channel();
     let writer = std::thread::spawn(move || {
         let mut c = RawClient::connect(format!("127.0.0.1:{port}").parse().unwrap());
         let mut acked = Vec::new();
@@ -34,14 +35,21 @@ fn sigterm_under_load_exits_cleanly_and_loses_nothing_acknowledged() {
             }
             for (xid, p) in &batch {
                 match c.read_reply(*xid, OpCode::Create) {
-                    Ok(r) if r.err == 0 => acked.push(p.clone()),
+                    Ok(r) if r.err == 0 => {
+                        acked.push(p.clone());
+                        let _ = first_ack_tx.send(());
+                    }
                     _ => break 'load,
                 }
             }
         }
         acked
     });
-    std::thread::sleep(Duration::from_millis(600));
+    // The signal must land while writes are flowing, not while the server is still starting.
+    first_ack
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server acknowledges writes");
+    std::thread::sleep(Duration::from_millis(300));
     let term = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
