@@ -14,6 +14,10 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log filter: a level (error, warn, info, debug, trace) or a RUST_LOG-style directive list
+    /// such as `info,corral_replication=debug`. Without it, RUST_LOG decides (default: info).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -80,15 +84,27 @@ struct ServerArgs {
     /// The super user's digest, `super:base64(sha1(super:password))`.
     #[arg(long)]
     super_digest: Option<String>,
+    /// Port of the admin HTTP server (/commands, /metrics, /ready); overrides
+    /// admin.serverPort. 0 turns it off.
+    #[arg(long)]
+    admin_port: Option<u16>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = match &cli.log_level {
+        Some(level) => match tracing_subscriber::EnvFilter::try_new(level) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("corral: bad --log-level {level:?}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
@@ -176,6 +192,14 @@ fn load_config(args: &ServerArgs) -> Result<ServerConfig, corral_server::ConfigE
     }
     if let Some(s) = &args.super_digest {
         cfg.super_digest = Some(s.clone());
+    }
+    match args.admin_port {
+        Some(0) => cfg.admin_addr = None,
+        Some(port) => {
+            let ip = cfg.admin_addr.map_or([0, 0, 0, 0].into(), |a| a.ip());
+            cfg.admin_addr = Some(std::net::SocketAddr::new(ip, port));
+        }
+        None => {}
     }
     Ok(cfg)
 }

@@ -14,10 +14,12 @@ mod log_store;
 mod network;
 mod node;
 mod state_machine;
+mod timings;
 mod types;
 
 pub use node::{
     handle, recover, start, Member, ReplicaConfig, ReplicaHandle, ReplicationError, Role, Storage,
 };
 pub use state_machine::{AppliedMark, Applying, SnapshotStarted, SnapshotTaker, ToCore};
+pub use timings::{ReplicaTimings, Timing, TimingReading};
 pub use types::{CorralNode, NodeId};

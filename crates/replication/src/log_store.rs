@@ -26,6 +26,7 @@ struct Inner {
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
     dir: PathBuf,
+    pub(crate) timings: Arc<crate::ReplicaTimings>,
 }
 
 fn write_err(e: impl std::error::Error + 'static) -> SErr {
@@ -69,6 +70,7 @@ impl LogStore {
         Ok(LogStore {
             inner: Arc::new(Mutex::new(Inner { log, last, purged })),
             dir: dir.to_owned(),
+            timings: Default::default(),
         })
     }
 
@@ -193,8 +195,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
         }
         let inner = self.inner.clone();
+        let timings = self.timings.clone();
         tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let result = inner.lock().expect("log lock").log.sync();
+            timings.fsync.record(started.elapsed());
             callback.log_io_completed(result.map_err(std::io::Error::other));
         });
         Ok(())

@@ -171,9 +171,15 @@ pub struct ReplicaHandle {
     outbox: mpsc::UnboundedSender<Vec<u8>>,
     raft: Arc<OnceLock<Raft>>,
     members: Arc<BTreeMap<NodeId, Member>>,
+    timings: Arc<crate::ReplicaTimings>,
 }
 
 impl ReplicaHandle {
+    /// How long fsyncs and snapshots take on this member.
+    pub fn timings(&self) -> &crate::ReplicaTimings {
+        &self.timings
+    }
+
     pub fn id(&self) -> NodeId {
         self.id
     }
@@ -265,6 +271,7 @@ pub fn handle(cfg: &ReplicaConfig) -> (ReplicaHandle, mpsc::UnboundedReceiver<Ve
         outbox,
         raft: Arc::new(OnceLock::new()),
         members: Arc::new(cfg.members.clone()),
+        timings: Default::default(),
     };
     (handle, proposals)
 }
@@ -272,7 +279,7 @@ pub fn handle(cfg: &ReplicaConfig) -> (ReplicaHandle, mpsc::UnboundedReceiver<Ve
 /// Starts Raft on recovered storage, with the core already running behind `core`.
 pub async fn start(
     cfg: ReplicaConfig,
-    recovered: Storage,
+    mut recovered: Storage,
     handle: ReplicaHandle,
     proposals: mpsc::UnboundedReceiver<Vec<u8>>,
     core: mpsc::Sender<ToCore>,
@@ -308,6 +315,7 @@ pub async fn start(
         core: core.clone(),
         snapshots: recovered.snapshots.clone(),
         raft: handle.raft.clone(),
+        timings: handle.timings.clone(),
     };
     let addrs = cfg
         .members
@@ -317,6 +325,7 @@ pub async fn start(
     let network = NetFactory {
         addrs: Arc::new(addrs),
     };
+    recovered.log.timings = handle.timings.clone();
     let raft = Raft::new(cfg.id, Arc::new(raft_config), network, recovered.log, sm)
         .await
         .map_err(|e| ReplicationError::Raft(e.to_string()))?;

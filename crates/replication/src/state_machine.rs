@@ -150,6 +150,7 @@ pub struct StateMachine {
     pub(crate) snapshots: Arc<SnapshotStore>,
     /// Set once Raft runs: after a snapshot, the log it makes redundant is purged through it.
     pub(crate) raft: Arc<std::sync::OnceLock<crate::types::Raft>>,
+    pub(crate) timings: Arc<crate::ReplicaTimings>,
 }
 
 fn sm_err(e: impl std::fmt::Display) -> SErr {
@@ -209,6 +210,7 @@ pub fn mark_of(meta: &SnapshotMeta<u64, crate::CorralNode>) -> AppliedMark {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
+        let started_at = std::time::Instant::now();
         let take = SnapshotTaker {
             store: self.snapshots.clone(),
         };
@@ -246,6 +248,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         })
         .await
         .map_err(sm_err)??;
+        self.timings.snapshot.record(started_at.elapsed());
         // Keep the log the oldest retained snapshot needs, so any of them can serve as a
         // fallback if a newer one is found damaged.
         if let (Ok(list), Some(raft)) = (self.snapshots.list(), self.raft.get()) {

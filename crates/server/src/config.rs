@@ -6,7 +6,7 @@
 //! key and the value, so the server refuses to start rather than run with a setting it ignored.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 /// Why a configuration cannot be used.
@@ -61,6 +61,13 @@ pub struct ServerConfig {
     pub servers: BTreeMap<u64, ServerLine>,
     /// This member's id (`dataDir/myid`); 1 for a standalone server.
     pub my_id: u64,
+    /// Where the admin HTTP server listens (`admin.serverAddress`, `admin.serverPort`); None
+    /// when `admin.enableServer=false`.
+    pub admin_addr: Option<SocketAddr>,
+    /// Whether hard quotas refuse writes (`zookeeper.enforceQuota`); soft ones are only logged.
+    pub enforce_quota: bool,
+    /// The configuration file as read, for the admin `initial_configuration` command.
+    pub initial_text: String,
     /// Keys that were in the file but mean nothing to Corral, for the start-up warning.
     pub ignored_keys: Vec<String>,
 }
@@ -142,6 +149,9 @@ impl Default for ServerConfig {
             log_segment_bytes: 64 << 20,
             servers: BTreeMap::new(),
             my_id: 1,
+            admin_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
+            enforce_quota: false,
+            initial_text: String::new(),
             ignored_keys: Vec::new(),
         }
     }
@@ -152,8 +162,6 @@ const KNOWN_BUT_UNUSED: &[&str] = &[
     "initLimit",
     "syncLimit",
     "dataLogDir",
-    "admin.enableServer",
-    "admin.serverPort",
     "autopurge.purgeInterval",
     "standaloneEnabled",
     "reconfigEnabled",
@@ -183,7 +191,9 @@ impl ServerConfig {
             };
             pairs.insert(k.trim().to_owned(), v.trim().to_owned());
         }
-        Self::from_pairs(&pairs)
+        let mut cfg = Self::from_pairs(&pairs)?;
+        cfg.initial_text = text;
+        Ok(cfg)
     }
 
     /// Builds a configuration from key/value pairs, over ZooKeeper's defaults.
@@ -191,6 +201,9 @@ impl ServerConfig {
         let mut c = ServerConfig::default();
         let mut min_timeout = None;
         let mut max_timeout = None;
+        let mut admin_enabled = true;
+        let mut admin_ip = IpAddr::from([0, 0, 0, 0]);
+        let mut admin_port = 8080;
         for (key, value) in pairs {
             match key.as_str() {
                 "tickTime" => c.tick_time_ms = parse_positive(key, value)?,
@@ -215,6 +228,16 @@ impl ServerConfig {
                     }
                     c.super_digest = Some(value.clone());
                 }
+                "admin.enableServer" | "zookeeper.admin.enableServer" => {
+                    admin_enabled = parse_bool(key, value)?
+                }
+                "admin.serverPort" | "zookeeper.admin.serverPort" => {
+                    admin_port = parse(key, value)?
+                }
+                "admin.serverAddress" | "zookeeper.admin.serverAddress" => {
+                    admin_ip = parse(key, value)?
+                }
+                "enforceQuota" | "zookeeper.enforceQuota" => c.enforce_quota = parse_bool(key, value)?,
                 "snapCount" => c.snap_count = parse_positive(key, value)?,
                 "logSegmentBytes" => c.log_segment_bytes = parse_positive(key, value)?,
                 "autopurge.snapRetainCount" => c.snap_retain_count = parse_positive(key, value)?,
@@ -231,6 +254,7 @@ impl ServerConfig {
                 other => c.ignored_keys.push(other.to_owned()),
             }
         }
+        c.admin_addr = admin_enabled.then_some(SocketAddr::new(admin_ip, admin_port));
         // ZooKeeper: the bounds default to 2 and 20 ticks, and -1 means the default.
         c.min_session_timeout_ms = min_timeout.flatten().unwrap_or(2 * c.tick_time_ms);
         c.max_session_timeout_ms = max_timeout.flatten().unwrap_or(20 * c.tick_time_ms);

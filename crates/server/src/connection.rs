@@ -42,6 +42,7 @@ pub async fn serve(
         let (reply, answer) = oneshot::channel();
         let msg = CoreMsg::FourLetter {
             word: word.to_owned(),
+            peer,
             reply,
         };
         if core.send(msg).await.is_ok() {

@@ -65,7 +65,14 @@ pub enum CoreMsg {
     },
     FourLetter {
         word: String,
+        /// The asking connection, which ZooKeeper lists among the connections in stat and cons.
+        peer: SocketAddr,
         reply: oneshot::Sender<String>,
+    },
+    /// A question from the admin HTTP server.
+    Admin {
+        query: crate::admin::AdminQuery,
+        reply: oneshot::Sender<crate::admin::AdminReply>,
     },
     /// A graceful stop: take no new requests, answer the writes in flight, then report.
     Drain {
@@ -181,7 +188,7 @@ pub struct Core {
     ids: SessionIds,
     pub(crate) stats: ServerStats,
     next_reap: Instant,
-    replica: ReplicaHandle,
+    pub(crate) replica: ReplicaHandle,
     pub(crate) role: Role,
     leader: Option<u64>,
     /// The Raft term this member last saw (0 before the first report).
@@ -199,6 +206,10 @@ pub struct Core {
     inbox: mpsc::Sender<CoreMsg>,
     /// Set by a graceful stop: reported once no proposal of this member is pending.
     draining: Option<oneshot::Sender<()>>,
+    /// Since when this member has known no leader (for the `election_time` metric).
+    leaderless_since: Option<Instant>,
+    /// The zxid and time (seconds since the epoch) of the last snapshot started here.
+    last_snapshot: (i64, i64),
 }
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -292,6 +303,8 @@ impl Core {
             reconnects: Vec::new(),
             inbox,
             draining: None,
+            leaderless_since: Some(Instant::now()),
+            last_snapshot: (0, now_ms() / 1000),
         }
     }
 
@@ -371,8 +384,11 @@ impl Core {
                 self.draining = Some(done);
                 self.check_drained();
             }
-            CoreMsg::FourLetter { word, reply } => {
-                let _ = reply.send(self.four_letter(&word));
+            CoreMsg::FourLetter { word, peer, reply } => {
+                let _ = reply.send(self.four_letter(&word, peer));
+            }
+            CoreMsg::Admin { query, reply } => {
+                let _ = reply.send(self.admin(query));
             }
             CoreMsg::SyncIndex {
                 conn,
@@ -413,6 +429,7 @@ impl Core {
             }
             ToCore::Snapshot { take, reply } => {
                 let started = Instant::now();
+                self.last_snapshot = (self.tree.last_zxid(), now_ms() / 1000);
                 let _ = reply.send(take.start(&self.tree, &self.mark));
                 tracing::debug!(pause = ?started.elapsed(), "snapshot started");
             }
@@ -471,6 +488,21 @@ impl Core {
         }
         self.term = term;
         self.role = role;
+        self.note_leader(leader);
+    }
+
+    fn note_leader(&mut self, leader: Option<u64>) {
+        match (leader, self.leaderless_since) {
+            (Some(_), Some(since)) => {
+                self.stats.election_time.record(since.elapsed());
+                self.leaderless_since = None;
+            }
+            (None, None) => {
+                self.stats.looking_count += 1;
+                self.leaderless_since = Some(Instant::now());
+            }
+            _ => {}
+        }
         self.leader = leader;
     }
 
@@ -661,7 +693,10 @@ impl Core {
                 conn,
                 xid,
                 received,
-            } => self.finish(conn, xid, applied.zxid, applied.result, received),
+            } => {
+                self.stats.update_latency.record(received.elapsed());
+                self.finish(conn, xid, applied.zxid, applied.result, received)
+            }
             Origin::Connect { conn, frame } => {
                 if let Some(c) = self.conns.get(&conn) {
                     let _ = c.out.send(Outgoing::Frame(frame));
@@ -1039,6 +1074,7 @@ impl Core {
             }
             req => {
                 let result = self.read(conn, session_id, req);
+                self.stats.read_latency.record(received.elapsed());
                 self.finish(conn, xid, self.tree.last_zxid(), result, received);
             }
         }
@@ -1111,6 +1147,7 @@ impl Core {
             }
             None => {
                 tracing::warn!(scheme = %p.scheme, "authentication with an unknown scheme");
+                self.stats.auth_failed += 1;
                 self.send(
                     conn,
                     reply_frame(xid, zxid.min(0), &Err(ErrorCode::AuthFailed)),
@@ -1306,6 +1343,31 @@ impl Core {
         for (p, kind) in fire {
             self.send(conn, notification_frame(&p, kind));
         }
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.is_some()
+    }
+
+    pub(crate) fn leader_id(&self) -> Option<u64> {
+        self.leader
+    }
+
+    pub(crate) fn last_snapshot(&self) -> (i64, i64) {
+        self.last_snapshot
+    }
+
+    /// When each live session expires unless heard from (ms since the epoch).
+    pub(crate) fn session_expiries(&self) -> Vec<(i64, i64)> {
+        self.sessions
+            .iter()
+            .map(|(id, s)| (*id, crate::admin::epoch_ms_of(s.deadline)))
+            .collect()
+    }
+
+    /// Requests received and not yet answered, over all connections.
+    pub(crate) fn outstanding_requests(&self) -> usize {
+        self.conns.values().map(|c| c.in_flight + c.queued.len()).sum()
     }
 
     pub(crate) fn session_count(&self) -> usize {

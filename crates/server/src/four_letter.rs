@@ -2,6 +2,7 @@
 //! connection, answered in ZooKeeper's formats and then closed.
 
 use crate::core::Core;
+use crate::metrics::{Metric, Value};
 use crate::stats::{java_double, op_abbrev};
 use std::fmt::Write;
 
@@ -28,7 +29,9 @@ pub fn parse_word(first4: &[u8]) -> Option<&'static str> {
 }
 
 impl Core {
-    pub fn four_letter(&mut self, word: &str) -> String {
+    pub fn four_letter(&mut self, word: &str, asker: std::net::SocketAddr) -> String {
+        // ZooKeeper counts the asking connection as one that sent one packet.
+        let asker_line = format!(" /{}:{}[0](queued=0,recved=1,sent=0)", asker.ip(), asker.port());
         if !self.cfg.four_letter_allowed(word) {
             return format!("{word} is not executed because it is not in the whitelist.\n");
         }
@@ -45,7 +48,8 @@ impl Core {
                     out.push_str(&line);
                     out.push('\n');
                 }
-                out.push('\n');
+                out.push_str(&asker_line);
+                out.push_str("\n\n");
                 out.push_str(&self.server_summary());
                 out
             }
@@ -55,7 +59,8 @@ impl Core {
                     out.push_str(&line);
                     out.push('\n');
                 }
-                out.push('\n');
+                out.push_str(&asker_line);
+                out.push_str("\n\n");
                 out
             }
             "conf" => self.conf(),
@@ -88,7 +93,10 @@ impl Core {
                 out.push('\n');
                 out
             }
-            "dirs" => "datadir_size: 0\nlogdir_size: 0\n".into(),
+            "dirs" => {
+                let (data, log) = self.dir_sizes();
+                format!("datadir_size: {data}\nlogdir_size: {log}\n")
+            }
             "envi" => self.envi(),
             "crst" => {
                 for c in self.conns.values_mut() {
@@ -115,7 +123,8 @@ impl Core {
             l.max_ms,
             self.stats.packets_received,
             self.stats.packets_sent,
-            self.conns.len(),
+            // ZooKeeper counts the connection asking.
+            self.conns.len() + 1,
             self.tree.last_zxid(),
             self.role.zk_mode(),
             // ZooKeeper's count includes its "" alias of the root.
@@ -182,67 +191,144 @@ impl Core {
     }
 
     fn mntr(&self) -> String {
+        crate::metrics::render_mntr(&self.metrics())
+    }
+
+    /// Every metric, named as ZooKeeper names it: `mntr`, the admin `monitor` command and
+    /// `/metrics` all render this one list.
+    pub(crate) fn metrics(&self) -> Vec<Metric> {
         let l = &self.stats.latency;
-        let (watches, _, _) = self.watches.counts();
+        let watches = self.watches.watch_count();
         let ephemerals: usize = self.tree.ephemeral_counts().map(|(_, n)| n).sum();
-        let rows: Vec<(&str, String)> = vec![
-            ("zk_version", VERSION_LINE.to_owned()),
-            ("zk_server_state", self.role.zk_mode().into()),
-            ("zk_ephemerals_count", ephemerals.to_string()),
-            ("zk_num_alive_connections", self.conns.len().to_string()),
-            ("zk_avg_latency", java_double(l.avg())),
-            ("zk_outstanding_requests", "0".into()),
-            ("zk_znode_count", (self.tree.node_count() + 1).to_string()),
-            ("zk_global_sessions", self.session_count().to_string()),
-            ("zk_non_mtls_remote_conn_count", "0".into()),
-            ("zk_last_client_response_size", "-1".into()),
-            ("zk_max_latency", l.max_ms.to_string()),
-            ("zk_min_latency", l.min().to_string()),
-            (
-                "zk_packets_received",
-                self.stats.packets_received.to_string(),
+        let timings = self.replica.timings();
+        let count = |n: usize| Value::Gauge(n as i64);
+        let (data_dir_size, log_dir_size) = self.dir_sizes();
+        let summary = |s: &crate::metrics::Summary| Value::Summary(s.reading());
+        vec![
+            Metric::new("version", "the version", Value::Text(VERSION_LINE.into())),
+            Metric::new(
+                "server_state",
+                "standalone, leader, follower or observer",
+                Value::Text(self.role.zk_mode().into()),
             ),
-            ("zk_packets_sent", self.stats.packets_sent.to_string()),
-            ("zk_watch_count", watches.to_string()),
-            (
-                "zk_approximate_data_size",
-                self.tree.data_size().to_string(),
+            Metric::new("ephemerals_count", "ephemeral znodes", count(ephemerals)),
+            Metric::new(
+                "num_alive_connections",
+                "open client connections",
+                count(self.conns.len()),
             ),
-            (
-                "zk_uptime",
-                self.stats.started.elapsed().as_millis().to_string(),
+            Metric::new(
+                "avg_latency",
+                "mean request latency (ms)",
+                Value::Text(java_double(l.avg())),
             ),
-        ];
-        let mut out = String::new();
-        for (k, v) in rows {
-            let _ = writeln!(out, "{k}\t{v}");
+            Metric::new("max_latency", "largest request latency (ms)", Value::Gauge(l.max_ms as i64)),
+            Metric::new("min_latency", "smallest request latency (ms)", Value::Gauge(l.min() as i64)),
+            Metric::new(
+                "outstanding_requests",
+                "requests received and not yet answered",
+                count(self.outstanding_requests()),
+            ),
+            Metric::new(
+                "znode_count",
+                "znodes, counting ZooKeeper's alias of the root",
+                count(self.tree.node_count() + 1),
+            ),
+            Metric::new("global_sessions", "live sessions", count(self.session_count())),
+            Metric::new("local_sessions", "local sessions (Corral has none)", count(0)),
+            Metric::new(
+                "packets_received",
+                "requests received",
+                Value::Counter(self.stats.packets_received),
+            ),
+            Metric::new("packets_sent", "replies and events sent", Value::Counter(self.stats.packets_sent)),
+            Metric::new("watch_count", "watches set", count(watches)),
+            Metric::new(
+                "approximate_data_size",
+                "bytes of paths and data in the tree",
+                count(self.tree.data_size()),
+            ),
+            Metric::new(
+                "auth_failed_count",
+                "failed authentications",
+                Value::Counter(self.stats.auth_failed),
+            ),
+            Metric::new(
+                "open_file_descriptor_count",
+                "open file descriptors",
+                Value::Gauge(open_fds()),
+            ),
+            Metric::new(
+                "max_file_descriptor_count",
+                "the limit on open file descriptors",
+                Value::Gauge(max_fds()),
+            ),
+            Metric::new("data_dir_size", "bytes of snapshots", Value::Gauge(data_dir_size)),
+            Metric::new("log_dir_size", "bytes of the transaction log", Value::Gauge(log_dir_size)),
+            Metric::new(
+                "last_zxid",
+                "the zxid of the last applied transaction",
+                Value::Gauge(self.tree.last_zxid()),
+            ),
+            Metric::new(
+                "looking_count",
+                "times this member found no leader",
+                Value::Counter(self.stats.looking_count),
+            ),
+            Metric::new(
+                "uptime",
+                "milliseconds since the server started",
+                Value::Gauge(self.stats.started.elapsed().as_millis() as i64),
+            ),
+            Metric::new("readlatency", "read request latency (ms)", summary(&self.stats.read_latency)),
+            Metric::new(
+                "updatelatency",
+                "write request latency, until applied (ms)",
+                summary(&self.stats.update_latency),
+            ),
+            Metric::new(
+                "fsynctime",
+                "time of one fdatasync of the log (ms)",
+                Value::Summary(timings.fsync.read().into()),
+            ),
+            Metric::new(
+                "snapshottime",
+                "time to write a snapshot (ms)",
+                Value::Summary(timings.snapshot.read().into()),
+            ),
+            Metric::new(
+                "election_time",
+                "time without a leader until one is known (ms)",
+                summary(&self.stats.election_time),
+            ),
+        ]
+    }
+
+    /// Bytes of the snapshot directory and of the log directory.
+    pub(crate) fn dir_sizes(&self) -> (i64, i64) {
+        let d = &self.cfg.data_dir;
+        (dir_size(&d.join("snapshots")), dir_size(&d.join("raft")))
+    }
+
+    fn envi(&self) -> String {
+        let mut out = String::from("Environment:\n");
+        for (k, v) in self.environment() {
+            let _ = writeln!(out, "{k}={v}");
         }
         out
     }
 
-    fn envi(&self) -> String {
-        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-        let cwd = std::env::current_dir()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        format!(
-            "Environment:\nzookeeper.version={VERSION_LINE}\nhost.name={}\njava.version=none (corral is native)\njava.vendor=none\njava.home=\njava.class.path=\njava.library.path=\njava.io.tmpdir={}\njava.compiler=<NA>\nos.name={}\nos.arch={}\nos.version=\nuser.name={}\nuser.home={}\nuser.dir={}\n",
-            host.trim(),
-            std::env::temp_dir().display(),
-            std::env::consts::OS,
-            std::env::consts::ARCH,
-            std::env::var("USER").unwrap_or_default(),
-            std::env::var("HOME").unwrap_or_default(),
-            cwd,
-        )
-    }
-
     fn dump(&self) -> String {
         let mut out = String::from("SessionTracker dump:\n");
-        let sessions: Vec<_> = self.tree.sessions().collect();
-        let _ = writeln!(out, "Global Sessions({}):", sessions.len());
-        for (id, timeout) in &sessions {
-            let _ = writeln!(out, "{id:#x}\t{timeout}ms");
+        if self.replica.members().len() > 1 {
+            // A quorum member's session tracker prints the sessions it knows with their timeouts.
+            let sessions: Vec<_> = self.tree.sessions().collect();
+            let _ = writeln!(out, "Global Sessions({}):", sessions.len());
+            for (id, timeout) in &sessions {
+                let _ = writeln!(out, "{id:#x}\t{timeout}ms");
+            }
+        } else {
+            self.dump_session_sets(&mut out);
         }
         let mut eph: Vec<_> = self.tree.ephemeral_counts().collect();
         eph.sort();
@@ -257,6 +343,117 @@ impl Core {
                 let _ = writeln!(out, "\t{p}");
             }
         }
+        self.dump_connections(&mut out);
         out
+    }
+
+    /// A standalone ZooKeeper's session dump: sessions grouped by the tick they expire in.
+    fn dump_session_sets(&self, out: &mut String) {
+        let tick = i64::from(self.cfg.tick_time_ms.max(1));
+        let mut sets: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+        for (id, at_ms) in self.session_expiries() {
+            sets.entry((at_ms / tick + 1) * tick).or_default().push(id);
+        }
+        let total: usize = sets.values().map(Vec::len).sum();
+        let _ = writeln!(out, "Session Sets ({})/({total}):", sets.len());
+        for (at, ids) in sets {
+            let _ = writeln!(out, "{} expire at {}:", ids.len(), java_date(at));
+            for id in ids {
+                let _ = writeln!(out, "\t{id:#x}");
+            }
+        }
+    }
+
+    fn dump_connections(&self, out: &mut String) {
+        let tick = i64::from(self.cfg.tick_time_ms.max(1));
+        let at = (crate::core::now_ms() / tick + 1) * tick;
+        let _ = writeln!(out, "Connections dump:");
+        let mut conns: Vec<_> = self.conns.iter().collect();
+        conns.sort_by_key(|(id, _)| **id);
+        if conns.is_empty() {
+            let _ = writeln!(out, "Connections Sets (0)/(0):");
+            return;
+        }
+        let _ = writeln!(out, "Connections Sets (1)/({}):", conns.len());
+        let _ = writeln!(out, "{} expire at {}:", conns.len(), java_date(at));
+        for (_, c) in conns {
+            let _ = writeln!(
+                out,
+                "\tip: /{}:{} sessionId: {:#x}",
+                c.peer.ip(),
+                c.peer.port(),
+                c.session_id
+            );
+        }
+    }
+}
+
+/// The bytes of the files under `dir` (0 if it cannot be read).
+fn dir_size(dir: &std::path::Path) -> i64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len() as i64,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn open_fds() -> i64 {
+    std::fs::read_dir("/proc/self/fd").map_or(-1, |d| d.count() as i64)
+}
+
+/// The soft limit on open files, from /proc/self/limits.
+fn max_fds() -> i64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse().ok()
+        })
+        .unwrap_or(-1)
+}
+
+/// A time as Java's `Date.toString` prints it in UTC: `Wed Nov 25 02:35:13 UTC 2026`.
+pub fn java_date(epoch_ms: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = epoch_ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let in_day = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{} {} {day:02} {:02}:{:02}:{:02} UTC {year}",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        in_day / 3600,
+        in_day % 3600 / 60,
+        in_day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates_print_like_java() {
+        assert_eq!(super::java_date(0), "Thu Jan 01 00:00:00 UTC 1970");
+        // 2026-11-25T02:35:13Z, as the real ZooKeeper printed it.
+        assert_eq!(super::java_date(1_795_574_113_000), "Wed Nov 25 02:35:13 UTC 2026");
+        assert_eq!(super::java_date(951_782_400_000), "Tue Feb 29 00:00:00 UTC 2000");
     }
 }

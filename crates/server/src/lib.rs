@@ -4,10 +4,13 @@
 //! watches, and orders their writes into the data tree ([`core`]). Configuration comes from a
 //! zoo.cfg ([`config`]); status comes out as four-letter words ([`four_letter`]).
 
+pub mod admin;
+pub mod admin_http;
 pub mod config;
 pub mod connection;
 pub mod core;
 pub mod four_letter;
+pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod stats;

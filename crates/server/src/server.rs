@@ -1,5 +1,6 @@
 //! The listener: accepts connections, enforces `maxClientCnxns` per address, and runs the core.
 
+use crate::admin_http::AdminServer;
 use crate::config::ServerConfig;
 use crate::connection;
 use crate::core::{Core, CoreMsg};
@@ -35,6 +36,9 @@ pub enum ServerError {
 /// A running server; dropping it does not stop it, [`Server::stop`] does.
 pub struct Server {
     pub local_addr: SocketAddr,
+    /// Where the admin HTTP server listens, if it runs.
+    pub admin_addr: Option<SocketAddr>,
+    admin: Option<AdminServer>,
     stop: Option<oneshot::Sender<()>>,
     core_stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<()>,
@@ -124,11 +128,24 @@ impl Server {
         corral_replication::start(rcfg, storage, replica.clone(), proposals, to_core)
             .await
             .map_err(ServerError::Replication)?;
+        let admin = match cfg.admin_addr {
+            // As ZooKeeper: an admin server that cannot start is reported, not fatal.
+            Some(addr) => match AdminServer::start(addr, core_tx.clone()).await {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "cannot start the admin server");
+                    None
+                }
+            },
+            None => None,
+        };
         let (stop, stop_rx) = oneshot::channel();
         let accept = tokio::spawn(accept_loop(listener, cfg, core_tx.clone(), stop_rx));
         tracing::info!(%local_addr, "serving ZooKeeper clients");
         Ok(Server {
             local_addr,
+            admin_addr: admin.as_ref().map(|a| a.local_addr),
+            admin,
             stop: Some(stop),
             core_stop: Some(core_stop),
             accept,
@@ -145,6 +162,9 @@ impl Server {
             let _ = s.send(());
         }
         let _ = (&mut self.accept).await;
+        if let Some(admin) = self.admin.take() {
+            admin.stop().await;
+        }
         let (done, drained) = oneshot::channel();
         if self.core_tx.send(CoreMsg::Drain { done }).await.is_ok() {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drained).await;

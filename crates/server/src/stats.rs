@@ -59,6 +59,13 @@ pub struct ServerStats {
     pub packets_sent: u64,
     pub latency: Latency,
     pub started: Instant,
+    pub read_latency: crate::metrics::Summary,
+    pub update_latency: crate::metrics::Summary,
+    /// From losing (or never having) a leader to knowing one.
+    pub election_time: crate::metrics::Summary,
+    /// Times this member found itself without a leader.
+    pub looking_count: u64,
+    pub auth_failed: u64,
 }
 
 impl ServerStats {
@@ -68,6 +75,11 @@ impl ServerStats {
             packets_sent: 0,
             latency: Latency::new(),
             started: Instant::now(),
+            read_latency: Default::default(),
+            update_latency: Default::default(),
+            election_time: Default::default(),
+            looking_count: 0,
+            auth_failed: 0,
         }
     }
 

@@ -191,38 +191,58 @@ impl WatchManager {
         }
     }
 
-    /// Total watches, watched paths, and watching connections (for wchs and mntr).
-    pub fn counts(&self) -> (usize, usize, usize) {
-        let total = self.by_conn.values().map(HashSet::len).sum();
-        (total, self.by_path.len(), self.by_conn.len())
+    /// Watches as ZooKeeper's `watch_count` counts them: its data and child watch tables
+    /// summed, where a persistent watch sits in both.
+    pub fn watch_count(&self) -> usize {
+        self.by_conn
+            .values()
+            .flatten()
+            .map(|(_, kind)| if *kind == WatchKind::Persistent { 2 } else { 1 })
+            .sum()
     }
 
-    /// Paths watched by each connection (wchc).
+    /// Watches, watched paths and watching connections of ZooKeeper's data-watch table (which
+    /// is what wchs, wchc and wchp show): every watch but the one-shot child watches.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let by_conn = self.by_connection();
+        let total = by_conn.iter().map(|(_, paths)| paths.len()).sum();
+        (total, self.by_path().len(), by_conn.len())
+    }
+
+    /// Paths watched by each connection (wchc), from the data-watch table.
     pub fn by_connection(&self) -> Vec<(ConnId, Vec<String>)> {
         let mut out: Vec<_> = self
             .by_conn
             .iter()
-            .map(|(c, set)| {
-                let mut paths: Vec<String> = set.iter().map(|(p, _)| p.to_string()).collect();
+            .filter_map(|(c, set)| {
+                let mut paths: Vec<String> = set
+                    .iter()
+                    .filter(|(_, kind)| *kind != WatchKind::Child)
+                    .map(|(p, _)| p.to_string())
+                    .collect();
                 paths.sort();
                 paths.dedup();
-                (*c, paths)
+                (!paths.is_empty()).then_some((*c, paths))
             })
             .collect();
         out.sort();
         out
     }
 
-    /// Connections watching each path (wchp).
+    /// Connections watching each path (wchp), from the data-watch table.
     pub fn by_path(&self) -> Vec<(String, Vec<ConnId>)> {
         let mut out: Vec<_> = self
             .by_path
             .iter()
-            .map(|(p, ws)| {
-                let mut conns: Vec<ConnId> = ws.iter().map(|(c, _)| *c).collect();
+            .filter_map(|(p, ws)| {
+                let mut conns: Vec<ConnId> = ws
+                    .iter()
+                    .filter(|(_, kind)| *kind != WatchKind::Child)
+                    .map(|(c, _)| *c)
+                    .collect();
                 conns.sort_unstable();
                 conns.dedup();
-                (p.to_string(), conns)
+                (!conns.is_empty()).then_some((p.to_string(), conns))
             })
             .collect();
         out.sort();

@@ -46,6 +46,7 @@ pub fn test_config() -> ServerConfig {
         super_digest: Some("super:D/InIHSb7yEEbrWz8b9l71RjZJU=".into()),
         extended_types: true,
         container_check_interval_ms: 100,
+        admin_addr: None,
         ..ServerConfig::default()
     }
 }
@@ -467,7 +468,7 @@ pub fn spawn_server(
     stderr: std::process::Stdio,
 ) -> KillOnDrop {
     let child = std::process::Command::new(bin)
-        .args(["server", "--port", &port.to_string(), "--data-dir"])
+        .args(["server", "--admin-port", "0", "--port", &port.to_string(), "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "info")
         .stderr(stderr)

@@ -1,0 +1,432 @@
+//! The admin server's commands, answered by the core: ZooKeeper's AdminServer commands
+//! (`/commands/<name>`, JSON with ZooKeeper's keys), `/metrics` (Prometheus) and `/ready`.
+//! No HTTP here: [`crate::admin_http`] carries these answers over the wire.
+
+use crate::core::Core;
+use crate::four_letter::VERSION_LINE;
+use crate::metrics;
+use crate::stats::op_abbrev;
+use serde_json::{json, Map, Value};
+use std::time::Instant;
+
+/// What the admin server asks the core.
+#[derive(Debug, Clone)]
+pub enum AdminQuery {
+    /// `/commands/<name>` (a command's name or one of its aliases).
+    Command(String),
+    /// `/metrics`.
+    Metrics,
+    /// `/ready`.
+    Ready,
+}
+
+/// An answer, ready for HTTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+/// ZooKeeper's admin commands: the primary name, then its aliases (the four-letter words).
+pub const COMMANDS: &[(&str, &[&str])] = &[
+    ("configuration", &["conf", "config"]),
+    ("connection_stat_reset", &["crst"]),
+    ("connections", &["cons"]),
+    ("dirs", &[]),
+    ("dump", &[]),
+    ("environment", &["envi", "env"]),
+    ("get_trace_mask", &["gtmk"]),
+    ("hash", &[]),
+    ("initial_configuration", &["icfg"]),
+    ("is_read_only", &["isro"]),
+    ("last_snapshot", &["lsnp"]),
+    ("leader", &["lead"]),
+    ("monitor", &["mntr"]),
+    ("observer_connection_stat_reset", &["orst"]),
+    ("observers", &["obsr"]),
+    ("ruok", &[]),
+    ("server_stats", &["srvr"]),
+    ("set_trace_mask", &["stmk"]),
+    ("stat_reset", &["srst"]),
+    ("stats", &["stat"]),
+    ("system_properties", &["sysp"]),
+    ("voting_view", &[]),
+    ("watch_summary", &["wchs"]),
+    ("watches", &["wchc"]),
+    ("watches_by_path", &["wchp"]),
+    ("zabstate", &[]),
+];
+
+/// The primary name of a command given by name or alias.
+pub fn primary_name(name: &str) -> Option<&'static str> {
+    COMMANDS
+        .iter()
+        .find(|(primary, aliases)| *primary == name || aliases.contains(&name))
+        .map(|(primary, _)| *primary)
+}
+
+/// `/commands`: links to every command, as ZooKeeper lists them.
+pub fn command_index() -> String {
+    COMMANDS
+        .iter()
+        .map(|(name, _)| format!("<a href=\"/commands/{name}\">{name}</a>\n<br/>\n"))
+        .collect()
+}
+
+fn json_reply(mut body: Map<String, Value>, command: &str, error: Option<String>) -> AdminReply {
+    body.insert("command".into(), Value::from(command));
+    body.insert("error".into(), error.map_or(Value::Null, Value::from));
+    AdminReply {
+        status: 200,
+        content_type: "application/json",
+        body: serde_json::to_string_pretty(&Value::Object(body)).expect("JSON of plain values"),
+    }
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+impl Core {
+    pub fn admin(&mut self, query: AdminQuery) -> AdminReply {
+        match query {
+            AdminQuery::Command(name) => match primary_name(&name) {
+                Some(primary) => match self.admin_command(primary) {
+                    Ok(body) => json_reply(body, primary, None),
+                    Err(e) => json_reply(Map::new(), primary, Some(e)),
+                },
+                // ZooKeeper answers an unknown command with 200 and an error field.
+                None => json_reply(Map::new(), &name, Some(format!("Unknown command: {name}"))),
+            },
+            AdminQuery::Metrics => AdminReply {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: metrics::render_prometheus(&self.metrics()),
+            },
+            AdminQuery::Ready => {
+                let (status, body) = match self.not_ready_because() {
+                    None => (200, "ready\n".to_owned()),
+                    Some(why) => (503, format!("not ready: {why}\n")),
+                };
+                AdminReply {
+                    status,
+                    content_type: "text/plain; charset=utf-8",
+                    body,
+                }
+            }
+        }
+    }
+
+    /// Why this member cannot serve clients now, if it cannot.
+    fn not_ready_because(&self) -> Option<&'static str> {
+        if self.is_draining() {
+            Some("stopping")
+        } else if self.leader_id().is_none() {
+            Some("no leader is known")
+        } else {
+            None
+        }
+    }
+
+    fn admin_command(&mut self, name: &str) -> Result<Map<String, Value>, String> {
+        let body = match name {
+            "configuration" => self.configuration_json(),
+            "connection_stat_reset" | "observer_connection_stat_reset" => {
+                for c in self.conns.values_mut() {
+                    c.stats.reset();
+                }
+                json!({})
+            }
+            "connections" => json!({
+                "connections": self.connections_json(true),
+                "secure_connections": [],
+            }),
+            "dirs" => {
+                let (data, log) = self.dir_sizes();
+                json!({ "datadir_size": data, "logdir_size": log })
+            }
+            "dump" => self.dump_json(),
+            "environment" => Value::Object(
+                self.environment()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), Value::from(v)))
+                    .collect(),
+            ),
+            "get_trace_mask" => json!({ "tracemask": 0 }),
+            "set_trace_mask" => return Err("setTraceMask requires long traceMask argument".into()),
+            "hash" => json!({ "digests": [] }),
+            "initial_configuration" => {
+                json!({ "initial_configuration": self.cfg.initial_text })
+            }
+            "is_read_only" => json!({ "read_only": false }),
+            "last_snapshot" => {
+                let (zxid, secs) = self.last_snapshot();
+                json!({ "zxid": format!("{zxid:x}"), "timestamp": secs })
+            }
+            "leader" => self.leader_json()?,
+            "monitor" => Value::Object(metrics::render_json(&self.metrics())),
+            "observers" => json!({ "synced_observers": 0, "observers": [] }),
+            "ruok" => json!({}),
+            "server_stats" => Value::Object(self.server_stats_json()),
+            "stat_reset" => {
+                self.stats.reset();
+                json!({})
+            }
+            "stats" => {
+                let mut m = self.server_stats_json();
+                m.insert("connections".into(), self.connections_json(false).into());
+                m.insert("secure_connections".into(), json!([]));
+                Value::Object(m)
+            }
+            "system_properties" => json!({
+                "os.arch": std::env::consts::ARCH,
+                "os.name": std::env::consts::OS,
+                "zookeeper.4lw.commands.whitelist": self.cfg.four_letter_whitelist.join(","),
+                "zookeeper.enforceQuota": self.cfg.enforce_quota.to_string(),
+            }),
+            "voting_view" => self.voting_view_json(),
+            "watch_summary" => {
+                let (total, paths, conns) = self.watches.counts();
+                json!({ "num_connections": conns, "num_paths": paths, "num_total_watches": total })
+            }
+            "watches" => {
+                let mut m = Map::new();
+                for (conn, paths) in self.watches.by_connection() {
+                    let sid = self.conns.get(&conn).map_or(0, |c| c.session_id);
+                    m.insert(sid.to_string(), paths.into());
+                }
+                json!({ "session_id_to_watched_paths": m })
+            }
+            "watches_by_path" => {
+                let mut m = Map::new();
+                for (path, conns) in self.watches.by_path() {
+                    let sids: Vec<i64> = conns
+                        .iter()
+                        .map(|c| self.conns.get(c).map_or(0, |c| c.session_id))
+                        .collect();
+                    m.insert(path, sids.into());
+                }
+                json!({ "path_to_session_ids": m })
+            }
+            "zabstate" => {
+                let voting = self.replica.members().len() > 1;
+                let state = if voting { self.role.zk_mode() } else { "" };
+                json!({ "voting": voting, "zabstate": state.to_uppercase() })
+            }
+            _ => unreachable!("every primary name is handled"),
+        };
+        Ok(object(body))
+    }
+
+    fn configuration_json(&self) -> Value {
+        let c = &self.cfg;
+        let dir = c.data_dir.join("version-2").display().to_string();
+        json!({
+            "client_port": c.client_port,
+            "data_dir": dir,
+            "data_log_dir": dir,
+            "tick_time": c.tick_time_ms,
+            "max_client_cnxns": c.max_client_cnxns,
+            "min_session_timeout": c.min_session_timeout_ms,
+            "max_session_timeout": c.max_session_timeout_ms,
+            "server_id": if c.servers.is_empty() { 0 } else { c.my_id },
+            "client_port_listen_backlog": -1,
+        })
+    }
+
+    fn connections_json(&self, full: bool) -> Vec<Value> {
+        let mut conns: Vec<_> = self.conns.iter().collect();
+        conns.sort_by_key(|(id, _)| **id);
+        conns
+            .into_iter()
+            .map(|(_, c)| {
+                let s = &c.stats;
+                let mut v = json!({
+                    "remote_socket_address": c.peer.to_string(),
+                    "interest_ops": 1,
+                    "outstanding_requests": 0,
+                    "packets_received": s.received,
+                    "packets_sent": s.sent,
+                });
+                if full {
+                    let m = v.as_object_mut().expect("an object");
+                    let extra = json!({
+                        "session_id": c.session_id,
+                        "last_operation": op_abbrev(s.last_op),
+                        "established": s.established_ms,
+                        "session_timeout": c.timeout_ms,
+                        "last_cxid": s.last_cxid,
+                        "last_zxid": s.last_zxid,
+                        "last_response_time": s.last_response_ms,
+                        "last_latency": s.last_latency_ms,
+                        "min_latency": s.latency.min(),
+                        "avg_latency": s.latency.avg() as u64,
+                        "max_latency": s.latency.max_ms,
+                    });
+                    m.extend(object(extra));
+                }
+                v
+            })
+            .collect()
+    }
+
+    fn dump_json(&self) -> Value {
+        let tick = i64::from(self.cfg.tick_time_ms.max(1));
+        let mut expiry: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+        for (id, at_ms) in self.session_expiries() {
+            // ZooKeeper groups sessions into buckets one tick wide.
+            let bucket = (at_ms / tick + 1) * tick;
+            expiry.entry(bucket).or_default().push(id);
+        }
+        let expiry: Map<String, Value> = expiry
+            .into_iter()
+            .map(|(at, ids)| (at.to_string(), ids.into()))
+            .collect();
+        let mut ephemerals = Map::new();
+        for (id, _) in self.tree.ephemeral_counts() {
+            ephemerals.insert(id.to_string(), self.tree.ephemerals_of(id).into());
+        }
+        json!({
+            "expiry_time_to_session_ids": expiry,
+            "session_id_to_ephemeral_paths": ephemerals,
+        })
+    }
+
+    fn server_stats_json(&self) -> Map<String, Value> {
+        let l = &self.stats.latency;
+        let (data, log) = self.dir_sizes();
+        let response = json!({ "last_buffer_size": -1, "min_buffer_size": -1, "max_buffer_size": -1 });
+        object(json!({
+            "version": VERSION_LINE,
+            "read_only": false,
+            "server_stats": {
+                "packets_sent": self.stats.packets_sent,
+                "packets_received": self.stats.packets_received,
+                "fsync_threshold_exceed_count": 0,
+                "client_response_stats": response,
+                "data_dir_size": data,
+                "log_dir_size": log,
+                "provider_null": false,
+                "server_state": self.role.zk_mode(),
+                "last_processed_zxid": self.tree.last_zxid(),
+                "outstanding_requests": self.outstanding_requests(),
+                "avg_latency": l.avg(),
+                "max_latency": l.max_ms,
+                "min_latency": l.min(),
+                "num_alive_client_connections": self.conns.len(),
+                "auth_failed_count": self.stats.auth_failed,
+                "non_mtlsremote_conn_count": 0,
+                "non_mtlslocal_conn_count": 0,
+                "uptime": self.stats.started.elapsed().as_millis() as u64,
+            },
+            "client_response": response,
+            "node_count": self.tree.node_count() + 1,
+        }))
+    }
+
+    fn leader_json(&self) -> Result<Value, String> {
+        let members = self.replica.members();
+        if members.len() <= 1 {
+            // As ZooKeeper: a standalone server has no quorum peer to ask.
+            return Err("server is not initialized".into());
+        }
+        let leader = self.leader_id();
+        let leader_ip = leader
+            .and_then(|id| members.get(&id))
+            .map(|m| m.raft_addr.rsplit_once(':').map_or("", |(h, _)| h).to_owned());
+        Ok(json!({
+            "is_leader": leader == Some(self.replica.id()),
+            "leader_id": leader.map_or(-1, |id| id as i64),
+            "leader_ip": leader_ip.unwrap_or_default(),
+        }))
+    }
+
+    fn voting_view_json(&self) -> Value {
+        let members = self.replica.members();
+        let mut view = Map::new();
+        if members.len() > 1 {
+            for (id, m) in members {
+                let role = if m.observer { "observer" } else { "participant" };
+                let line = format!("{}:{role};{}", m.raft_addr, m.client_addr);
+                view.insert(id.to_string(), vec![line].into());
+            }
+        }
+        json!({ "current_config": view })
+    }
+
+    /// ZooKeeper's `envi` keys with this process's values (no JVM here).
+    pub(crate) fn environment(&self) -> Vec<(&'static str, String)> {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let cwd = std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let env = |k: &str| std::env::var(k).unwrap_or_default();
+        vec![
+            ("zookeeper.version", VERSION_LINE.to_owned()),
+            ("host.name", host.trim().to_owned()),
+            ("java.version", "none (corral is native)".into()),
+            ("java.vendor", "none".into()),
+            ("java.home", String::new()),
+            ("java.class.path", String::new()),
+            ("java.library.path", String::new()),
+            ("java.io.tmpdir", std::env::temp_dir().display().to_string()),
+            ("java.compiler", "<NA>".into()),
+            ("os.name", "Linux".into()),
+            ("os.arch", std::env::consts::ARCH.into()),
+            ("os.version", os_release()),
+            ("user.name", env("USER")),
+            ("user.home", env("HOME")),
+            ("user.dir", cwd),
+            ("os.memory.free", "0MB".into()),
+            ("os.memory.max", "0MB".into()),
+            ("os.memory.total", format!("{}MB", resident_bytes() >> 20)),
+        ]
+    }
+}
+
+/// The kernel release (`uname -r`).
+fn os_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// This process's resident set size.
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Milliseconds since the epoch at which `deadline` falls.
+pub fn epoch_ms_of(deadline: Instant) -> i64 {
+    let now = Instant::now();
+    let delta = deadline.saturating_duration_since(now).as_millis() as i64;
+    crate::core::now_ms() + delta
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_name_their_command() {
+        assert_eq!(primary_name("mntr"), Some("monitor"));
+        assert_eq!(primary_name("monitor"), Some("monitor"));
+        assert_eq!(primary_name("conf"), Some("configuration"));
+        assert_eq!(primary_name("bogus"), None);
+    }
+
+    #[test]
+    fn unknown_command_is_an_error_field() {
+        let r = json_reply(Map::new(), "bogus", Some("Unknown command: bogus".into()));
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["error"], "Unknown command: bogus");
+        assert_eq!(v["command"], "bogus");
+    }
+}

@@ -1,0 +1,91 @@
+//! The admin HTTP server (ZooKeeper's AdminServer, `admin.serverPort`): `/commands`,
+//! `/commands/<name>`, `/metrics` and `/ready`. Each request becomes one question to the core.
+
+use crate::admin::{command_index, AdminQuery, AdminReply};
+use crate::core::CoreMsg;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// A running admin server.
+pub struct AdminServer {
+    pub local_addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Binds `addr` and serves until [`AdminServer::stop`].
+    pub async fn start(addr: SocketAddr, core: mpsc::Sender<CoreMsg>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let app = Router::new()
+            .route("/commands", get(|| async { html(command_index()) }))
+            .route("/commands/", get(|| async { html(command_index()) }))
+            .route("/commands/{name}", get(command))
+            .route("/metrics", get(metrics))
+            .route("/ready", get(ready))
+            .with_state(core);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "admin server stopped");
+            }
+        });
+        tracing::info!(%local_addr, "admin server listening");
+        Ok(AdminServer {
+            local_addr,
+            stop,
+            task,
+        })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+fn html(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
+}
+
+async fn ask(core: &mpsc::Sender<CoreMsg>, query: AdminQuery) -> Response {
+    let (reply, answer) = oneshot::channel();
+    let answer = match core.send(CoreMsg::Admin { query, reply }).await {
+        Ok(()) => answer.await.ok(),
+        Err(_) => None,
+    };
+    match answer {
+        Some(AdminReply {
+            status,
+            content_type,
+            body,
+        }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        None => (StatusCode::SERVICE_UNAVAILABLE, "the server is stopping\n").into_response(),
+    }
+}
+
+async fn command(State(core): State<mpsc::Sender<CoreMsg>>, Path(name): Path<String>) -> Response {
+    ask(&core, AdminQuery::Command(name)).await
+}
+
+async fn metrics(State(core): State<mpsc::Sender<CoreMsg>>) -> Response {
+    ask(&core, AdminQuery::Metrics).await
+}
+
+async fn ready(State(core): State<mpsc::Sender<CoreMsg>>) -> Response {
+    ask(&core, AdminQuery::Ready).await
+}

@@ -1,0 +1,264 @@
+//! One list of metrics, three renderings: `mntr` (ZooKeeper's `zk_name<TAB>value` lines), the
+//! admin server's `monitor` (JSON) and `/metrics` (Prometheus text format). The names are
+//! ZooKeeper's, so dashboards and alerts written for ZooKeeper keep working.
+
+use hdrhistogram::Histogram;
+use std::fmt::Write;
+use std::time::Duration;
+
+/// Latencies with quantiles, kept in microseconds and shown in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    hist: Histogram<u64>,
+    sum_us: u64,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Summary {
+            // 1 µs to 1 hour at 2 significant digits: a few KiB per summary.
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds"),
+            sum_us: 0,
+        }
+    }
+}
+
+impl Summary {
+    pub fn record(&mut self, d: Duration) {
+        let us = (d.as_micros() as u64).clamp(1, 3_600_000_000);
+        self.hist.saturating_record(us);
+        self.sum_us += us;
+    }
+
+    pub fn reset(&mut self) {
+        *self = Summary::default();
+    }
+
+    pub fn reading(&self) -> SummaryReading {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let count = self.hist.len();
+        SummaryReading {
+            count,
+            sum_ms: ms(self.sum_us),
+            min_ms: if count == 0 { 0.0 } else { ms(self.hist.min()) },
+            max_ms: ms(self.hist.max()),
+            quantiles_ms: Some(QUANTILES.map(|q| ms(self.hist.value_at_quantile(q)))),
+        }
+    }
+}
+
+/// The quantiles ZooKeeper reports for its latency summaries (p50, p95, p99, p999).
+pub const QUANTILES: [f64; 4] = [0.5, 0.95, 0.99, 0.999];
+const QUANTILE_NAMES: [&str; 4] = ["p50", "p95", "p99", "p999"];
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SummaryReading {
+    pub count: u64,
+    pub sum_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    /// None for ZooKeeper's "avg/min/max" counters, which have no quantiles.
+    pub quantiles_ms: Option<[f64; 4]>,
+}
+
+impl SummaryReading {
+    pub fn avg_ms(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum_ms / self.count as f64
+        }
+    }
+}
+
+impl From<corral_replication::TimingReading> for SummaryReading {
+    fn from(t: corral_replication::TimingReading) -> Self {
+        SummaryReading {
+            count: t.count,
+            sum_ms: t.sum_ms,
+            min_ms: t.min_ms,
+            max_ms: t.max_ms,
+            quantiles_ms: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A number that goes up and down (a Prometheus gauge).
+    Gauge(i64),
+    /// A number that only goes up until reset (a Prometheus counter).
+    Counter(u64),
+    Text(String),
+    Summary(SummaryReading),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub value: Value,
+}
+
+impl Metric {
+    pub fn new(name: &'static str, help: &'static str, value: Value) -> Self {
+        Metric { name, help, value }
+    }
+}
+
+/// An integer as ZooKeeper prints a long, a millisecond value rounded down.
+fn whole(ms: f64) -> i64 {
+    ms.floor() as i64
+}
+
+/// `mntr`: one `zk_<name>\t<value>` line per value; a summary expands into
+/// `zk_{avg,min,max,cnt,sum}_<name>` and, with quantiles, `zk_p50_<name>` and the others.
+pub fn render_mntr(metrics: &[Metric]) -> String {
+    let mut out = String::new();
+    for m in metrics {
+        match &m.value {
+            Value::Gauge(v) => writeln!(out, "zk_{}\t{v}", m.name),
+            Value::Counter(v) => writeln!(out, "zk_{}\t{v}", m.name),
+            Value::Text(v) => writeln!(out, "zk_{}\t{v}", m.name),
+            Value::Summary(s) => {
+                for (key, value) in summary_fields(s) {
+                    let _ = writeln!(out, "zk_{key}_{}\t{value}", m.name);
+                }
+                Ok(())
+            }
+        }
+        .expect("writing to a String");
+    }
+    out
+}
+
+/// A summary's fields as ZooKeeper names them, with their printed values.
+fn summary_fields(s: &SummaryReading) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
+        ("avg", crate::stats::java_double(s.avg_ms())),
+        ("min", whole(s.min_ms).to_string()),
+        ("max", whole(s.max_ms).to_string()),
+        ("cnt", s.count.to_string()),
+        ("sum", whole(s.sum_ms).to_string()),
+    ];
+    if let Some(q) = s.quantiles_ms {
+        for (name, v) in QUANTILE_NAMES.iter().zip(q) {
+            fields.push((name, whole(v).to_string()));
+        }
+    }
+    fields
+}
+
+/// The admin server's `monitor`: the same values as `mntr`, without the `zk_` prefix.
+pub fn render_json(metrics: &[Metric]) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value as J;
+    let mut out = serde_json::Map::new();
+    for m in metrics {
+        match &m.value {
+            Value::Gauge(v) => {
+                out.insert(m.name.into(), J::from(*v));
+            }
+            Value::Counter(v) => {
+                out.insert(m.name.into(), J::from(*v));
+            }
+            Value::Text(v) => {
+                out.insert(m.name.into(), J::from(v.clone()));
+            }
+            Value::Summary(s) => {
+                out.insert(format!("avg_{}", m.name), J::from(s.avg_ms()));
+                out.insert(format!("min_{}", m.name), J::from(whole(s.min_ms)));
+                out.insert(format!("max_{}", m.name), J::from(whole(s.max_ms)));
+                out.insert(format!("cnt_{}", m.name), J::from(s.count));
+                out.insert(format!("sum_{}", m.name), J::from(whole(s.sum_ms)));
+                if let Some(q) = s.quantiles_ms {
+                    for (name, v) in QUANTILE_NAMES.iter().zip(q) {
+                        out.insert(format!("{name}_{}", m.name), J::from(whole(v)));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Prometheus' text exposition format (version 0.0.4), as ZooKeeper's Prometheus provider
+/// names things: gauges and counters by their own name, summaries in milliseconds with
+/// `quantile` labels plus `_sum` and `_count`. Text values are left out (Prometheus has none).
+pub fn render_prometheus(metrics: &[Metric]) -> String {
+    let mut out = String::new();
+    for m in metrics {
+        let kind = match m.value {
+            Value::Gauge(_) => "gauge",
+            Value::Counter(_) => "counter",
+            Value::Summary(_) => "summary",
+            Value::Text(_) => continue,
+        };
+        let _ = writeln!(out, "# HELP {} {}", m.name, m.help);
+        let _ = writeln!(out, "# TYPE {} {kind}", m.name);
+        match &m.value {
+            Value::Gauge(v) => {
+                let _ = writeln!(out, "{} {v}", m.name);
+            }
+            Value::Counter(v) => {
+                let _ = writeln!(out, "{} {v}", m.name);
+            }
+            Value::Summary(s) => {
+                if let Some(q) = s.quantiles_ms {
+                    for (quantile, v) in QUANTILES.iter().zip(q) {
+                        let _ = writeln!(out, "{}{{quantile=\"{quantile}\"}} {v}", m.name);
+                    }
+                }
+                let _ = writeln!(out, "{}_sum {}", m.name, s.sum_ms);
+                let _ = writeln!(out, "{}_count {}", m.name, s.count);
+            }
+            Value::Text(_) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Metric> {
+        let mut lat = Summary::default();
+        lat.record(Duration::from_micros(1500));
+        lat.record(Duration::from_micros(2500));
+        vec![
+            Metric::new("znode_count", "znodes", Value::Gauge(5)),
+            Metric::new("packets_sent", "packets", Value::Counter(7)),
+            Metric::new("version", "version", Value::Text("3.8.4".into())),
+            Metric::new("readlatency", "read latency", Value::Summary(lat.reading())),
+        ]
+    }
+
+    #[test]
+    fn mntr_expands_summaries_like_zookeeper() {
+        let out = render_mntr(&sample());
+        assert!(out.starts_with("zk_znode_count\t5\nzk_packets_sent\t7\nzk_version\t3.8.4\n"));
+        assert!(out.contains("zk_avg_readlatency\t2.0\n"), "{out}");
+        assert!(out.contains("zk_cnt_readlatency\t2\n"));
+        assert!(out.contains("zk_min_readlatency\t1\n"));
+        assert!(out.contains("zk_p999_readlatency\t2\n"));
+    }
+
+    #[test]
+    fn prometheus_has_types_quantiles_sum_and_count() {
+        let out = render_prometheus(&sample());
+        assert!(out.contains("# TYPE znode_count gauge\nznode_count 5\n"));
+        assert!(out.contains("# TYPE packets_sent counter\n"));
+        assert!(!out.contains("version"));
+        assert!(out.contains("readlatency{quantile=\"0.5\"} 1.5"), "{out}");
+        assert!(out.contains("readlatency_count 2\n"));
+        assert!(out.contains("readlatency_sum 4\n"));
+    }
+
+    #[test]
+    fn json_drops_the_prefix() {
+        let out = render_json(&sample());
+        assert_eq!(out["znode_count"], 5);
+        assert_eq!(out["version"], "3.8.4");
+        assert_eq!(out["cnt_readlatency"], 2);
+    }
+}
