@@ -30,8 +30,8 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import kazoo, pytest' 2>/dev/null; then
-    "$venv/bin/pip" install -q kazoo pytest
+if ! "$venv/bin/python" -c 'import kazoo, pytest, prometheus_client' 2>/dev/null; then
+    "$venv/bin/pip" install -q kazoo pytest prometheus_client
 fi
 
 free_port() {
@@ -52,7 +52,8 @@ cargo build --workspace --all-targets
 
 step "starting the reference Apache ZooKeeper 3.8"
 zk_port=$(free_port)
-tests/compat/reference_zk.sh "$zk_port" "$work/zk"
+zk_admin_port=$(free_port)
+ZK_ADMIN_PORT="$zk_admin_port" tests/compat/reference_zk.sh "$zk_port" "$work/zk"
 
 step "cargo test (unit, property, integration, differential against ZooKeeper)"
 # Bounded, so a hang fails the run instead of stalling it.
@@ -60,6 +61,7 @@ CORRAL_REFERENCE_ZK="127.0.0.1:$zk_port" CORRAL_REQUIRE_ZK=1 timeout 1500 cargo 
 
 step "starting corral for the client suite"
 corral_port=$(free_port)
+corral_admin_port=$(free_port)
 mkdir -p "$work/corral"
 cat > "$work/corral/zoo.cfg" <<CFG
 tickTime=2000
@@ -71,6 +73,8 @@ maxClientCnxns=0
 extendedTypesEnabled=true
 DigestAuthenticationProvider.superDigest=super:D/InIHSb7yEEbrWz8b9l71RjZJU=
 znode.container.checkIntervalMs=500
+admin.serverPort=$corral_admin_port
+admin.serverAddress=127.0.0.1
 CFG
 target/debug/corral server --config "$work/corral/zoo.cfg" > "$work/corral/corral.log" 2>&1 &
 corral_pid=$!
@@ -79,7 +83,9 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 
-step "client suite (kazoo, zkCli.sh, cli_mt) against corral"
+step "client suite (kazoo, zkCli.sh, cli_mt; four-letter words and admin beside ZooKeeper's) against corral"
+export ZK_ADMIN_URL="http://127.0.0.1:$corral_admin_port"
+export ZK_REFERENCE_HOSTS="127.0.0.1:$zk_port" ZK_REFERENCE_ADMIN_URL="http://127.0.0.1:$zk_admin_port"
 if ! ZK_HOSTS="127.0.0.1:$corral_port" timeout 600 tests/compat/run.sh -q; then
     echo "corral's log:"; tail -n 50 "$work/corral/corral.log"
     exit 1

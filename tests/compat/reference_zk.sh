@@ -13,7 +13,9 @@
 # The server has:
 #   - superDigest for user `super`, password `test` (as in shared/README.md);
 #   - tickTime=2000, so session timeouts negotiate into [4 s, 40 s];
-#   - 4lw.commands.whitelist=* and the admin HTTP server off;
+#   - 4lw.commands.whitelist=*;
+#   - the admin HTTP server (Jetty, from Debian's libjetty9-java) on port $ZK_ADMIN_PORT if that
+#     is set, else off;
 #   - zookeeper.extendedTypesEnabled=true, so TTL nodes can be created;
 #   - znode.container.checkIntervalMs=500 (env ZK_CONTAINER_CHECK_INTERVAL_MS), so emptied
 #     containers are deleted within a second instead of a minute.
@@ -53,9 +55,13 @@ dataDir=$data_dir/data
 clientPort=$port
 clientPortAddress=127.0.0.1
 maxClientCnxns=0
-admin.enableServer=false
 4lw.commands.whitelist=*
 CFG
+if [ -n "${ZK_ADMIN_PORT:-}" ]; then
+    printf 'admin.enableServer=true\nadmin.serverPort=%s\nadmin.serverAddress=127.0.0.1\n' "$ZK_ADMIN_PORT" >> "$data_dir/zoo.cfg"
+else
+    echo "admin.enableServer=false" >> "$data_dir/zoo.cfg"
+fi
 mkdir -p "$data_dir/data"
 
 cat > "$data_dir/log4j.properties" <<LOG
@@ -68,6 +74,14 @@ LOG
 
 # zookeeper.jar's manifest names the rest of its dependencies (netty, jute, metrics, ...).
 classpath=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar
+if [ -n "${ZK_ADMIN_PORT:-}" ]; then
+    # The AdminServer needs Jetty, the servlet API and Jackson, which zookeeper.jar's manifest
+    # does not name (all are dependencies of Debian's libzookeeper-java).
+    for jar in jetty9-server jetty9-servlet jetty9-http jetty9-io jetty9-util jetty9-util-ajax \
+        jetty9-security servlet-api jackson-databind jackson-core jackson-annotations; do
+        classpath="$classpath:/usr/share/java/$jar.jar"
+    done
+fi
 for jar in ${classpath//:/ }; do
     if [ ! -r "$jar" ]; then
         echo "$0: $jar missing; apt-get install zookeeper zookeeper-bin" >&2

@@ -15,8 +15,8 @@ classes below, `client._call`), and `RawEvents` taps the notifications kazoo rec
 its own watcher bookkeeping drops the ones it did not ask for. Everything else is kazoo's
 public API, as an application would use it.
 
-This module also holds the fixtures and the TCP proxy that test_cli.py imports (the suite is
-kept to two test files on purpose; there is no conftest.py).
+This module also holds the fixtures and the TCP proxy that test_cli.py and test_ops.py import (the
+suite keeps its shared pieces here on purpose; there is no conftest.py).
 """
 
 import os

@@ -299,7 +299,8 @@ impl Core {
     fn server_stats_json(&self) -> Map<String, Value> {
         let l = &self.stats.latency;
         let (data, log) = self.dir_sizes();
-        let response = json!({ "last_buffer_size": -1, "min_buffer_size": -1, "max_buffer_size": -1 });
+        let response =
+            json!({ "last_buffer_size": -1, "min_buffer_size": -1, "max_buffer_size": -1 });
         object(json!({
             "version": VERSION_LINE,
             "read_only": false,
@@ -335,9 +336,12 @@ impl Core {
             return Err("server is not initialized".into());
         }
         let leader = self.leader_id();
-        let leader_ip = leader
-            .and_then(|id| members.get(&id))
-            .map(|m| m.raft_addr.rsplit_once(':').map_or("", |(h, _)| h).to_owned());
+        let leader_ip = leader.and_then(|id| members.get(&id)).map(|m| {
+            m.raft_addr
+                .rsplit_once(':')
+                .map_or("", |(h, _)| h)
+                .to_owned()
+        });
         Ok(json!({
             "is_leader": leader == Some(self.replica.id()),
             "leader_id": leader.map_or(-1, |id| id as i64),
@@ -350,7 +354,11 @@ impl Core {
         let mut view = Map::new();
         if members.len() > 1 {
             for (id, m) in members {
-                let role = if m.observer { "observer" } else { "participant" };
+                let role = if m.observer {
+                    "observer"
+                } else {
+                    "participant"
+                };
                 let line = format!("{}:{role};{}", m.raft_addr, m.client_addr);
                 view.insert(id.to_string(), vec![line].into());
             }

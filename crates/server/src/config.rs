@@ -237,7 +237,9 @@ impl ServerConfig {
                 "admin.serverAddress" | "zookeeper.admin.serverAddress" => {
                     admin_ip = parse(key, value)?
                 }
-                "enforceQuota" | "zookeeper.enforceQuota" => c.enforce_quota = parse_bool(key, value)?,
+                "enforceQuota" | "zookeeper.enforceQuota" => {
+                    c.enforce_quota = parse_bool(key, value)?
+                }
                 "snapCount" => c.snap_count = parse_positive(key, value)?,
                 "logSegmentBytes" => c.log_segment_bytes = parse_positive(key, value)?,
                 "autopurge.snapRetainCount" => c.snap_retain_count = parse_positive(key, value)?,

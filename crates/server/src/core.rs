@@ -1367,7 +1367,10 @@ impl Core {
 
     /// Requests received and not yet answered, over all connections.
     pub(crate) fn outstanding_requests(&self) -> usize {
-        self.conns.values().map(|c| c.in_flight + c.queued.len()).sum()
+        self.conns
+            .values()
+            .map(|c| c.in_flight + c.queued.len())
+            .sum()
     }
 
     pub(crate) fn session_count(&self) -> usize {

@@ -2,7 +2,7 @@
 //! connection, answered in ZooKeeper's formats and then closed.
 
 use crate::core::Core;
-use crate::metrics::{Metric, Value};
+use crate::metrics::{Metric, SummaryReading, Value};
 use crate::stats::{java_double, op_abbrev};
 use std::fmt::Write;
 
@@ -31,7 +31,11 @@ pub fn parse_word(first4: &[u8]) -> Option<&'static str> {
 impl Core {
     pub fn four_letter(&mut self, word: &str, asker: std::net::SocketAddr) -> String {
         // ZooKeeper counts the asking connection as one that sent one packet.
-        let asker_line = format!(" /{}:{}[0](queued=0,recved=1,sent=0)", asker.ip(), asker.port());
+        let asker_line = format!(
+            " /{}:{}[0](queued=0,recved=1,sent=0)",
+            asker.ip(),
+            asker.port()
+        );
         if !self.cfg.four_letter_allowed(word) {
             return format!("{word} is not executed because it is not in the whitelist.\n");
         }
@@ -178,8 +182,9 @@ impl Core {
     fn conf(&self) -> String {
         let c = &self.cfg;
         let data_dir = c.data_dir.join("version-2");
+        let (data_size, log_size) = self.dir_sizes();
         format!(
-            "clientPort={}\nsecureClientPort=-1\ndataDir={}\ndataDirSize=0\ndataLogDir={}\ndataLogSize=0\ntickTime={}\nmaxClientCnxns={}\nminSessionTimeout={}\nmaxSessionTimeout={}\nclientPortListenBacklog=-1\nserverId=0\n",
+            "clientPort={}\nsecureClientPort=-1\ndataDir={}\ndataDirSize={data_size}\ndataLogDir={}\ndataLogSize={log_size}\ntickTime={}\nmaxClientCnxns={}\nminSessionTimeout={}\nmaxSessionTimeout={}\nclientPortListenBacklog=-1\nserverId=0\n",
             c.client_port,
             data_dir.display(),
             data_dir.display(),
@@ -222,8 +227,16 @@ impl Core {
                 "mean request latency (ms)",
                 Value::Text(java_double(l.avg())),
             ),
-            Metric::new("max_latency", "largest request latency (ms)", Value::Gauge(l.max_ms as i64)),
-            Metric::new("min_latency", "smallest request latency (ms)", Value::Gauge(l.min() as i64)),
+            Metric::new(
+                "max_latency",
+                "largest request latency (ms)",
+                Value::Gauge(l.max_ms as i64),
+            ),
+            Metric::new(
+                "min_latency",
+                "smallest request latency (ms)",
+                Value::Gauge(l.min() as i64),
+            ),
             Metric::new(
                 "outstanding_requests",
                 "requests received and not yet answered",
@@ -234,14 +247,26 @@ impl Core {
                 "znodes, counting ZooKeeper's alias of the root",
                 count(self.tree.node_count() + 1),
             ),
-            Metric::new("global_sessions", "live sessions", count(self.session_count())),
-            Metric::new("local_sessions", "local sessions (Corral has none)", count(0)),
+            Metric::new(
+                "global_sessions",
+                "live sessions",
+                count(self.session_count()),
+            ),
+            Metric::new(
+                "local_sessions",
+                "local sessions (Corral has none)",
+                count(0),
+            ),
             Metric::new(
                 "packets_received",
                 "requests received",
                 Value::Counter(self.stats.packets_received),
             ),
-            Metric::new("packets_sent", "replies and events sent", Value::Counter(self.stats.packets_sent)),
+            Metric::new(
+                "packets_sent",
+                "replies and events sent",
+                Value::Counter(self.stats.packets_sent),
+            ),
             Metric::new("watch_count", "watches set", count(watches)),
             Metric::new(
                 "approximate_data_size",
@@ -263,8 +288,16 @@ impl Core {
                 "the limit on open file descriptors",
                 Value::Gauge(max_fds()),
             ),
-            Metric::new("data_dir_size", "bytes of snapshots", Value::Gauge(data_dir_size)),
-            Metric::new("log_dir_size", "bytes of the transaction log", Value::Gauge(log_dir_size)),
+            Metric::new(
+                "data_dir_size",
+                "bytes of snapshots",
+                Value::Gauge(data_dir_size),
+            ),
+            Metric::new(
+                "log_dir_size",
+                "bytes of the transaction log",
+                Value::Gauge(log_dir_size),
+            ),
             Metric::new(
                 "last_zxid",
                 "the zxid of the last applied transaction",
@@ -280,7 +313,11 @@ impl Core {
                 "milliseconds since the server started",
                 Value::Gauge(self.stats.started.elapsed().as_millis() as i64),
             ),
-            Metric::new("readlatency", "read request latency (ms)", summary(&self.stats.read_latency)),
+            Metric::new(
+                "readlatency",
+                "read request latency (ms)",
+                summary(&self.stats.read_latency),
+            ),
             Metric::new(
                 "updatelatency",
                 "write request latency, until applied (ms)",
@@ -299,7 +336,11 @@ impl Core {
             Metric::new(
                 "election_time",
                 "time without a leader until one is known (ms)",
-                summary(&self.stats.election_time),
+                // ZooKeeper's election_time has no quantiles.
+                Value::Summary(SummaryReading {
+                    quantiles_ms: None,
+                    ..self.stats.election_time.reading()
+                }),
             ),
         ]
     }
@@ -453,7 +494,13 @@ mod tests {
     fn dates_print_like_java() {
         assert_eq!(super::java_date(0), "Thu Jan 01 00:00:00 UTC 1970");
         // 2026-11-25T02:35:13Z, as the real ZooKeeper printed it.
-        assert_eq!(super::java_date(1_795_574_113_000), "Wed Nov 25 02:35:13 UTC 2026");
-        assert_eq!(super::java_date(951_782_400_000), "Tue Feb 29 00:00:00 UTC 2000");
+        assert_eq!(
+            super::java_date(1_795_574_113_000),
+            "Wed Nov 25 02:35:13 UTC 2026"
+        );
+        assert_eq!(
+            super::java_date(951_782_400_000),
+            "Tue Feb 29 00:00:00 UTC 2000"
+        );
     }
 }

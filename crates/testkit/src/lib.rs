@@ -468,7 +468,14 @@ pub fn spawn_server(
     stderr: std::process::Stdio,
 ) -> KillOnDrop {
     let child = std::process::Command::new(bin)
-        .args(["server", "--admin-port", "0", "--port", &port.to_string(), "--data-dir"])
+        .args([
+            "server",
+            "--admin-port",
+            "0",
+            "--port",
+            &port.to_string(),
+            "--data-dir",
+        ])
         .arg(dir)
         .env("RUST_LOG", "info")
         .stderr(stderr)
