@@ -495,3 +495,42 @@ def test_c_client_container_and_ttl(zk_hosts, make_client, root):
     zk.create(root + "/box/item")
     zk.delete(root + "/box/item")
     wait_for(lambda: zk.exists(root + "/box") is None, REAPER_WAIT_S, "the emptied container to go")
+
+
+def test_zkcli_quotas(zk_hosts, make_client, root):
+    """setquota/listquota/delquota: the client writes /zookeeper/quota, the server keeps usage."""
+    zk = make_client()
+    quota_dir = "/zookeeper/quota" + root
+    try:
+        zk.create(root + "/q", b"x")
+        zk.create(root + "/q/a", b"yy")
+        r = zkcli(zk_hosts, "setquota", "-n", "5", root + "/q")
+        assert r.rc == 0, r
+        r = zkcli(zk_hosts, "listquota", root + "/q")
+        assert r.err == ["absolute path is %s/q/zookeeper_limits" % quota_dir], r
+        # (ZooKeeper 3.8.0's zkCli writes its limits in this garbled form; servers must cope.)
+        assert r.out == [
+            "Output quota for %s/q count=5,bytes=-1=;byteHardLimit=-1;countHardLimit=-1" % root,
+            "Output stat for %s/q count=2,bytes=3" % root,
+        ], r
+        # The server tracks creates, data changes and deletes under the quota'd path.
+        zk.create(root + "/q/b", b"zzz")
+        zk.set(root + "/q/a", b"y")
+        stats = quota_dir + "/q/zookeeper_stats"
+        assert zk.get(stats)[0] == b"count=3,bytes=5"
+        zk.delete(root + "/q/b")
+        assert zk.get(stats)[0] == b"count=2,bytes=2"
+        # Six nodes pass the soft limit of five: logged by the server, not refused.
+        for i in range(4):
+            zk.create("%s/q/n%d" % (root, i))
+        assert zk.get(stats)[0] == b"count=6,bytes=2"
+        # A quota inside a quota'd subtree is refused by the client.
+        r = zkcli(zk_hosts, "setquota", "-n", "2", root + "/q/a")
+        assert r.rc != 0 or any("has a parent" in line for line in r.out + r.err), r
+        r = zkcli(zk_hosts, "delquota", "-n", root + "/q")
+        assert r.rc == 0, r
+        r = zkcli(zk_hosts, "listquota", root + "/q")
+        assert any(line.startswith("Output quota for %s/q count=-1," % root) for line in r.out), r
+    finally:
+        if zk.exists(quota_dir):
+            zk.delete(quota_dir, recursive=True)

@@ -158,7 +158,13 @@ impl Core {
             ),
             "get_trace_mask" => json!({ "tracemask": 0 }),
             "set_trace_mask" => return Err("setTraceMask requires long traceMask argument".into()),
-            "hash" => json!({ "digests": [] }),
+            // ZooKeeper keeps a digest every 128 zxids; Corral computes the current one when asked
+            // (a full pass over the tree), which is what comparing members needs.
+            "hash" => json!({ "digests": [{
+                "zxid": self.tree.last_zxid(),
+                "digest": self.tree.digest() as i64,
+                "digest_version": 2,
+            }] }),
             "initial_configuration" => {
                 json!({ "initial_configuration": self.cfg.initial_text })
             }

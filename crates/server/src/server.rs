@@ -89,6 +89,7 @@ pub fn replica_config(cfg: &ServerConfig) -> ReplicaConfig {
         data_dir: cfg.data_dir.clone(),
         tree: TreeConfig {
             extended_types: cfg.extended_types,
+            enforce_quota: cfg.enforce_quota,
         },
         segment_bytes: cfg.log_segment_bytes,
         snapshot_retain: cfg.snap_retain_count,

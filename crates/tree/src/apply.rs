@@ -302,6 +302,7 @@ impl DataTree {
         if parent.is_session_ephemeral() {
             return Err(ErrorCode::NoChildrenForEphemerals);
         }
+        self.check_quota(&path, 1, spec.data.len() as i64)?;
         let owner = if spec.op == OpCode::CreateContainer {
             ephemeral_owner::CONTAINER
         } else if spec.mode.is_ttl() {
@@ -330,6 +331,8 @@ impl DataTree {
         parent.pzxid = ctx.zxid;
         let parent_acl = self.acls.get_shared(parent.acl);
         self.index_special(&path, owner);
+        self.quota_changed(&path, 1, spec.data.len() as i64);
+        self.quota_node_created(&path);
         events.push(Event {
             path: path.clone(),
             kind: EventType::NodeCreated,
@@ -427,6 +430,8 @@ impl DataTree {
         parent.pzxid = parent.pzxid.max(zxid);
         let parent_acl = self.acls.get_shared(parent.acl);
         self.unindex_special(path, node.ephemeral_owner);
+        self.quota_changed(path, -1, -(node.data.len() as i64));
+        self.quota_node_deleted(path);
         let acl = self.acls.get_shared(node.acl);
         self.acls.release(node.acl);
         undo.push(Undo::Deleted {
@@ -477,6 +482,9 @@ impl DataTree {
         let node = self.get(&req.path).ok_or(ErrorCode::NoNode)?;
         acl::check(self.acl(node), perms::WRITE, ctx.auth)?;
         let version = next_version(node.version, req.version)?;
+        let bytes_diff = req.data.len() as i64 - node.data.len() as i64;
+        self.check_quota(&req.path, 0, bytes_diff)?;
+        self.quota_changed(&req.path, 0, bytes_diff);
         let node = self
             .nodes
             .get_mut(req.path.as_str())
@@ -542,6 +550,8 @@ impl DataTree {
                         .remove(path.as_str())
                         .expect("created node exists");
                     self.unindex_special(&path, node.ephemeral_owner);
+                    self.quota_changed(&path, -1, -(node.data.len() as i64));
+                    self.quota_node_deleted(&path);
                     self.acls.release(node.acl);
                     let parent = self.parent_mut(&path);
                     parent.remove_child(path::name_of(&path));
@@ -555,12 +565,15 @@ impl DataTree {
                     parent_pzxid,
                 } => {
                     let owner = node.ephemeral_owner;
+                    let bytes = node.data.len() as i64;
                     node.acl = self.acls.intern(&acl);
                     self.nodes.insert(path.as_str().into(), node);
                     self.index_special(&path, owner);
                     let parent = self.parent_mut(&path);
                     parent.add_child(path::name_of(&path));
                     parent.pzxid = parent_pzxid;
+                    self.quota_changed(&path, 1, bytes);
+                    self.quota_node_created(&path);
                 }
                 Undo::DataSet {
                     path,
@@ -569,6 +582,9 @@ impl DataTree {
                     mzxid,
                     mtime,
                 } => {
+                    let bytes_diff = data.len() as i64
+                        - self.get(&path).expect("changed node exists").data.len() as i64;
+                    self.quota_changed(&path, 0, bytes_diff);
                     let node = self
                         .nodes
                         .get_mut(path.as_str())
@@ -639,6 +655,7 @@ mod tests {
             let mut t = T {
                 tree: DataTree::new(TreeConfig {
                     extended_types: true,
+                    ..Default::default()
                 }),
                 zxid: 0,
             };
@@ -790,6 +807,109 @@ mod tests {
             txn: Txn::Client(ttl),
         });
         assert_eq!(r.result, Err(ErrorCode::Unimplemented));
+    }
+
+    fn create_with(t: &mut T, path: &str, data: &'static [u8]) -> Result<Response, ErrorCode> {
+        let mut req = create_req(OpCode::Create, path, 0);
+        if let Request::Create { req, .. } = &mut req {
+            req.data = Bytes::from_static(data);
+        }
+        t.run(1, Txn::Client(req)).result
+    }
+
+    fn stats_of(t: &T, quota: &str) -> String {
+        let p = format!("/zookeeper/quota{quota}/zookeeper_stats");
+        String::from_utf8(t.tree.get(&p).unwrap().data.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn quotas_count_enforce_and_roll_back() {
+        let mut t = T::new();
+        t.tree.config.enforce_quota = true;
+        create_with(&mut t, "/q", b"x").unwrap();
+        create_with(&mut t, "/q/a", b"yy").unwrap();
+        // What zkCli's `setquota -N 3 -B 10 /q` creates.
+        create_with(&mut t, "/zookeeper/quota/q", b"").unwrap();
+        create_with(
+            &mut t,
+            "/zookeeper/quota/q/zookeeper_limits",
+            b"count=-1,bytes=-1=;byteHardLimit=10;countHardLimit=3",
+        )
+        .unwrap();
+        create_with(
+            &mut t,
+            "/zookeeper/quota/q/zookeeper_stats",
+            b"count=0,bytes=0",
+        )
+        .unwrap();
+        assert_eq!(stats_of(&t, "/q"), "count=2,bytes=3");
+        let stats_stat = t
+            .tree
+            .get("/zookeeper/quota/q/zookeeper_stats")
+            .unwrap()
+            .stat();
+
+        create_with(&mut t, "/q/b", b"").unwrap();
+        assert_eq!(stats_of(&t, "/q"), "count=3,bytes=3");
+        // A fourth node is over the hard count: refused, and a multi holding it leaves no trace.
+        assert_eq!(
+            create_with(&mut t, "/q/c", b""),
+            Err(ErrorCode::QuotaExceeded)
+        );
+        let ops = vec![
+            Request::Delete(PathVersionRequest {
+                path: "/q/b".into(),
+                version: -1,
+            }),
+            create_req(OpCode::Create, "/q/c", 0),
+            create_req(OpCode::Create, "/q/d", 0),
+        ];
+        let r = t.run(1, Txn::Client(Request::Multi(ops)));
+        assert!(matches!(r.result, Ok(Response::Multi(ref v))
+            if v[2] == MultiResult::Error(ErrorCode::QuotaExceeded)));
+        assert_eq!(stats_of(&t, "/q"), "count=3,bytes=3");
+        assert!(t.tree.get("/q/b").is_some());
+        // Bytes: 3 - 2 + 10 > 10 refused; a set that shrinks is fine.
+        let set = |data: &'static [u8]| {
+            Txn::Client(Request::SetData(SetDataRequest {
+                path: "/q/a".into(),
+                data: Bytes::from_static(data),
+                version: -1,
+            }))
+        };
+        assert_eq!(
+            t.run(1, set(b"1234567890")).result.unwrap_err(),
+            ErrorCode::QuotaExceeded
+        );
+        t.run(1, set(b"")).result.unwrap();
+        assert_eq!(stats_of(&t, "/q"), "count=3,bytes=1");
+        // The stats node's data changes in place; its Stat does not.
+        let now = t
+            .tree
+            .get("/zookeeper/quota/q/zookeeper_stats")
+            .unwrap()
+            .stat();
+        assert_eq!(
+            (now.mzxid, now.version),
+            (stats_stat.mzxid, stats_stat.version)
+        );
+        // Usage survives a snapshot; without enforcement the limit is only logged.
+        let mut back = DataTree::decode_snapshot(&t.tree.snapshot_bytes()).unwrap();
+        assert_eq!(back.quotas().collect::<Vec<_>>().len(), 1);
+        std::mem::swap(&mut t.tree, &mut back);
+        create_with(&mut t, "/q/c", b"").unwrap();
+        assert_eq!(stats_of(&t, "/q"), "count=4,bytes=1");
+        // Deleting the limits node ends the quota.
+        t.run(
+            1,
+            Txn::Client(Request::Delete(PathVersionRequest {
+                path: "/zookeeper/quota/q/zookeeper_limits".into(),
+                version: -1,
+            })),
+        )
+        .result
+        .unwrap();
+        assert_eq!(t.tree.quotas().count(), 0);
     }
 
     #[test]

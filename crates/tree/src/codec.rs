@@ -266,7 +266,10 @@ impl DataTree {
         }
         let last_zxid = i64::decode(r)?;
         let extended_types = bool::decode(r)?;
-        let mut tree = DataTree::new(TreeConfig { extended_types });
+        let mut tree = DataTree::new(TreeConfig {
+            extended_types,
+            ..Default::default()
+        });
         tree.nodes.clear();
         tree.acls = Default::default();
         tree.last_zxid = last_zxid;
@@ -335,6 +338,7 @@ impl DataTree {
         if !tree.nodes.contains_key("/") {
             return Err(DecodeError::Invalid("snapshot has no root"));
         }
+        tree.rebuild_quotas();
         Ok(tree)
     }
 
@@ -364,6 +368,7 @@ mod tests {
     fn sample_tree() -> (DataTree, Vec<Entry>) {
         let mut tree = DataTree::new(TreeConfig {
             extended_types: true,
+            ..Default::default()
         });
         let mut entries = Vec::new();
         let mut push = |tree: &mut DataTree, session: i64, txn: Txn| {
@@ -432,6 +437,7 @@ mod tests {
         // Replaying the same entries on a fresh tree gives the same bytes.
         let mut replay = DataTree::new(TreeConfig {
             extended_types: true,
+            ..Default::default()
         });
         for e in &entries {
             replay.apply(e);

@@ -11,6 +11,7 @@ pub mod acl;
 pub mod apply;
 pub mod codec;
 pub mod path;
+pub mod quota;
 pub mod tree;
 
 pub use apply::{Applied, Entry, Event, Txn};

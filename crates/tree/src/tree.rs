@@ -112,6 +112,8 @@ impl Node {
 pub struct TreeConfig {
     /// ZooKeeper's `extendedTypesEnabled`: TTL nodes are refused (Unimplemented) without it.
     pub extended_types: bool,
+    /// ZooKeeper's `zookeeper.enforceQuota`: hard quota limits refuse writes (QuotaExceeded).
+    pub enforce_quota: bool,
 }
 
 /// The whole replicated state: znodes, ACLs, sessions and their ephemerals.
@@ -126,6 +128,8 @@ pub struct DataTree {
     pub(crate) sessions: BTreeMap<i64, i32>,
     pub(crate) last_zxid: i64,
     pub(crate) config: TreeConfig,
+    /// Quota'd paths and their subtrees' usage (derived from the nodes; see `quota`).
+    pub(crate) quotas: BTreeMap<Box<str>, crate::quota::Usage>,
 }
 
 /// The key the map uses for a path: ZooKeeper's parent of `/a` is `""`, which is the root.
@@ -150,6 +154,7 @@ impl DataTree {
             sessions: BTreeMap::new(),
             last_zxid: 0,
             config,
+            quotas: BTreeMap::new(),
         };
         let open = acl::open_acl();
         for p in ["/", ZOOKEEPER_PATH, QUOTA_PATH] {
