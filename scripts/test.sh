@@ -30,8 +30,8 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import kazoo, pytest, prometheus_client' 2>/dev/null; then
-    "$venv/bin/pip" install -q kazoo pytest prometheus_client
+if ! "$venv/bin/python" -c 'import kazoo, pytest, prometheus_client, pexpect' 2>/dev/null; then
+    "$venv/bin/pip" install -q kazoo pytest prometheus_client pexpect
 fi
 
 free_port() {
@@ -83,7 +83,8 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 
-step "client suite (kazoo, zkCli.sh, cli_mt; four-letter words and admin beside ZooKeeper's) against corral"
+step "client suite (kazoo, zkCli.sh, cli_mt, corral cli; four-letter words and admin beside ZooKeeper's) against corral"
+export CORRAL_BIN="$repo/target/debug/corral"
 export ZK_ADMIN_URL="http://127.0.0.1:$corral_admin_port"
 export ZK_REFERENCE_HOSTS="127.0.0.1:$zk_port" ZK_REFERENCE_ADMIN_URL="http://127.0.0.1:$zk_admin_port"
 if ! ZK_HOSTS="127.0.0.1:$corral_port" timeout 600 tests/compat/run.sh -q; then

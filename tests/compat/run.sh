@@ -9,8 +9,8 @@
 # --reference starts the real Apache ZooKeeper 3.8 on a free port (reference_zk.sh), runs the
 # suite against it and stops it; that is how the suite itself is checked.
 # The Python is $CORRAL_VENV/bin/python (default: .venv in the repository root), a venv with
-# kazoo, pytest and prometheus_client:
-#   python3 -m venv .venv && .venv/bin/pip install kazoo pytest prometheus_client
+# kazoo, pytest, prometheus_client and pexpect:
+#   python3 -m venv .venv && .venv/bin/pip install kazoo pytest prometheus_client pexpect
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -20,11 +20,11 @@ python="$venv/bin/python"
 
 if [ ! -x "$python" ]; then
     echo "$0: no Python at $python; create the venv:" >&2
-    echo "    python3 -m venv $venv && $venv/bin/pip install kazoo pytest prometheus_client" >&2
+    echo "    python3 -m venv $venv && $venv/bin/pip install kazoo pytest prometheus_client pexpect" >&2
     exit 2
 fi
-if ! "$python" -c 'import kazoo, pytest, prometheus_client' 2>/dev/null; then
-    echo "$0: $venv lacks kazoo, pytest or prometheus_client: $venv/bin/pip install kazoo pytest prometheus_client" >&2
+if ! "$python" -c 'import kazoo, pytest, prometheus_client, pexpect' 2>/dev/null; then
+    echo "$0: $venv lacks kazoo, pytest, prometheus_client or pexpect: $venv/bin/pip install kazoo pytest prometheus_client pexpect" >&2
     exit 2
 fi
 

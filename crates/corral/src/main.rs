@@ -1,4 +1,4 @@
-//! `corral`: the one binary. Subcommands: `server` (more to come: cli, bench, import).
+//! `corral`: the one binary. Subcommands: `server`, `bench`, `cli` (and `import`).
 
 use clap::{Parser, Subcommand};
 use corral_server::{Server, ServerConfig};
@@ -27,6 +27,17 @@ enum Command {
     Server(ServerArgs),
     /// Generates load against any ZooKeeper-protocol server and reports throughput and latency.
     Bench(BenchArgs),
+    /// A shell with zkCli's commands: `corral cli -server host:port [cmd args...]`. Without a
+    /// command it is interactive (or reads commands from a pipe); with one it runs it and exits
+    /// non-zero if it failed.
+    Cli(CliCommand),
+}
+
+#[derive(clap::Args)]
+struct CliCommand {
+    /// zkCli's arguments: `-server host:port`, `-timeout ms`, then the command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -100,8 +111,16 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        None => tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        None => {
+            // The shell's output is the user's: only errors are logged there unless asked.
+            let default = if matches!(cli.command, Command::Cli(_)) {
+                "error"
+            } else {
+                "info"
+            };
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+        }
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -110,6 +129,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => run_server(args),
         Command::Bench(args) => run_bench(args),
+        Command::Cli(cmd) => match corral_cli::CliArgs::parse(&cmd.args) {
+            Ok(args) => ExitCode::from(corral_cli::main(args) as u8),
+            Err(e) => {
+                eprintln!("corral cli: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

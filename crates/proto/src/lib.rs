@@ -11,7 +11,9 @@ pub mod codes;
 pub mod frame;
 pub mod jute;
 pub mod message;
+pub mod quota;
 pub mod records;
+pub mod time;
 
 pub use codes::{CreateMode, ErrorCode, EventType, OpCode};
 pub use jute::{DecodeError, Jute, Reader};

@@ -20,6 +20,8 @@ mod types;
 pub use node::{
     handle, recover, start, Member, ReplicaConfig, ReplicaHandle, ReplicationError, Role, Storage,
 };
-pub use state_machine::{AppliedMark, Applying, SnapshotStarted, SnapshotTaker, ToCore};
+pub use state_machine::{
+    seed_data_dir, AppliedMark, Applying, SeedError, SnapshotStarted, SnapshotTaker, ToCore,
+};
 pub use timings::{ReplicaTimings, Timing, TimingReading};
 pub use types::{CorralNode, NodeId};

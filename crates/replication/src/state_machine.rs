@@ -348,3 +348,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }))
     }
 }
+
+/// Why a data directory cannot be seeded.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("{0} already holds Corral data; seed an empty directory")]
+    NotEmpty(std::path::PathBuf),
+    #[error(transparent)]
+    Storage(#[from] corral_storage::StorageError),
+    #[error("cannot write the snapshot: {0}")]
+    Write(String),
+}
+
+/// Seeds an empty data directory with a tree from elsewhere (`corral import`): a snapshot that
+/// reflects no log entry, so the member starts as a new one whose state begins with this tree.
+/// Every member of an ensemble must be seeded with the same tree.
+pub fn seed_data_dir(data_dir: &std::path::Path, tree: &DataTree) -> Result<(), SeedError> {
+    let has_data = |d: &std::path::Path| {
+        std::fs::read_dir(d).is_ok_and(|mut entries| entries.next().is_some())
+    };
+    let snapshots = data_dir.join("snapshots");
+    let raft = data_dir.join("raft");
+    if has_data(&snapshots) || has_data(&raft.join("log")) {
+        return Err(SeedError::NotEmpty(data_dir.to_owned()));
+    }
+    let store = SnapshotStore::open(&snapshots, 1)?;
+    let meta = meta_for(&AppliedMark::default());
+    save(&store, &meta, &tree.snapshot_bytes()).map_err(|e| SeedError::Write(e.to_string()))
+}

@@ -16,4 +16,4 @@ pub mod tree;
 
 pub use apply::{Applied, Entry, Event, Txn};
 pub use codec::{Batch, Proposal};
-pub use tree::{DataTree, Node, TreeConfig};
+pub use tree::{DataTree, ImportError, ImportedNode, Node, TreeConfig};

@@ -10,6 +10,7 @@
 //! Usage is derived state: rebuilt from the nodes after a snapshot is loaded, never stored apart.
 
 use crate::tree::{DataTree, QUOTA_PATH};
+use corral_proto::quota::{stats_text as usage_text, Limits};
 use corral_proto::ErrorCode;
 
 pub const LIMITS_NODE: &str = "zookeeper_limits";
@@ -22,52 +23,6 @@ pub struct Usage {
     pub bytes: i64,
 }
 
-/// The limits in a `zookeeper_limits` node; -1 is "no limit".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub count: i64,
-    pub bytes: i64,
-    pub count_hard: i64,
-    pub bytes_hard: i64,
-}
-
-impl Limits {
-    /// Parses ZooKeeper's StatsTrack text leniently: `key=value` pairs separated by `,` or `;`.
-    /// (ZooKeeper 3.8.0's zkCli writes `count=3,bytes=-1=;byteHardLimit=100;countHardLimit=-1`,
-    /// so a value is the leading number of what follows `=`.)
-    pub fn parse(data: &[u8]) -> Limits {
-        let mut limits = Limits {
-            count: -1,
-            bytes: -1,
-            count_hard: -1,
-            bytes_hard: -1,
-        };
-        let text = String::from_utf8_lossy(data);
-        for pair in text.split([',', ';']) {
-            let Some((key, rest)) = pair.split_once('=') else {
-                continue;
-            };
-            let digits: String = rest
-                .chars()
-                .enumerate()
-                .take_while(|(i, c)| c.is_ascii_digit() || (*i == 0 && *c == '-'))
-                .map(|(_, c)| c)
-                .collect();
-            let Ok(value) = digits.parse::<i64>() else {
-                continue;
-            };
-            match key.trim() {
-                "count" => limits.count = value,
-                "bytes" => limits.bytes = value,
-                "countHardLimit" => limits.count_hard = value,
-                "byteHardLimit" => limits.bytes_hard = value,
-                _ => {}
-            }
-        }
-        limits
-    }
-}
-
 /// `/zookeeper/quota/a/zookeeper_limits` -> `/a` (and the same for the stats node).
 pub fn quota_target(path: &str, node_name: &str) -> Option<String> {
     let rest = path.strip_prefix(QUOTA_PATH)?;
@@ -76,7 +31,7 @@ pub fn quota_target(path: &str, node_name: &str) -> Option<String> {
 }
 
 fn stats_text(u: Usage) -> String {
-    format!("count={},bytes={}", u.count, u.bytes)
+    usage_text(u.count, u.bytes)
 }
 
 impl DataTree {
@@ -210,23 +165,6 @@ impl DataTree {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn limits_parse_zookeepers_formats() {
-        let l = Limits::parse(b"count=3,bytes=-1=;byteHardLimit=100;countHardLimit=-1");
-        assert_eq!(
-            l,
-            Limits {
-                count: 3,
-                bytes: -1,
-                count_hard: -1,
-                bytes_hard: 100
-            }
-        );
-        let l = Limits::parse(b"count=-1,bytes=10,countHardLimit=5,byteHardLimit=-1");
-        assert_eq!((l.count, l.bytes, l.count_hard), (-1, 10, 5));
-        assert_eq!(Limits::parse(b"garbage").count, -1);
-    }
 
     #[test]
     fn quota_targets() {

@@ -311,3 +311,95 @@ mod tests {
         assert_eq!(t.get(CONFIG_PATH).unwrap().stat().aversion, -1);
     }
 }
+
+/// One znode as an importer found it (another system's snapshot): every Stat field ZooKeeper
+/// persists, the ACL list itself, and the data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedNode {
+    pub czxid: i64,
+    pub mzxid: i64,
+    pub pzxid: i64,
+    pub ctime: i64,
+    pub mtime: i64,
+    pub version: i32,
+    /// As ZooKeeper stores it: the number of child creations.
+    pub cversion: i32,
+    pub aversion: i32,
+    pub ephemeral_owner: i64,
+    pub acl: Vec<Acl>,
+    pub data: Vec<u8>,
+}
+
+/// Why imported nodes do not make a tree.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0} has no parent among the imported nodes")]
+    Orphan(String),
+    #[error("{0} is not an absolute path")]
+    BadPath(String),
+}
+
+impl DataTree {
+    /// Builds a tree from imported nodes (any order; `/` must be among them, and every other
+    /// node's parent), the live sessions, and the zxid of the last transaction they reflect.
+    pub fn from_imported(
+        config: TreeConfig,
+        last_zxid: i64,
+        sessions: BTreeMap<i64, i32>,
+        nodes: impl IntoIterator<Item = (String, ImportedNode)>,
+    ) -> Result<DataTree, ImportError> {
+        let mut tree = DataTree::new(config);
+        tree.nodes.clear();
+        tree.acls = Default::default();
+        tree.last_zxid = last_zxid;
+        tree.sessions = sessions;
+        let mut paths = Vec::new();
+        for (p, n) in nodes {
+            if !p.starts_with('/') {
+                return Err(ImportError::BadPath(p));
+            }
+            let acl = tree.acls.intern(&n.acl);
+            let node = Node {
+                czxid: n.czxid,
+                mzxid: n.mzxid,
+                pzxid: n.pzxid,
+                ctime: n.ctime,
+                mtime: n.mtime,
+                version: n.version,
+                cversion: n.cversion,
+                aversion: n.aversion,
+                ephemeral_owner: n.ephemeral_owner,
+                acl,
+                data: n.data.into(),
+                children: None,
+            };
+            if let Some(old) = tree.nodes.insert(p.as_str().into(), node) {
+                tree.acls.release(old.acl);
+            } else {
+                paths.push(p);
+            }
+        }
+        if !tree.nodes.contains_key("/") {
+            return Err(ImportError::Orphan("/".into()));
+        }
+        for p in &paths {
+            if p == "/" {
+                continue;
+            }
+            let parent = key(path::parent_of(p).ok_or_else(|| ImportError::BadPath(p.clone()))?);
+            let owner = tree.nodes[p.as_str()].ephemeral_owner;
+            tree.nodes
+                .get_mut(parent)
+                .ok_or_else(|| ImportError::Orphan(p.clone()))?
+                .add_child(path::name_of(p));
+            tree.index_special_pub(p, owner);
+        }
+        tree.rebuild_quotas();
+        Ok(tree)
+    }
+
+    /// Every node with its path, in no particular order (for exports and comparisons).
+    pub fn nodes(&self) -> impl Iterator<Item = (&str, &Node)> {
+        self.nodes.iter().map(|(p, n)| (&**p, n))
+    }
+}
