@@ -184,7 +184,7 @@ impl Core {
         let data_dir = c.data_dir.join("version-2");
         let (data_size, log_size) = self.dir_sizes();
         format!(
-            "clientPort={}\nsecureClientPort=-1\ndataDir={}\ndataDirSize={data_size}\ndataLogDir={}\ndataLogSize={log_size}\ntickTime={}\nmaxClientCnxns={}\nminSessionTimeout={}\nmaxSessionTimeout={}\nclientPortListenBacklog=-1\nserverId=0\n",
+            "clientPort={}\nsecureClientPort=-1\ndataDir={}\ndataDirSize={data_size}\ndataLogDir={}\ndataLogSize={log_size}\ntickTime={}\nmaxClientCnxns={}\nminSessionTimeout={}\nmaxSessionTimeout={}\nclientPortListenBacklog=-1\nserverId={}\n",
             c.client_port,
             data_dir.display(),
             data_dir.display(),
@@ -192,7 +192,36 @@ impl Core {
             c.max_client_cnxns,
             c.min_session_timeout_ms,
             c.max_session_timeout_ms,
-        )
+            if c.servers.is_empty() { 0 } else { c.my_id },
+        ) + &self.quorum_conf()
+    }
+
+    /// The lines a quorum member's `conf` adds: its ports and the membership.
+    fn quorum_conf(&self) -> String {
+        let c = &self.cfg;
+        let Some(me) = c.servers.get(&c.my_id) else {
+            return String::new();
+        };
+        let mut out = format!(
+            "initLimit=10\nsyncLimit=5\nelectionAlg=3\nelectionPort={}\nquorumPort={}\npeerType={}\nmembership: \n",
+            me.election_port,
+            me.peer_port,
+            u8::from(me.observer),
+        );
+        for (id, s) in &c.servers {
+            let role = if s.observer { "observer" } else { "participant" };
+            let client = match &s.client {
+                Some((h, p)) => format!("{h}:{p}"),
+                None => format!("0.0.0.0:{}", c.client_port),
+            };
+            let _ = writeln!(
+                out,
+                "server.{id}={}:{}:{}:{role};{client}",
+                s.host, s.peer_port, s.election_port
+            );
+        }
+        out.push_str("version=0\n");
+        out
     }
 
     fn mntr(&self) -> String {
