@@ -18,7 +18,9 @@
 #     is set, else off;
 #   - zookeeper.extendedTypesEnabled=true, so TTL nodes can be created;
 #   - znode.container.checkIntervalMs=500 (env ZK_CONTAINER_CHECK_INTERVAL_MS), so emptied
-#     containers are deleted within a second instead of a minute.
+#     containers are deleted within a second instead of a minute;
+#   - any extra JVM flags in env ZK_JVM_FLAGS (split on spaces), e.g.
+#     ZK_JVM_FLAGS="-Dzookeeper.snapCount=20" for frequent snapshots.
 set -euo pipefail
 
 if [ $# -ne 2 ]; then
@@ -89,6 +91,9 @@ for jar in ${classpath//:/ }; do
     fi
 done
 
+# Extra JVM flags, word-split on purpose (none by default).
+read -r -a extra_jvm_flags <<< "${ZK_JVM_FLAGS:-}"
+
 # super:test -> base64(sha1("super:test"))
 super_digest='super:D/InIHSb7yEEbrWz8b9l71RjZJU='
 
@@ -97,6 +102,7 @@ nohup java -Xmx512m \
     -Dzookeeper.extendedTypesEnabled=true \
     -Dznode.container.checkIntervalMs="$container_check_interval_ms" \
     -Dlog4j.configuration="file:$data_dir/log4j.properties" \
+    ${extra_jvm_flags[@]+"${extra_jvm_flags[@]}"} \
     -cp "$classpath" \
     org.apache.zookeeper.server.quorum.QuorumPeerMain "$data_dir/zoo.cfg" \
     > "$data_dir/zk.out" 2>&1 < /dev/null &

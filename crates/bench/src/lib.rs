@@ -39,6 +39,10 @@ pub enum Workload {
     /// Watch fan-out: `connections` sessions watch one znode; one write; an op is one watcher
     /// notified, and its latency the time from the write to that notification.
     Watch,
+    /// Concurrent sessions: `connections` sessions held open at once for the duration, each
+    /// pinging every few seconds. An op is a session established; its latency is the pings';
+    /// errors are sessions that could not be opened or were lost.
+    Hold,
 }
 
 impl std::str::FromStr for Workload {
@@ -56,7 +60,8 @@ impl std::str::FromStr for Workload {
             "ephemeral" => Workload::Ephemeral,
             "sessions" => Workload::Sessions,
             "watch" => Workload::Watch,
-            other => return Err(format!("unknown workload {other:?} (create, get, set, exists, delete, children, multi, mix, ephemeral, sessions, watch)")),
+            "hold" => Workload::Hold,
+            other => return Err(format!("unknown workload {other:?} (create, get, set, exists, delete, children, multi, mix, ephemeral, sessions, watch, hold)")),
         })
     }
 }
@@ -77,6 +82,9 @@ pub struct BenchConfig {
     pub read_ratio: f64,
     /// Target operations per second over all connections (none: as fast as the window allows).
     pub rate: Option<f64>,
+    /// Local addresses to connect from, in turn (e.g. 127.0.0.2, 127.0.0.3): one address has
+    /// only ~28k ephemeral ports towards one server. Empty: the system chooses.
+    pub source_ips: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,9 +186,36 @@ async fn connect(addr: SocketAddr) -> Result<Session, BenchError> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|source| BenchError::Connect { addr, source })?;
+    handshake(addr, stream, 8 * 1024).await
+}
+
+/// A session from a chosen local address, with a small write buffer (for many idle sessions).
+async fn connect_from(
+    source: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+) -> Result<Session, BenchError> {
+    let err = |source| BenchError::Connect { addr, source };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0)).map_err(err)?;
+    }
+    let stream = socket.connect(addr).await.map_err(err)?;
+    handshake(addr, stream, 256).await
+}
+
+async fn handshake(
+    addr: SocketAddr,
+    stream: TcpStream,
+    buffer: usize,
+) -> Result<Session, BenchError> {
     stream.set_nodelay(true).ok();
     let (mut reader, writer) = stream.into_split();
-    let mut writer = BufWriter::new(writer);
+    let mut writer = BufWriter::with_capacity(buffer, writer);
     let hs = Handshake {
         request: ConnectRequest {
             protocol_version: 0,
@@ -331,7 +366,7 @@ impl Plan {
                 }
             }
             // Driven by their own loops, not by this request stream.
-            Workload::Sessions | Workload::Watch => Request::Ping,
+            Workload::Sessions | Workload::Watch | Workload::Hold => Request::Ping,
             Workload::Mix => {
                 if (rng.next() % 10_000) as f64 / 10_000.0 < self.read_ratio {
                     Request::GetData(PathWatchRequest {
@@ -407,6 +442,7 @@ pub async fn run(
     match cfg.workload {
         Workload::Sessions => return session_storm(&cfg, progress).await,
         Workload::Watch => return watch_fanout(&cfg, &plan).await,
+        Workload::Hold => return hold_sessions(&cfg, progress).await,
         _ => {}
     }
     let histogram = Arc::new(Mutex::new(
@@ -538,6 +574,82 @@ async fn session_storm(
     reporter.abort();
     let ops = done.load(Ordering::Relaxed);
     Ok(report(cfg, &all, ops, 0, started.elapsed().as_secs_f64()))
+}
+
+/// How often a held session pings (its timeout is 30 s; clients ping at a third of it or more
+/// often).
+const HOLD_PING_EVERY: Duration = Duration::from_secs(5);
+
+/// Opens `connections` sessions (at most 256 handshakes at a time), holds them all for the
+/// duration with pings, and reports how many were established and how many stayed up.
+async fn hold_sessions(
+    cfg: &BenchConfig,
+    progress: impl Fn(u64, Duration) + Send + 'static,
+) -> Result<Report, BenchError> {
+    let started = Instant::now();
+    let opening = Arc::new(Semaphore::new(256));
+    let established = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let (all_open_tx, _) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::with_capacity(cfg.connections);
+    for conn in 0..cfg.connections {
+        let addr = cfg.hosts[conn % cfg.hosts.len()];
+        let source =
+            (!cfg.source_ips.is_empty()).then(|| cfg.source_ips[conn % cfg.source_ips.len()]);
+        let (opening, established, failed) = (opening.clone(), established.clone(), failed.clone());
+        let mut all_open = all_open_tx.subscribe();
+        let hold_for = cfg.duration;
+        tasks.push(tokio::spawn(async move {
+            let mut h = new_histogram();
+            let session = {
+                let _permit = opening.acquire().await.expect("semaphore open");
+                connect_from(source, addr).await
+            };
+            let Ok(mut s) = session else {
+                failed.fetch_add(1, Ordering::Relaxed);
+                return h;
+            };
+            established.fetch_add(1, Ordering::Relaxed);
+            // The clock starts once every session is open: all are then held together.
+            while !*all_open.borrow() {
+                if all_open.changed().await.is_err() {
+                    break;
+                }
+            }
+            let until = Instant::now() + hold_for;
+            while Instant::now() < until {
+                tokio::time::sleep(HOLD_PING_EVERY).await;
+                let t = Instant::now();
+                if s.send(&Request::Ping).await.is_err() || s.reply().await.is_err() {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    return h;
+                }
+                let _ = h.record(t.elapsed().as_micros().max(1) as u64);
+            }
+            h
+        }));
+    }
+    while established.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed)
+        < cfg.connections as u64
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        progress(established.load(Ordering::Relaxed), started.elapsed());
+    }
+    let _ = all_open_tx.send(true);
+    let mut all = new_histogram();
+    for t in tasks {
+        all.add(t.await.map_err(|e| BenchError::Setup(e.to_string()))?)
+            .expect("same bounds");
+    }
+    let held = established.load(Ordering::Relaxed);
+    let lost = failed.load(Ordering::Relaxed);
+    Ok(report(
+        cfg,
+        &all,
+        held,
+        lost,
+        started.elapsed().as_secs_f64(),
+    ))
 }
 
 /// `connections` sessions each watch one znode; it is changed; the delay from the write to each

@@ -31,6 +31,24 @@ enum Command {
     /// command it is interactive (or reads commands from a pipe); with one it runs it and exits
     /// non-zero if it failed.
     Cli(CliCommand),
+    /// Migrates an Apache ZooKeeper (3.4-3.9) data directory into a new Corral data directory:
+    /// the newest valid snapshot plus the transaction logs after it, checksums verified.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// ZooKeeper's dataDir (or its version-2 directory). ZooKeeper should be stopped.
+    #[arg(long = "from-zookeeper", value_name = "DATADIR")]
+    from_zookeeper: PathBuf,
+    /// The Corral data directory to create; it must be empty or absent. Seed every member of an
+    /// ensemble from the same ZooKeeper data.
+    #[arg(long = "to", value_name = "CORRALDIR")]
+    to: PathBuf,
+    /// Keep ZooKeeper's sessions and their ephemeral nodes (they expire on Corral unless their
+    /// clients resume them); by default they are dropped, as ZooKeeper's sessions cannot move.
+    #[arg(long)]
+    keep_sessions: bool,
 }
 
 #[derive(clap::Args)]
@@ -76,6 +94,10 @@ struct BenchArgs {
     /// Print the result as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Local addresses to connect from, comma-separated (for `hold` with more sessions than one
+    /// address has ports: 127.0.0.2,127.0.0.3,...).
+    #[arg(long, value_delimiter = ',')]
+    source_ips: Vec<std::net::IpAddr>,
 }
 
 #[derive(clap::Args)]
@@ -129,6 +151,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(args) => run_server(args),
         Command::Bench(args) => run_bench(args),
+        Command::Import(args) => run_import(args),
         Command::Cli(cmd) => match corral_cli::CliArgs::parse(&cmd.args) {
             Ok(args) => ExitCode::from(corral_cli::main(args) as u8),
             Err(e) => {
@@ -172,6 +195,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         keys: args.keys,
         read_ratio: args.read_ratio.clamp(0.0, 1.0),
         rate: args.rate,
+        source_ips: args.source_ips.clone(),
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let progress = |ops: u64, elapsed: std::time::Duration| {
@@ -200,6 +224,49 @@ fn run_bench(args: BenchArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_import(args: ImportArgs) -> ExitCode {
+    let opts = corral_zkimport::ImportOptions {
+        keep_sessions: args.keep_sessions,
+    };
+    let imported = match corral_zkimport::import(&args.from_zookeeper, &opts) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!(
+                "corral import: cannot read {}: {e}",
+                args.from_zookeeper.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = corral_replication::seed_data_dir(&args.to, &imported.tree) {
+        eprintln!("corral import: cannot write {}: {e}", args.to.display());
+        return ExitCode::FAILURE;
+    }
+    let snapshot = imported
+        .snapshot
+        .as_ref()
+        .map_or("none".to_owned(), |p| p.display().to_string());
+    println!(
+        "imported {} znodes (last zxid {:#x}) from snapshot {snapshot} (zxid {:#x}) and {} transactions in {} log file(s)",
+        imported.tree.node_count(),
+        imported.last_zxid,
+        imported.snapshot_zxid,
+        imported.txns_replayed,
+        imported.logs_read.len(),
+    );
+    if imported.sessions_dropped > 0 {
+        println!(
+            "dropped {} session(s) and their {} ephemeral node(s) (--keep-sessions keeps them)",
+            imported.sessions_dropped, imported.ephemerals_dropped
+        );
+    }
+    println!(
+        "start it with: corral server --data-dir {}",
+        args.to.display()
+    );
+    ExitCode::SUCCESS
 }
 
 fn load_config(args: &ServerArgs) -> Result<ServerConfig, corral_server::ConfigError> {

@@ -30,6 +30,7 @@ fn every_workload_runs_and_reports() {
         "ephemeral",
         "sessions",
         "watch",
+        "hold",
     ];
     for workload in workloads {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
@@ -46,6 +47,17 @@ fn every_workload_runs_and_reports() {
         if workload == "watch" {
             // 20 watchers, rounds for half a second: at least 20 notifications.
             cmd.args(["--connections", "20", "--duration", "0.5"]);
+        } else if workload == "hold" {
+            // 400 sessions from eight local addresses (50 each: under the server's default
+            // maxClientCnxns of 60 per address), held over one round of pings.
+            cmd.args([
+                "--connections",
+                "400",
+                "--duration",
+                "6",
+                "--source-ips",
+                "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9",
+            ]);
         } else {
             cmd.args(["--connections", "2", "--window", "20", "--ops", "400"]);
         }

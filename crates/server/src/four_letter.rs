@@ -209,7 +209,11 @@ impl Core {
             u8::from(me.observer),
         );
         for (id, s) in &c.servers {
-            let role = if s.observer { "observer" } else { "participant" };
+            let role = if s.observer {
+                "observer"
+            } else {
+                "participant"
+            };
             let client = match &s.client {
                 Some((h, p)) => format!("{h}:{p}"),
                 None => format!("0.0.0.0:{}", c.client_port),

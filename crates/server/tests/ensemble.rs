@@ -159,7 +159,10 @@ fn observer_serves_reads_and_forwards_writes() {
     assert_eq!(v.call(exists("/via-observer", false)).err, 0);
     // conf shows the membership as a ZooKeeper quorum member does, observer included.
     let conf = four_letter(servers[3].addr, "conf");
-    assert!(conf.contains("serverId=4\n") && conf.contains("peerType=1\n"), "{conf}");
+    assert!(
+        conf.contains("serverId=4\n") && conf.contains("peerType=1\n"),
+        "{conf}"
+    );
     assert!(conf.contains("membership: \n"), "{conf}");
     assert_eq!(conf.lines().filter(|l| l.starts_with("server.")).count(), 4);
     assert!(conf.contains(":observer;0.0.0.0:"), "{conf}");
