@@ -6,6 +6,8 @@
 //! latency is measured from when a request was *due*, not when it was sent, so a stalled server
 //! is not flattered (coordinated omission).
 
+pub mod plot;
+
 use bytes::Bytes;
 use corral_proto::frame::Handshake;
 use corral_proto::message::request_frame;

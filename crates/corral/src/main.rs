@@ -31,6 +31,14 @@ enum Command {
     /// command it is interactive (or reads commands from a pipe); with one it runs it and exits
     /// non-zero if it failed.
     Cli(CliCommand),
+    /// Draws docs/benchmarks.md's chart (SVG) from `bench/compare --out` results.
+    BenchPlot {
+        /// The JSON written by `bench/compare --out`.
+        results: PathBuf,
+        /// Where to write the SVG.
+        #[arg(long)]
+        svg: PathBuf,
+    },
     /// Migrates an Apache ZooKeeper (3.4-3.9) data directory into a new Corral data directory:
     /// the newest valid snapshot plus the transaction logs after it, checksums verified.
     Import(ImportArgs),
@@ -152,6 +160,7 @@ fn main() -> ExitCode {
         Command::Server(args) => run_server(args),
         Command::Bench(args) => run_bench(args),
         Command::Import(args) => run_import(args),
+        Command::BenchPlot { results, svg } => run_bench_plot(&results, &svg),
         Command::Cli(cmd) => match corral_cli::CliArgs::parse(&cmd.args) {
             Ok(args) => ExitCode::from(corral_cli::main(args) as u8),
             Err(e) => {
@@ -221,6 +230,29 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("\ncorral bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_bench_plot(results: &std::path::Path, svg: &std::path::Path) -> ExitCode {
+    let parsed = std::fs::read_to_string(results)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()));
+    let json: serde_json::Value = match parsed {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("corral bench-plot: {}: {e}", results.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let bars = corral_bench::plot::throughput_bars(&json);
+    match corral_bench::plot::throughput_svg(&bars)
+        .and_then(|doc| std::fs::write(svg, doc).map_err(|e| e.to_string()))
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corral bench-plot: {e}");
             ExitCode::FAILURE
         }
     }
