@@ -87,9 +87,10 @@ pub fn throughput_svg(bars: &[Bar]) -> Result<String, String> {
     let mut level = lo;
     while level <= hi {
         let r = level.exp2();
-        let style = match r {
-            r if r == 1.0 => "stroke=\"black\" stroke-width=\"1.5\"",
-            _ => "stroke=\"#ddd\"",
+        let style = if r == 1.0 {
+            "stroke=\"black\" stroke-width=\"1.5\""
+        } else {
+            "stroke=\"#ddd\""
         };
         svg += &format!(
             "<line x1=\"{left}\" x2=\"{}\" y1=\"{y0:.1}\" y2=\"{y0:.1}\" {style}/>\n\
