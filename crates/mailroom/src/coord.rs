@@ -287,7 +287,11 @@ impl Conn {
                 Err(None) => return Ok(Claim::Lost),
                 Err(Some(before)) => {
                     let (stat, watcher) = self.op().check_and_watch_stat(&before).await?;
-                    if stat.is_none() {
+                    let Some(stat) = stat else { continue };
+                    if stat.ephemeral_owner == self.session_id() {
+                        // Our own claim from work abandoned when the connection dropped: this
+                        // worker is not processing it, so it must not wait behind it.
+                        self.release(&before).await?;
                         continue;
                     }
                     // Bounded, so a lost notification (a reconnect) only delays.
@@ -295,6 +299,30 @@ impl Conn {
                 }
             }
         }
+    }
+
+    pub fn session_id(&self) -> i64 {
+        self.client.session_id().0
+    }
+
+    /// Deletes every claim this session still has: after a lost connection interrupted a
+    /// batch, the session lives on, and so would its claim, blocking the batch forever.
+    pub async fn release_own_claims(&self, job: &Job) -> Result<usize, zk::Error> {
+        let me = self.session_id();
+        let mut released = 0;
+        for batch in self.children(&job.claims()).await? {
+            let dir = format!("{}/{batch}", job.claims());
+            for claim in self.children(&dir).await? {
+                let path = format!("{dir}/{claim}");
+                if let Some(stat) = self.op().check_stat(&path).await? {
+                    if stat.ephemeral_owner == me {
+                        self.release(&path).await?;
+                        released += 1;
+                    }
+                }
+            }
+        }
+        Ok(released)
     }
 
     pub async fn release(&self, path: &str) -> Result<(), zk::Error> {

@@ -62,12 +62,18 @@ async fn work_in_session(
     emails: &[Email],
     report: &mut Report,
 ) -> Result<(), zk::Error> {
+    let job = Job::new(&cfg.job);
     loop {
         match work(cfg, conn, emails, report).await {
             Err(zk::Error::ConnectionLoss | zk::Error::Timeout)
                 if !conn.client.state().is_terminated() =>
             {
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                // The batch in hand was dropped mid-way: give back its claim first.
+                match conn.release_own_claims(&job).await {
+                    Ok(n) if n > 0 => eprintln!("{}: released {n} interrupted claim(s)", cfg.id),
+                    _ => {}
+                }
             }
             other => return other,
         }

@@ -78,7 +78,7 @@ enum Undo {
     },
     DataSet {
         path: String,
-        data: Box<[u8]>,
+        data: crate::tree::Data,
         version: i32,
         mzxid: i64,
         mtime: i64,
@@ -296,7 +296,7 @@ impl DataTree {
             spec.path.to_owned()
         };
         path::validate(&path)?;
-        if self.nodes.contains_key(path.as_str()) {
+        if self.nodes.contains(&path) {
             return Err(ErrorCode::NodeExists);
         }
         if parent.is_session_ephemeral() {
@@ -316,7 +316,8 @@ impl DataTree {
         let acl_ref = self.acls.intern(&acl);
         let node = Node::new(ctx.zxid, ctx.time_ms, owner, acl_ref, spec.data);
         let stat = node.stat();
-        self.nodes.insert(path.as_str().into(), node);
+        self.nodes.insert(&path, node);
+        self.link_to_parent(&path);
         let parent = self
             .nodes
             .get_mut(parent_key.as_str())
@@ -326,7 +327,6 @@ impl DataTree {
             parent_cversion: parent.cversion,
             parent_pzxid: parent.pzxid,
         });
-        parent.add_child(path::name_of(&path));
         parent.cversion = parent.cversion.wrapping_add(1);
         parent.pzxid = ctx.zxid;
         let parent_acl = self.acls.get_shared(parent.acl);
@@ -416,6 +416,8 @@ impl DataTree {
         undo: &mut Vec<Undo>,
         events: &mut Vec<Event>,
     ) {
+        // Unlinked while its slot still names it.
+        self.unlink_from_parent(path);
         let node = self
             .nodes
             .remove(path)
@@ -425,7 +427,6 @@ impl DataTree {
             .nodes
             .get_mut(parent_key.as_str())
             .expect("a node's parent exists");
-        parent.remove_child(path::name_of(path));
         let parent_pzxid = parent.pzxid;
         parent.pzxid = parent.pzxid.max(zxid);
         let parent_acl = self.acls.get_shared(parent.acl);
@@ -545,6 +546,7 @@ impl DataTree {
                     parent_cversion,
                     parent_pzxid,
                 } => {
+                    self.unlink_from_parent(&path);
                     let node = self
                         .nodes
                         .remove(path.as_str())
@@ -554,7 +556,6 @@ impl DataTree {
                     self.quota_node_deleted(&path);
                     self.acls.release(node.acl);
                     let parent = self.parent_mut(&path);
-                    parent.remove_child(path::name_of(&path));
                     parent.cversion = parent_cversion;
                     parent.pzxid = parent_pzxid;
                 }
@@ -567,10 +568,10 @@ impl DataTree {
                     let owner = node.ephemeral_owner;
                     let bytes = node.data.len() as i64;
                     node.acl = self.acls.intern(&acl);
-                    self.nodes.insert(path.as_str().into(), node);
+                    self.nodes.insert(&path, node);
+                    self.link_to_parent(&path);
                     self.index_special(&path, owner);
                     let parent = self.parent_mut(&path);
-                    parent.add_child(path::name_of(&path));
                     parent.pzxid = parent_pzxid;
                     self.quota_changed(&path, 1, bytes);
                     self.quota_node_created(&path);

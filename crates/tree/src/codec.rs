@@ -6,8 +6,8 @@
 //! says whether two trees are equal.
 
 use crate::apply::{Entry, Txn};
+use crate::path;
 use crate::tree::{DataTree, Node, TreeConfig};
-use crate::{path, tree::key};
 use bytes::Bytes;
 use corral_proto::records::{Acl, Id};
 use corral_proto::{DecodeError, Jute, Reader, Request};
@@ -211,13 +211,13 @@ impl DataTree {
             id.encode(out);
             timeout.encode(out);
         }
-        let mut paths: Vec<&str> = self.nodes.keys().map(|k| &**k).collect();
-        paths.sort_unstable();
+        let mut nodes: Vec<(&str, &Node)> = self.nodes.iter().collect();
+        nodes.sort_unstable_by_key(|(p, _)| *p);
         // ACL lists, numbered densely in order of first use.
         let mut acl_ids: HashMap<u32, i32> = HashMap::new();
         let mut acl_lists: Vec<&[Acl]> = Vec::new();
-        for p in &paths {
-            let r = self.nodes[*p].acl;
+        for (_, n) in &nodes {
+            let r = n.acl;
             acl_ids.entry(r).or_insert_with(|| {
                 acl_lists.push(self.acls.get(r));
                 acl_lists.len() as i32 - 1
@@ -230,9 +230,8 @@ impl DataTree {
                 a.encode(out);
             }
         }
-        (paths.len() as i32).encode(out);
-        for p in paths {
-            let n = &self.nodes[p];
+        (nodes.len() as i32).encode(out);
+        for (p, n) in nodes {
             p.to_owned().encode(out);
             for v in [
                 n.czxid,
@@ -320,22 +319,26 @@ impl DataTree {
                 data: data.into(),
                 children: None,
             };
-            tree.nodes.insert(p.as_str().into(), node);
+            if tree.nodes.contains(&p) {
+                return Err(DecodeError::Invalid("a path appears twice"));
+            }
+            tree.nodes.insert(&p, node);
             paths.push(p);
         }
         for p in &paths {
             if p == "/" {
                 continue;
             }
-            let parent = key(path::parent_of(p).ok_or(DecodeError::Invalid("relative path"))?);
-            let owner = tree.nodes[p.as_str()].ephemeral_owner;
-            tree.nodes
-                .get_mut(parent)
-                .ok_or(DecodeError::Invalid("node without parent"))?
-                .add_child(path::name_of(p));
+            if path::parent_of(p).is_none() {
+                return Err(DecodeError::Invalid("relative path"));
+            }
+            if !tree.link_to_parent(p) {
+                return Err(DecodeError::Invalid("node without parent"));
+            }
+            let owner = tree.nodes.get(p).expect("inserted above").ephemeral_owner;
             tree.index_special_pub(p, owner);
         }
-        if !tree.nodes.contains_key("/") {
+        if !tree.nodes.contains("/") {
             return Err(DecodeError::Invalid("snapshot has no root"));
         }
         tree.rebuild_quotas();

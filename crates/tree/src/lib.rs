@@ -12,8 +12,9 @@ pub mod apply;
 pub mod codec;
 pub mod path;
 pub mod quota;
+mod store;
 pub mod tree;
 
 pub use apply::{Applied, Entry, Event, Txn};
 pub use codec::{Batch, Proposal};
-pub use tree::{DataTree, ImportError, ImportedNode, Node, TreeConfig};
+pub use tree::{Data, DataTree, ImportError, ImportedNode, Node, TreeConfig};

@@ -135,7 +135,7 @@ impl DataTree {
             let Some(node) = self.get(&p) else { continue };
             usage.count += 1;
             usage.bytes += node.data.len() as i64;
-            for child in node.children() {
+            for child in self.nodes.child_names(node) {
                 stack.push(crate::path::join(&p, child));
             }
         }
@@ -147,7 +147,8 @@ impl DataTree {
         self.quotas.clear();
         let limits: Vec<String> = self
             .nodes
-            .keys()
+            .iter()
+            .map(|(p, _)| p)
             .filter(|p| p.starts_with(QUOTA_PATH) && p.ends_with(LIMITS_NODE))
             .map(|p| p.to_string())
             .collect();

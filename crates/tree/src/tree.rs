@@ -6,17 +6,69 @@
 
 use crate::acl::{self, AclRef, AclTable};
 use crate::path;
+use crate::store::{Children, NodeId, NodeStore};
 use corral_proto::codes::ephemeral_owner;
 use corral_proto::{Acl, Stat};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The paths ZooKeeper creates in every tree and treats as special.
 pub const ZOOKEEPER_PATH: &str = "/zookeeper";
 pub const QUOTA_PATH: &str = "/zookeeper/quota";
 pub const CONFIG_PATH: &str = "/zookeeper/config";
 
-/// One znode.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A znode's data: up to 22 bytes inline (most coordination data is small: ids, flags,
+/// addresses), longer on the heap. Reads as a byte slice.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Data {
+    Inline { len: u8, bytes: [u8; INLINE_DATA] },
+    Heap(Box<[u8]>),
+}
+
+const INLINE_DATA: usize = 22;
+
+impl std::ops::Deref for Data {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Data::Inline { len, bytes } => &bytes[..*len as usize],
+            Data::Heap(b) => b,
+        }
+    }
+}
+
+impl From<&[u8]> for Data {
+    fn from(d: &[u8]) -> Data {
+        if d.len() <= INLINE_DATA {
+            let mut bytes = [0; INLINE_DATA];
+            bytes[..d.len()].copy_from_slice(d);
+            Data::Inline {
+                len: d.len() as u8,
+                bytes,
+            }
+        } else {
+            Data::Heap(d.into())
+        }
+    }
+}
+
+impl From<Vec<u8>> for Data {
+    fn from(d: Vec<u8>) -> Data {
+        if d.len() <= INLINE_DATA {
+            Data::from(&d[..])
+        } else {
+            Data::Heap(d.into())
+        }
+    }
+}
+
+impl std::fmt::Debug for Data {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", &**self)
+    }
+}
+
+/// One znode. Its children are in the tree's node store, which alone can name them.
+#[derive(Debug, Clone)]
 pub struct Node {
     pub czxid: i64,
     pub mzxid: i64,
@@ -28,9 +80,33 @@ pub struct Node {
     pub aversion: i32,
     pub ephemeral_owner: i64,
     pub acl: AclRef,
-    pub data: Box<[u8]>,
-    pub children: Option<Box<HashSet<Box<str>>>>,
+    pub data: Data,
+    pub(crate) children: Option<Box<Children>>,
 }
+
+/// Equal znodes: equal Stat fields, ACL reference, data and children.
+impl PartialEq for Node {
+    fn eq(&self, o: &Node) -> bool {
+        let kids = |n: &Node| {
+            let mut ids: Vec<NodeId> = n.children.iter().flat_map(|t| t.iter().copied()).collect();
+            ids.sort_unstable();
+            ids
+        };
+        (self.czxid, self.mzxid, self.pzxid, self.ctime, self.mtime)
+            == (o.czxid, o.mzxid, o.pzxid, o.ctime, o.mtime)
+            && (
+                self.version,
+                self.cversion,
+                self.aversion,
+                self.ephemeral_owner,
+            ) == (o.version, o.cversion, o.aversion, o.ephemeral_owner)
+            && self.acl == o.acl
+            && self.data == o.data
+            && kids(self) == kids(o)
+    }
+}
+
+impl Eq for Node {}
 
 impl Node {
     pub fn new(zxid: i64, time_ms: i64, ephemeral_owner: i64, acl: AclRef, data: &[u8]) -> Self {
@@ -52,25 +128,6 @@ impl Node {
 
     pub fn child_count(&self) -> usize {
         self.children.as_ref().map_or(0, |c| c.len())
-    }
-
-    pub fn children(&self) -> impl Iterator<Item = &str> {
-        self.children.iter().flat_map(|c| c.iter().map(|s| &**s))
-    }
-
-    pub fn add_child(&mut self, name: &str) {
-        self.children
-            .get_or_insert_with(Default::default)
-            .insert(name.into());
-    }
-
-    pub fn remove_child(&mut self, name: &str) {
-        if let Some(c) = &mut self.children {
-            c.remove(name);
-            if c.is_empty() {
-                self.children = None;
-            }
-        }
     }
 
     pub fn stat(&self) -> Stat {
@@ -119,7 +176,7 @@ pub struct TreeConfig {
 /// The whole replicated state: znodes, ACLs, sessions and their ephemerals.
 #[derive(Debug, Clone)]
 pub struct DataTree {
-    pub(crate) nodes: HashMap<Box<str>, Node>,
+    pub(crate) nodes: NodeStore,
     pub(crate) acls: AclTable,
     pub(crate) ephemerals: HashMap<i64, BTreeSet<Box<str>>>,
     pub(crate) containers: BTreeSet<Box<str>>,
@@ -146,7 +203,7 @@ impl DataTree {
     /// `/zookeeper/config`, all with zeroed stats.
     pub fn new(config: TreeConfig) -> Self {
         let mut tree = DataTree {
-            nodes: HashMap::new(),
+            nodes: NodeStore::default(),
             acls: AclTable::default(),
             ephemerals: HashMap::new(),
             containers: BTreeSet::new(),
@@ -159,18 +216,14 @@ impl DataTree {
         let open = acl::open_acl();
         for p in ["/", ZOOKEEPER_PATH, QUOTA_PATH] {
             let r = tree.acls.intern(&open);
-            tree.nodes.insert(p.into(), Node::new(0, 0, 0, r, &[]));
+            tree.nodes.insert(p, Node::new(0, 0, 0, r, &[]));
         }
         let r = tree.acls.intern(&acl::read_acl());
         let mut config = Node::new(0, 0, 0, r, &[]);
         config.aversion = -1;
-        tree.nodes.insert(CONFIG_PATH.into(), config);
+        tree.nodes.insert(CONFIG_PATH, config);
         for p in [ZOOKEEPER_PATH, QUOTA_PATH, CONFIG_PATH] {
-            let parent = key(path::parent_of(p).unwrap_or(""));
-            tree.nodes
-                .get_mut(parent)
-                .expect("built-in parent exists")
-                .add_child(path::name_of(p));
+            tree.link_to_parent(p);
         }
         tree
     }
@@ -214,9 +267,34 @@ impl DataTree {
 
     /// Sorted names of a node's children.
     pub fn children_of(&self, node: &Node) -> Vec<String> {
-        let mut names: Vec<String> = node.children().map(str::to_owned).collect();
+        let mut names: Vec<String> = self.nodes.child_names(node).map(str::to_owned).collect();
         names.sort_unstable();
         names
+    }
+
+    /// Names of a node's children, in no order.
+    pub fn child_names<'a>(&'a self, node: &'a Node) -> impl Iterator<Item = &'a str> + 'a {
+        self.nodes.child_names(node)
+    }
+
+    /// Records the node at `path` among its parent's children (both must be in the store).
+    pub(crate) fn link_to_parent(&mut self, p: &str) -> bool {
+        let parent = key(path::parent_of(p).unwrap_or(""));
+        match (self.nodes.id_of(parent), self.nodes.id_of(p)) {
+            (Some(parent), Some(child)) => {
+                self.nodes.link_child(parent, child);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes the node at `path` from its parent's children.
+    pub(crate) fn unlink_from_parent(&mut self, p: &str) {
+        let parent = key(path::parent_of(p).unwrap_or(""));
+        if let (Some(parent), Some(child)) = (self.nodes.id_of(parent), self.nodes.id_of(p)) {
+            self.nodes.unlink_child(parent, child);
+        }
     }
 
     /// How many nodes lie below `path` (not counting itself).
@@ -225,7 +303,7 @@ impl DataTree {
         let mut stack = vec![path.to_owned()];
         while let Some(p) = stack.pop() {
             if let Some(node) = self.nodes.get(key(&p)) {
-                for child in node.children() {
+                for child in self.nodes.child_names(node) {
                     count += 1;
                     stack.push(path::join(&p, child));
                 }
@@ -373,25 +451,28 @@ impl DataTree {
                 data: n.data.into(),
                 children: None,
             };
-            if let Some(old) = tree.nodes.insert(p.as_str().into(), node) {
+            // A path given twice: the later node wins.
+            if let Some(old) = tree.nodes.remove(&p) {
                 tree.acls.release(old.acl);
             } else {
-                paths.push(p);
+                paths.push(p.clone());
             }
+            tree.nodes.insert(&p, node);
         }
-        if !tree.nodes.contains_key("/") {
+        if !tree.nodes.contains("/") {
             return Err(ImportError::Orphan("/".into()));
         }
         for p in &paths {
             if p == "/" {
                 continue;
             }
-            let parent = key(path::parent_of(p).ok_or_else(|| ImportError::BadPath(p.clone()))?);
-            let owner = tree.nodes[p.as_str()].ephemeral_owner;
-            tree.nodes
-                .get_mut(parent)
-                .ok_or_else(|| ImportError::Orphan(p.clone()))?
-                .add_child(path::name_of(p));
+            if path::parent_of(p).is_none() {
+                return Err(ImportError::BadPath(p.clone()));
+            }
+            if !tree.link_to_parent(p) {
+                return Err(ImportError::Orphan(p.clone()));
+            }
+            let owner = tree.nodes.get(p).expect("inserted above").ephemeral_owner;
             tree.index_special_pub(p, owner);
         }
         tree.rebuild_quotas();
@@ -400,6 +481,6 @@ impl DataTree {
 
     /// Every node with its path, in no particular order (for exports and comparisons).
     pub fn nodes(&self) -> impl Iterator<Item = (&str, &Node)> {
-        self.nodes.iter().map(|(p, n)| (&**p, n))
+        self.nodes.iter()
     }
 }
