@@ -139,6 +139,9 @@ async fn write_loop(
         while let Some(msg) = next.take() {
             match msg {
                 Outgoing::Frame(f) => batch.extend_from_slice(&f),
+                Outgoing::Reply { xid, zxid, result } => {
+                    crate::core::encode_reply(xid, zxid, &result, &mut batch)
+                }
                 Outgoing::Close => {
                     close = true;
                     break;

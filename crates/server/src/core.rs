@@ -36,6 +36,13 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug)]
 pub enum Outgoing {
     Frame(Bytes),
+    /// A reply, encoded by the connection's own task: serializing large replies (a getChildren
+    /// of thousands of names, big data) then runs beside the core instead of in it.
+    Reply {
+        xid: i32,
+        zxid: i64,
+        result: Result<Response, ErrorCode>,
+    },
     /// Flush what was queued, then close the connection.
     Close,
 }
@@ -108,6 +115,14 @@ struct Queued {
     op: i32,
     request: Result<Request, DecodeError>,
     received: Instant,
+    /// For a read or sync: the connection's writes it must see (its `writes_seen` when it came).
+    after: u64,
+}
+
+impl Queued {
+    fn is_write(&self) -> bool {
+        matches!(&self.request, Ok(r) if r.is_write())
+    }
 }
 
 pub(crate) struct Conn {
@@ -118,6 +133,11 @@ pub(crate) struct Conn {
     pub stats: ConnStats,
     pub timeout_ms: i32,
     in_flight: usize,
+    /// Writes received on this connection, and how many of them are applied or refused. A read
+    /// may be answered once every write before it is resolved: right after the apply of the last
+    /// of them, before the next entry, so it never sees the connection's later writes.
+    writes_seen: u64,
+    writes_resolved: u64,
     /// `sync`s not yet answered: until they are, nothing after them may be answered either.
     syncs_in_flight: usize,
     queued: VecDeque<Queued>,
@@ -218,11 +238,22 @@ pub fn now_ms() -> i64 {
 }
 
 fn reply_frame(xid: i32, zxid: i64, result: &Result<Response, ErrorCode>) -> Bytes {
+    let mut out = Vec::with_capacity(64);
+    encode_reply(xid, zxid, result, &mut out);
+    Bytes::from(out)
+}
+
+/// Appends a framed reply: header, then the body when the request succeeded.
+pub(crate) fn encode_reply(
+    xid: i32,
+    zxid: i64,
+    result: &Result<Response, ErrorCode>,
+    out: &mut Vec<u8>,
+) {
     let err = match result {
         Ok(_) => 0,
         Err(e) => e.code(),
     };
-    let mut out = Vec::with_capacity(64);
     encode_frame(
         &ReplyHeader { xid, zxid, err },
         |o| {
@@ -230,9 +261,8 @@ fn reply_frame(xid: i32, zxid: i64, result: &Result<Response, ErrorCode>) -> Byt
                 resp.encode(o)
             }
         },
-        &mut out,
+        out,
     );
-    Bytes::from(out)
 }
 
 fn notification_frame(path: &str, kind: EventType) -> Bytes {
@@ -589,6 +619,9 @@ impl Core {
 
     /// Answers a write that cannot be made durable.
     fn refuse(&mut self, origin: Origin) {
+        if let Some(c) = origin.conn().and_then(|c| self.conns.get_mut(&c)) {
+            c.writes_resolved += 1;
+        }
         match origin {
             Origin::Nobody => {}
             Origin::Reply {
@@ -722,6 +755,7 @@ impl Core {
         if let Some(conn) = origin_conn {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.in_flight -= 1;
+                c.writes_resolved += 1;
             }
             self.drain(conn);
         }
@@ -879,6 +913,10 @@ impl Core {
                 stats: ConnStats::new(),
                 timeout_ms,
                 in_flight: 0,
+                // A new session's creation is a write the connection's reads (and its auth
+                // replies) must wait for: nothing may be answered before the connect response.
+                writes_seen: u64::from(is_new),
+                writes_resolved: 0,
                 syncs_in_flight: 0,
                 queued: VecDeque::new(),
             },
@@ -980,22 +1018,39 @@ impl Core {
         if let Some(s) = self.sessions.get_mut(&c.session_id) {
             s.deadline = Instant::now() + Duration::from_millis(s.timeout_ms as u64);
         }
-        // A connection's reads wait for its earlier writes; its writes may follow its writes.
+        // A connection's reads wait for its earlier writes. Its writes are proposed at once,
+        // past reads still waiting (those are answered as soon as the writes before them are
+        // applied, before any later entry), unless a sync holds the connection.
         let is_write = matches!(&request, Ok(r) if r.is_write());
-        let must_wait = c.in_flight > 0 || !c.queued.is_empty();
-        let may_pass = is_write && c.queued.is_empty() && c.syncs_in_flight == 0;
-        if must_wait && !may_pass {
+        let go = if is_write {
+            c.syncs_in_flight == 0 && c.queued.iter().all(|q| !q.is_write() && !is_sync(q))
+        } else {
+            c.syncs_in_flight == 0 && c.queued.is_empty() && c.writes_resolved >= c.writes_seen
+        };
+        if is_write {
+            c.writes_seen += 1;
+        }
+        if !go {
+            let after = c.writes_seen;
             c.queued.push_back(Queued {
                 xid,
                 op,
                 request,
                 received,
+                after,
             });
             return;
         }
         self.dispatch(conn, xid, op, request, received);
     }
+}
 
+/// A queued `sync`: nothing after it may pass it.
+fn is_sync(q: &Queued) -> bool {
+    matches!(q.request, Ok(Request::Sync(_)))
+}
+
+impl Core {
     /// Takes held-back requests of a connection as far as its in-flight writes allow.
     fn drain(&mut self, conn: ConnId) {
         loop {
@@ -1005,8 +1060,9 @@ impl Core {
             let Some(front) = c.queued.front() else {
                 return;
             };
-            let is_write = matches!(&front.request, Ok(r) if r.is_write());
-            if c.syncs_in_flight > 0 || (c.in_flight > 0 && !is_write) {
+            let ready =
+                c.syncs_in_flight == 0 && (front.is_write() || c.writes_resolved >= front.after);
+            if !ready {
                 return;
             }
             let q = c.queued.pop_front().expect("checked");
@@ -1116,7 +1172,11 @@ impl Core {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.stats.record(latency, zxid);
         }
-        self.send(conn, reply_frame(xid, zxid, &result));
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.stats.sent += 1;
+            self.stats.packets_sent += 1;
+            let _ = c.out.send(Outgoing::Reply { xid, zxid, result });
+        }
     }
 
     fn auth(&mut self, conn: ConnId, xid: i32, p: AuthPacket) {
@@ -1303,7 +1363,9 @@ impl Core {
     fn children(&self, path: &str, auth: &[Id]) -> Result<(Vec<String>, Stat), ErrorCode> {
         let node = self.tree.get(path).ok_or(ErrorCode::NoNode)?;
         acl::check(self.tree.acl(node), perms::READ, auth)?;
-        Ok((self.tree.children_of(node), node.stat()))
+        // Unsorted, as ZooKeeper sends them (clients that care sort).
+        let names = self.tree.child_names(node).map(str::to_owned).collect();
+        Ok((names, node.stat()))
     }
 
     /// Restores a reconnecting client's watches; fires at once what changed after `relative_zxid`.

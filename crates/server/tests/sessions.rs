@@ -404,3 +404,37 @@ fn replies_after_a_sync_keep_request_order() {
         );
     }
 }
+
+/// Writes are proposed past the reads waiting behind earlier writes, yet each read sees exactly
+/// the writes sent before it (not the ones after), and replies keep request order.
+#[test]
+fn pipelined_reads_see_exactly_the_writes_before_them() {
+    let server = TestServer::start();
+    let mut c = RawClient::connect(server.addr);
+    assert_eq!(c.call(create("/fifo", b"v0", 0)).err, 0);
+    let rounds = 200;
+    let mut xid = 1;
+    for i in 1..=rounds {
+        c.send(xid, &set_data("/fifo", format!("v{i}").as_bytes(), -1));
+        c.send(xid + 1, &get_data("/fifo", false));
+        xid += 2;
+    }
+    let mut xid = 1;
+    for i in 1..=rounds {
+        let set = c.read_reply(xid, corral_proto::OpCode::SetData).unwrap();
+        assert_eq!(set.err, 0);
+        let get = c
+            .read_reply(xid + 1, corral_proto::OpCode::GetData)
+            .unwrap();
+        let Some(Response::GetData(d)) = get.body else {
+            panic!("getData: {get:?}")
+        };
+        assert_eq!(
+            d.data,
+            format!("v{i}").as_bytes(),
+            "read {i} saw another write"
+        );
+        assert_eq!(d.stat.version, i, "read {i}");
+        xid += 2;
+    }
+}
