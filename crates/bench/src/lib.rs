@@ -592,6 +592,8 @@ async fn hold_sessions(
     let opening = Arc::new(Semaphore::new(256));
     let established = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let held = Arc::new(AtomicU64::new(0));
+    let lost = Arc::new(AtomicU64::new(0));
     let (all_open_tx, _) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::with_capacity(cfg.connections);
     for conn in 0..cfg.connections {
@@ -599,6 +601,7 @@ async fn hold_sessions(
         let source =
             (!cfg.source_ips.is_empty()).then(|| cfg.source_ips[conn % cfg.source_ips.len()]);
         let (opening, established, failed) = (opening.clone(), established.clone(), failed.clone());
+        let (held, lost) = (held.clone(), lost.clone());
         let mut all_open = all_open_tx.subscribe();
         let hold_for = cfg.duration;
         tasks.push(tokio::spawn(async move {
@@ -612,22 +615,28 @@ async fn hold_sessions(
                 return h;
             };
             established.fetch_add(1, Ordering::Relaxed);
-            // The clock starts once every session is open: all are then held together.
-            while !*all_open.borrow() {
-                if all_open.changed().await.is_err() {
+            // Pings from the start (a session waiting for the others must not expire); the hold
+            // window starts once every session is open, and all are held through it together.
+            let mut until: Option<Instant> = None;
+            loop {
+                if until.is_none() && *all_open.borrow() {
+                    until = Some(Instant::now() + hold_for);
+                }
+                if until.is_some_and(|u| Instant::now() >= u) {
                     break;
                 }
-            }
-            let until = Instant::now() + hold_for;
-            while Instant::now() < until {
-                tokio::time::sleep(HOLD_PING_EVERY).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(HOLD_PING_EVERY) => {}
+                    _ = all_open.changed(), if until.is_none() => continue,
+                }
                 let t = Instant::now();
                 if s.send(&Request::Ping).await.is_err() || s.reply().await.is_err() {
-                    failed.fetch_add(1, Ordering::Relaxed);
+                    lost.fetch_add(1, Ordering::Relaxed);
                     return h;
                 }
                 let _ = h.record(t.elapsed().as_micros().max(1) as u64);
             }
+            held.fetch_add(1, Ordering::Relaxed);
             h
         }));
     }
@@ -643,13 +652,14 @@ async fn hold_sessions(
         all.add(t.await.map_err(|e| BenchError::Setup(e.to_string()))?)
             .expect("same bounds");
     }
-    let held = established.load(Ordering::Relaxed);
-    let lost = failed.load(Ordering::Relaxed);
+    // An op is a session held through the whole window; errors, sessions never opened or lost.
+    let held = held.load(Ordering::Relaxed);
+    let not_held = failed.load(Ordering::Relaxed) + lost.load(Ordering::Relaxed);
     Ok(report(
         cfg,
         &all,
         held,
-        lost,
+        not_held,
         started.elapsed().as_secs_f64(),
     ))
 }

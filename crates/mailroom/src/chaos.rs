@@ -247,12 +247,18 @@ async fn scenario(cfg: &ChaosConfig, root: &Path) -> Result<bool, String> {
         }
     }
     let elapsed = started.elapsed();
+    let ops = operations_logged(root);
     let audit = report::audit(&conn, &job, &cfg.inbox).await?;
     println!(
         "chaos: finished in {:.1}s with {} worker kill(s) and {} member kill(s)",
         elapsed.as_secs_f64(),
         cfg.worker_kills - kills_left,
         usize::from(member_killed.is_some())
+    );
+    println!(
+        "chaos: {:.0} emails/s; {ops} Corral operations by the workers that finished, {:.2} per email",
+        audit.results as f64 / elapsed.as_secs_f64(),
+        ops as f64 / audit.results.max(1) as f64
     );
     report::print_audit(&audit);
     for i in 0..3 {
@@ -275,4 +281,24 @@ async fn wait_for_ensemble(hosts: &str) -> Result<Conn, String> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The Corral operations the workers report when they finish (killed ones report nothing).
+fn operations_logged(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| {
+                    let (_, rest) = l.split_once(" claims lost, ")?;
+                    rest.split(' ').next()?.parse::<u64>().ok()
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }

@@ -196,11 +196,12 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 }
             };
             println!(
-                "{}: {} emails in {} batches, {} claims lost, {:.2} Corral operations per email",
+                "{}: {} emails in {} batches, {} claims lost, {} Corral operations ({:.2} per email)",
                 cfg.id,
                 report.emails,
                 report.batches,
                 report.lost_claims,
+                report.ops,
                 report.ops as f64 / report.emails.max(1) as f64
             );
             Ok(ExitCode::SUCCESS)

@@ -258,6 +258,9 @@ pub enum Response {
     Multi(Vec<MultiResult>),
     /// addWatch's success body: an `ErrorResponse` holding 0.
     ErrorBody(i32),
+    /// A body already in wire form, built where its data lives (a server's getChildren writes
+    /// the names straight from its tree, with no string allocated per child). Never decoded.
+    Raw(bytes::Bytes),
 }
 
 /// One result of a multi or multiRead.
@@ -279,6 +282,7 @@ impl Response {
             Response::GetChildren2(r) => r.encode(out),
             Response::GetAcl(r) => r.encode(out),
             Response::Count(n) | Response::ErrorBody(n) => n.encode(out),
+            Response::Raw(body) => out.extend_from_slice(body),
             Response::WhoAmI(c) => c.encode(out),
             Response::Multi(results) => {
                 for res in results {

@@ -31,7 +31,8 @@ pub async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    // Small to start: most connections are idle sessions; busy ones grow their buffers.
+    let mut buf = BytesMut::with_capacity(1024);
     while buf.len() < 4 {
         match rd.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return,
@@ -132,7 +133,7 @@ async fn write_loop(
     mut outbox: mpsc::UnboundedReceiver<Outgoing>,
     closed: oneshot::Sender<()>,
 ) {
-    let mut batch = Vec::with_capacity(16 * 1024);
+    let mut batch = Vec::new();
     let mut close = false;
     while let Some(first) = outbox.recv().await {
         let mut next = Some(first);

@@ -1219,6 +1219,7 @@ impl Core {
 
     fn read(&mut self, conn: ConnId, session_id: i64, req: Request) -> Result<Response, ErrorCode> {
         let auth = &self.conns[&conn].auth;
+        let req_op = req.op_code();
         match req {
             Request::Ping => Ok(Response::Empty),
             Request::Exists(r) => {
@@ -1244,22 +1245,13 @@ impl Core {
                 }
                 Ok(Response::GetData(GetDataResponse { data, stat }))
             }
-            Request::GetChildren(r) => {
-                let children = self.children(&r.path, auth)?.0;
+            Request::GetChildren(r) | Request::GetChildren2(r) => {
+                let with_stat = matches!(req_op, OpCode::GetChildren2);
+                let body = self.children_body(&r.path, auth, with_stat)?;
                 if r.watch {
                     self.watches.add(conn, &r.path, WatchKind::Child);
                 }
-                Ok(Response::GetChildren(children))
-            }
-            Request::GetChildren2(r) => {
-                let (children, stat) = self.children(&r.path, auth)?;
-                if r.watch {
-                    self.watches.add(conn, &r.path, WatchKind::Child);
-                }
-                Ok(Response::GetChildren2(GetChildren2Response {
-                    children,
-                    stat,
-                }))
+                Ok(Response::Raw(body))
             }
             Request::GetAcl(r) => {
                 let node = self.tree.get(&r.path).ok_or(ErrorCode::NoNode)?;
@@ -1360,12 +1352,21 @@ impl Core {
         Ok((Bytes::copy_from_slice(&node.data), node.stat()))
     }
 
-    fn children(&self, path: &str, auth: &[Id]) -> Result<(Vec<String>, Stat), ErrorCode> {
+    /// getChildren's (or getChildren2's) reply body, written straight from the tree: the names
+    /// unsorted, as ZooKeeper sends them (clients that care sort), then the Stat if asked.
+    fn children_body(&self, path: &str, auth: &[Id], with_stat: bool) -> Result<Bytes, ErrorCode> {
         let node = self.tree.get(path).ok_or(ErrorCode::NoNode)?;
         acl::check(self.tree.acl(node), perms::READ, auth)?;
-        // Unsorted, as ZooKeeper sends them (clients that care sort).
-        let names = self.tree.child_names(node).map(str::to_owned).collect();
-        Ok((names, node.stat()))
+        let mut out = Vec::with_capacity(4 + 16 * node.child_count() + 80);
+        out.extend_from_slice(&(node.child_count() as i32).to_be_bytes());
+        for name in self.tree.child_names(node) {
+            out.extend_from_slice(&(name.len() as i32).to_be_bytes());
+            out.extend_from_slice(name.as_bytes());
+        }
+        if with_stat {
+            corral_proto::Jute::encode(&node.stat(), &mut out);
+        }
+        Ok(Bytes::from(out))
     }
 
     /// Restores a reconnecting client's watches; fires at once what changed after `relative_zxid`.
