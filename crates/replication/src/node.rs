@@ -11,7 +11,7 @@ use crate::log_store::LogStore;
 use crate::network::{
     read_frame, write_frame, CallError, NetFactory, PeerClient, PeerRequest, PeerResponse,
 };
-use crate::state_machine::{load_newest, mark_of, AppliedMark, StateMachine, ToCore};
+use crate::state_machine::{mark_of, AppliedMark, StateMachine, ToCore};
 use crate::types::{decode, encode, CorralNode, NodeId, Payload, Raft};
 use corral_storage::snapshot::SnapshotStore;
 use corral_tree::{Batch, DataTree, TreeConfig};
@@ -116,8 +116,12 @@ pub struct Storage {
 pub fn recover(cfg: &ReplicaConfig) -> Result<(DataTree, AppliedMark, Storage), ReplicationError> {
     let snapshots = SnapshotStore::open(&cfg.data_dir.join("snapshots"), cfg.snapshot_retain)?;
     let log = LogStore::open(&cfg.data_dir.join("raft"), cfg.segment_bytes)?;
-    let (_, damaged) = snapshots.load_newest_valid()?;
-    let loaded = load_newest(&snapshots).map_err(ReplicationError::Snapshot)?;
+    // Read once: the newest valid snapshot (and what was found damaged on the way).
+    let (newest, damaged) = snapshots.load_newest_valid()?;
+    let loaded = newest
+        .map(crate::state_machine::with_meta)
+        .transpose()
+        .map_err(ReplicationError::Snapshot)?;
     let (tree, mark) = match loaded {
         Some((meta, bytes)) => {
             let mut tree = DataTree::decode_snapshot(&bytes)

@@ -191,14 +191,14 @@ pub type LoadedSnapshot = (SnapshotMeta<u64, crate::CorralNode>, Vec<u8>);
 /// Loads the newest valid snapshot, for start-up and for `get_current_snapshot`.
 pub fn load_newest(store: &SnapshotStore) -> Result<Option<LoadedSnapshot>, String> {
     let (snapshot, _damaged) = store.load_newest_valid().map_err(|e| e.to_string())?;
-    match snapshot {
-        None => Ok(None),
-        Some(s) => {
-            let meta = decode(&s.meta)
-                .map_err(|e| format!("{}: bad snapshot meta: {e}", s.path.display()))?;
-            Ok(Some((meta, s.payload)))
-        }
-    }
+    snapshot.map(with_meta).transpose()
+}
+
+/// A loaded snapshot file's meta, decoded.
+pub fn with_meta(s: corral_storage::snapshot::LoadedSnapshot) -> Result<LoadedSnapshot, String> {
+    let meta =
+        decode(&s.meta).map_err(|e| format!("{}: bad snapshot meta: {e}", s.path.display()))?;
+    Ok((meta, s.payload))
 }
 
 pub fn mark_of(meta: &SnapshotMeta<u64, crate::CorralNode>) -> AppliedMark {

@@ -182,6 +182,11 @@ impl AclTable {
     }
 
     /// Drops one reference; the list is forgotten with its last reference.
+    /// Takes one more reference to a list already held (no hashing of the list).
+    pub fn retain(&mut self, r: AclRef) {
+        self.refs[r as usize] += 1;
+    }
+
     pub fn release(&mut self, r: AclRef) {
         let count = &mut self.refs[r as usize];
         debug_assert!(*count > 0, "ACL reference released more often than taken");

@@ -286,10 +286,12 @@ impl DataTree {
             for _ in 0..n {
                 list.push(Acl::decode(r)?);
             }
-            acl_lists.push(list);
+            // Interned once here; each node then only counts a reference.
+            acl_lists.push(tree.acls.intern(&list));
         }
         let nodes = count(r, 4 + 6 * 8 + 4 * 4 + 4)?;
-        let mut paths = Vec::with_capacity(nodes);
+        tree.nodes.reserve(nodes);
+        let mut ids = Vec::with_capacity(nodes);
         for _ in 0..nodes {
             let p = String::decode(r)?;
             let mut longs = [0i64; 6];
@@ -300,9 +302,10 @@ impl DataTree {
             for v in &mut ints {
                 *v = i32::decode(r)?;
             }
-            let list = acl_lists
+            let acl = *acl_lists
                 .get(ints[3] as usize)
                 .ok_or(DecodeError::Invalid("ACL index out of range"))?;
+            tree.acls.retain(acl);
             let data_len = count(r, 1)?;
             let data = r.take(data_len, "node data")?;
             let node = Node {
@@ -315,31 +318,21 @@ impl DataTree {
                 version: ints[0],
                 cversion: ints[1],
                 aversion: ints[2],
-                acl: tree.acls.intern(list),
+                acl,
                 data: data.into(),
                 children: None,
             };
             if tree.nodes.contains(&p) {
                 return Err(DecodeError::Invalid("a path appears twice"));
             }
-            tree.nodes.insert(&p, node);
-            paths.push(p);
+            ids.push(tree.nodes.insert(&p, node));
         }
-        for p in &paths {
-            if p == "/" {
-                continue;
-            }
-            if path::parent_of(p).is_none() {
-                return Err(DecodeError::Invalid("relative path"));
-            }
-            if !tree.link_to_parent(p) {
-                return Err(DecodeError::Invalid("node without parent"));
-            }
-            let owner = tree.nodes.get(p).expect("inserted above").ephemeral_owner;
-            tree.index_special_pub(p, owner);
-        }
+        link_loaded(&mut tree, &ids)?;
         if !tree.nodes.contains("/") {
             return Err(DecodeError::Invalid("snapshot has no root"));
+        }
+        for acl in acl_lists {
+            tree.acls.release(acl);
         }
         tree.rebuild_quotas();
         Ok(tree)
@@ -359,6 +352,53 @@ impl DataTree {
 
 fn count(r: &mut Reader<'_>, elem_min: usize) -> Result<usize, DecodeError> {
     Ok(r.vector_len(elem_min)?.unwrap_or(0))
+}
+
+/// Links loaded nodes to their parents. The snapshot is in path order, so siblings come
+/// together and their parent is looked up once; each parent's children table is sized before
+/// it is filled, so a parent of a million children is not rehashed twenty times.
+fn link_loaded(tree: &mut DataTree, ids: &[crate::store::NodeId]) -> Result<(), DecodeError> {
+    let mut links = Vec::with_capacity(ids.len());
+    let mut special = Vec::new();
+    let mut last: Option<(String, crate::store::NodeId)> = None;
+    for &id in ids {
+        let p = tree.nodes.path_of(id);
+        if p == "/" {
+            continue;
+        }
+        let parent_path =
+            crate::tree::key(path::parent_of(p).ok_or(DecodeError::Invalid("relative path"))?);
+        let parent = match &last {
+            Some((lp, lid)) if lp == parent_path => *lid,
+            _ => {
+                let pid = tree
+                    .nodes
+                    .id_of(parent_path)
+                    .ok_or(DecodeError::Invalid("node without parent"))?;
+                last = Some((parent_path.to_owned(), pid));
+                pid
+            }
+        };
+        links.push((parent, id));
+        let owner = tree.nodes.get(p).map_or(0, |n| n.ephemeral_owner);
+        if owner != 0 {
+            special.push((p.to_owned(), owner));
+        }
+    }
+    let mut counts: HashMap<crate::store::NodeId, usize> = HashMap::new();
+    for (parent, _) in &links {
+        *counts.entry(*parent).or_default() += 1;
+    }
+    for (parent, n) in counts {
+        tree.nodes.reserve_children(parent, n);
+    }
+    for (parent, child) in links {
+        tree.nodes.link_child(parent, child);
+    }
+    for (p, owner) in special {
+        tree.index_special_pub(&p, owner);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -120,6 +120,31 @@ impl NodeStore {
         Some(slot.node)
     }
 
+    /// Room for `additional` more nodes, so a bulk load (a snapshot) does not rehash as it goes.
+    pub fn reserve(&mut self, additional: usize) {
+        self.slots.reserve(additional);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.reserve(additional, |&i| {
+            hasher.hash_one(&*slots[i as usize].as_ref().expect("indexed").path)
+        });
+    }
+
+    /// Room for `additional` more children of `parent`.
+    pub fn reserve_children(&mut self, parent: NodeId, additional: usize) {
+        let mut table = self.take_children(parent);
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        table.reserve(additional, |&c| {
+            let p = &slots[c as usize].as_ref().expect("a live child").path;
+            hasher.hash_one(path::name_of(p))
+        });
+        // Kept even while empty: the children are about to be linked.
+        let node = &mut self.slots[parent as usize]
+            .as_mut()
+            .expect("a live parent")
+            .node;
+        node.children = Some(Box::new(table));
+    }
+
     /// Records `child` among `parent`'s children.
     pub fn link_child(&mut self, parent: NodeId, child: NodeId) {
         let name_hash = self.hash(path::name_of(self.path_of(child)));
