@@ -55,7 +55,8 @@ pub async fn run(cfg: &WorkerConfig) -> Result<Report, String> {
 }
 
 /// Works while the session lives: a lost connection is retried on the same session (the
-/// client reconnects to another server and keeps the claims), only an ended session returns.
+/// client reconnects to another server), after giving back the claim of the batch it
+/// interrupted; only an ended session returns.
 async fn work_in_session(
     cfg: &WorkerConfig,
     conn: &Conn,
