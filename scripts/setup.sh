@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what Corral's tests and benchmarks need, only what is missing: Debian's zookeeper
+# (the reference server and zkCli.sh, with its Jetty AdminServer), zookeeper-bin (the C client),
+# netcat, a JRE, npm, and a Python venv (.venv, or $CORRAL_VENV) with kazoo, pytest,
+# prometheus_client and pexpect. scripts/test.sh and bench/compare run it first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${CORRAL_VENV:-$PWD/.venv}"
+
+missing=()
+[ -r /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
+[ -x /usr/lib/zookeeper/bin/cli_mt ] || missing+=(zookeeper-bin)
+command -v nc >/dev/null || missing+=(netcat-openbsd)
+command -v java >/dev/null || missing+=(default-jre-headless)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c 'import kazoo, pytest, prometheus_client, pexpect' 2>/dev/null; then
+    "$venv/bin/pip" install -q kazoo pytest prometheus_client pexpect
+fi
