@@ -352,11 +352,7 @@ pub async fn start(
             Err(e) => return Err(ReplicationError::Raft(e.to_string())),
         }
     }
-    if cfg.members.len() == 1 && !is_observer {
-        // Alone, it needs nobody's vote: elect now rather than after an election timeout, so a
-        // restarted standalone server serves sooner.
-        let _ = raft.trigger().elect().await;
-    }
+
     if let Some(listener) = peer_listener {
         tokio::spawn(serve_peers(
             listener,
