@@ -44,6 +44,29 @@ trap cleanup EXIT
 step "building"
 cargo build --workspace --all-targets
 
+step "the README's first command, cargo run -- server (a debug build here), serves"
+# Only the port is given, so a machine's own 2181 cannot get in the way; the data goes to
+# ./corral-data of the directory it runs in, as the README says.
+readme_port=$(free_port)
+mkdir -p "$work/readme"
+(cd "$work/readme" && exec setsid cargo run -q --manifest-path "$repo/Cargo.toml" -- server --port "$readme_port" > server.log 2>&1) &
+readme_pid=$!
+readme_ok=""
+for _ in $(seq 100); do
+    # `srvr` is the one four-letter word ZooKeeper's default whitelist allows.
+    echo srvr | nc -q1 -w1 127.0.0.1 "$readme_port" 2>/dev/null | grep -q "^Mode: standalone" && readme_ok=1 && break
+    sleep 0.1
+done
+kill -TERM -- "-$readme_pid" 2>/dev/null || true
+for _ in $(seq 100); do kill -0 "$readme_pid" 2>/dev/null || break; sleep 0.1; done
+kill -KILL -- "-$readme_pid" 2>/dev/null || true
+wait "$readme_pid" 2>/dev/null || true
+if [ -z "$readme_ok" ] || [ ! -d "$work/readme/corral-data" ]; then
+    cat "$work/readme/server.log" >&2
+    echo "cargo run -- server did not serve with its data in ./corral-data" >&2
+    exit 1
+fi
+
 step "starting the reference Apache ZooKeeper 3.8"
 zk_port=$(free_port)
 zk_admin_port=$(free_port)

@@ -310,28 +310,28 @@ impl SegmentedLog {
     }
 }
 
-/// Whether the record after a damaged one at `pos` (by its length field) is whole and valid.
+/// Whether any whole, valid record of a later index than the damaged one at `pos` lies after it.
+///
+/// The damaged record's own length field cannot be trusted (a flip there would hide every record
+/// behind it), so every byte offset is tried. Cheap tests (a plausible length and index) come
+/// before the checksum, so the scan costs little even over a long tail of torn garbage.
 fn valid_record_follows(bytes: &[u8], pos: usize, damaged_index: u64) -> bool {
-    let Some(head) = bytes.get(pos..pos + 8) else {
-        return false;
-    };
-    let body_len = u32::from_be_bytes(head[0..4].try_into().expect("4")) as usize;
-    if !(8..=MAX_RECORD).contains(&body_len) {
-        return false;
-    }
-    let next = pos + 8 + body_len;
-    let Some(head) = bytes.get(next..next + 8) else {
-        return false;
-    };
-    let len = u32::from_be_bytes(head[0..4].try_into().expect("4")) as usize;
-    let crc = u32::from_be_bytes(head[4..8].try_into().expect("4"));
-    match bytes.get(next + 8..next + 8 + len) {
-        Some(body) if len >= 8 => {
-            crc32c::crc32c(body) == crc
-                && u64::from_be_bytes(body[0..8].try_into().expect("8")) == damaged_index + 1
+    let max_later = (bytes.len().saturating_sub(pos) / 16) as u64;
+    (pos + 1..bytes.len().saturating_sub(15)).any(|at| {
+        let head = &bytes[at..at + 16];
+        let body_len = u32::from_be_bytes(head[0..4].try_into().expect("4")) as usize;
+        let index = u64::from_be_bytes(head[8..16].try_into().expect("8"));
+        let plausible = (8..=MAX_RECORD).contains(&body_len)
+            && index > damaged_index
+            && index - damaged_index <= max_later;
+        if !plausible {
+            return false;
         }
-        _ => false,
-    }
+        let crc = u32::from_be_bytes(head[4..8].try_into().expect("4"));
+        bytes
+            .get(at + 8..at + 8 + body_len)
+            .is_some_and(|body| crc32c::crc32c(body) == crc)
+    })
 }
 
 /// Reads a segment back, checking every record. Damage at the tail of the last segment is cut.
@@ -502,6 +502,27 @@ mod tests {
             SegmentedLog::open(&dir, 1 << 20),
             Err(StorageError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn flipped_length_field_mid_way_in_the_last_segment_is_corruption() {
+        // A flip in a length field makes the records behind it unreachable by walking lengths;
+        // they were acknowledged, so this must not pass for a torn tail.
+        for (bit, what) in [(0x80, "length too large"), (0x01, "length off by one")] {
+            let dir = temp("fliplen");
+            drop(fill(&dir, 10, 1 << 20));
+            let seg = dir.join(segment_name(1));
+            let mut bytes = fs::read(&seg).unwrap();
+            bytes[HEADER + 3 - usize::from(bit == 0x80) * 3] ^= bit;
+            fs::write(&seg, bytes).unwrap();
+            assert!(
+                matches!(
+                    SegmentedLog::open(&dir, 1 << 20),
+                    Err(StorageError::Corrupt { .. })
+                ),
+                "{what}"
+            );
+        }
     }
 
     #[test]

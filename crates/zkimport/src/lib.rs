@@ -88,7 +88,10 @@ pub struct DigestCheck {
     /// Digests compared (the snapshot's, once its txn is replayed, and each txn's after it).
     pub checked: u64,
     pub mismatches: u64,
+    /// The zxid of the first comparison: the snapshot's digest, if it had one in reach.
+    pub first_checked_zxid: Option<i64>,
     pub first_mismatch_zxid: Option<i64>,
+    pub last_mismatch_zxid: Option<i64>,
 }
 
 /// Imports the ZooKeeper data directory `dir` (the `dataDir` holding `version-2/`, or

@@ -125,11 +125,13 @@ impl Replay {
 
     fn compare_digest(&mut self, zxid: i64, expected: i64) {
         self.digests.checked += 1;
+        self.digests.first_checked_zxid.get_or_insert(zxid);
         let actual = self.tree.digest();
         if actual == expected as u64 {
             return;
         }
         self.digests.mismatches += 1;
+        self.digests.last_mismatch_zxid = Some(zxid);
         if self.digests.first_mismatch_zxid.is_none() {
             self.digests.first_mismatch_zxid = Some(zxid);
             tracing::warn!(

@@ -200,8 +200,26 @@ fn check_summary(imported: &Imported, digests: &DigestCheck, expected: &Expected
     );
     assert!(!imported.logs_read.is_empty());
     assert!(digests.checked > 0, "ZooKeeper 3.8 logs tree digests");
-    assert_eq!(digests.mismatches, 0, "{digests:?}");
+    assert_digests_match(digests, "from the newest snapshot");
     assert_eq!(imported.tree.last_zxid(), expected.last_zxid);
+}
+
+/// Every digest ZooKeeper recorded matches the rebuilt tree, but for one race of its own.
+///
+/// ZooKeeper records a fuzzy snapshot's digest as of the last txn it had finished when
+/// serialisation ended (`DataTree.lastProcessedZxidDigest`, set after a txn's changes), but a
+/// txn being applied at that moment may already be in the serialised nodes. The tree then
+/// differs from that one digest, at its zxid only (ZooKeeper itself logs the mismatch), and the
+/// next txn's replay makes it whole again.
+fn assert_digests_match(digests: &DigestCheck, context: &str) {
+    let race_only = digests.mismatches == 0
+        || (digests.first_mismatch_zxid == digests.first_checked_zxid
+            && digests.last_mismatch_zxid == digests.first_checked_zxid);
+    assert!(race_only, "{context}: {digests:?}");
+    assert!(
+        digests.checked > digests.mismatches,
+        "{context}: {digests:?}"
+    );
 }
 
 fn run(name: &str, compression: Option<&str>) {
@@ -286,7 +304,7 @@ fn replay_from_older_snapshots(
         let (imported, digests) = import_with_digest_check(&dir, &ImportOptions::default())
             .unwrap_or_else(|e| panic!("import from {snapshot:?}: {e}"));
         assert_eq!(imported.last_zxid, last_zxid, "from {snapshot:?}");
-        assert_eq!(digests.mismatches, 0, "from {snapshot:?}: {digests:?}");
+        assert_digests_match(&digests, &format!("from {snapshot:?}"));
         compare(&seen_in(&imported), want);
     }
 }
