@@ -4,13 +4,19 @@
 #   scripts/ensemble.sh [DIR]      data and configs under DIR (default ./corral-ensemble)
 #
 # Clients connect to 127.0.0.1:2181, 127.0.0.1:2182 or 127.0.0.1:2183 (any member takes
-# writes). The zoo.cfg files are ordinary ZooKeeper ensemble configs: server.N lines and a myid
-# file in each dataDir.
+# writes); the admin HTTP endpoints are at 127.0.0.1:8080, 8081 and 8082. The zoo.cfg files are
+# ordinary ZooKeeper ensemble configs: server.N lines and a myid file in each dataDir.
+# CORRAL_PROFILE=debug uses a debug build (quicker to build; the test command does so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-corral-ensemble}"
-cargo build --release --quiet
-bin="$PWD/target/release/corral"
+profile="${CORRAL_PROFILE:-release}"
+if [ "$profile" = release ]; then
+    cargo build --release --quiet -p corral
+else
+    cargo build --quiet -p corral
+fi
+bin="$PWD/target/$profile/corral"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 for id in 1 2 3; do
@@ -22,6 +28,8 @@ dataDir=$dir/$id/data
 clientPort=$((2180 + id))
 clientPortAddress=127.0.0.1
 4lw.commands.whitelist=*
+admin.serverAddress=127.0.0.1
+admin.serverPort=$((8079 + id))
 server.1=127.0.0.1:2888:3888
 server.2=127.0.0.1:2889:3889
 server.3=127.0.0.1:2890:3890

@@ -310,7 +310,7 @@ fn load_config(args: &ServerArgs) -> Result<ServerConfig, corral_server::ConfigE
         cfg.client_port = p;
     }
     if let Some(d) = &args.data_dir {
-        cfg.data_dir = d.clone();
+        cfg.set_data_dir(d.clone())?;
     }
     if let Some(a) = args.address {
         cfg.client_address = a;

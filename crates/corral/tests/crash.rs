@@ -93,6 +93,8 @@ fn sigkill_during_writes_loses_nothing_acknowledged() {
     let mut acked_multis: Vec<usize> = Vec::new();
     for round in 0..rounds {
         let mut child = start(&dir, port);
+        // After every restart, not only the last: each recovery must hold everything so far.
+        verify(addr, &all_acked, &acked_multis, &all_multis);
         let kill_after = Duration::from_millis(150 + 97 * (round as u64 % 5));
         let (connected, session_ready) = std::sync::mpsc::channel();
         let killer = std::thread::spawn(move || {
@@ -112,25 +114,7 @@ fn sigkill_during_writes_loses_nothing_acknowledged() {
         all_multis.push((round, sent_multis));
     }
     let mut child = start(&dir, port);
-    let mut c = RawClient::connect(addr);
-    for p in &all_acked {
-        assert_eq!(c.call(exists(p, false)).err, 0, "acknowledged {p} was lost");
-    }
-    for n in &acked_multis {
-        assert_eq!(
-            c.call(exists(&format!("/m{n}-b"), false)).err,
-            0,
-            "acknowledged multi {n} lost"
-        );
-    }
-    for (round, sent) in all_multis {
-        for k in 0..sent {
-            let n = round * 1_000_000 + k;
-            let a = c.call(exists(&format!("/m{n}-a"), false)).err == 0;
-            let b = c.call(exists(&format!("/m{n}-b"), false)).err == 0;
-            assert_eq!(a, b, "multi {n} is half applied");
-        }
-    }
+    verify(addr, &all_acked, &acked_multis, &all_multis);
     child.kill();
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("log"));
@@ -139,4 +123,33 @@ fn sigkill_during_writes_loses_nothing_acknowledged() {
         all_acked.len(),
         acked_multis.len()
     );
+}
+
+/// Every acknowledged create and multi is there, and no multi sent is half applied.
+fn verify(
+    addr: SocketAddr,
+    acked: &[String],
+    acked_multis: &[usize],
+    sent_multis: &[(usize, usize)],
+) {
+    let mut c = RawClient::connect(addr);
+    for p in acked {
+        assert_eq!(c.call(exists(p, false)).err, 0, "acknowledged {p} was lost");
+    }
+    for n in acked_multis {
+        assert_eq!(
+            c.call(exists(&format!("/m{n}-b"), false)).err,
+            0,
+            "acknowledged multi {n} lost"
+        );
+    }
+    for &(round, sent) in sent_multis {
+        for k in 0..sent {
+            let n = round * 1_000_000 + k;
+            let a = c.call(exists(&format!("/m{n}-a"), false)).err == 0;
+            let b = c.call(exists(&format!("/m{n}-b"), false)).err == 0;
+            assert_eq!(a, b, "multi {n} is half applied");
+        }
+    }
+    assert_eq!(c.call(Request::CloseSession).err, 0);
 }

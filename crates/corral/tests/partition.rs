@@ -4,11 +4,12 @@
 //! acknowledge writes; the majority elects a new leader and goes on; after healing, every member
 //! holds the same tree.
 
-use corral_proto::{PathRequest, Request, Response};
+use corral_proto::{PathRequest, Request, Response, Stat};
 use corral_testkit::linearizable::{self, State, Workload};
 use corral_testkit::{
-    create, free_port, get_children, temp_data_dir, try_four_letter, Proxy, RawClient,
+    create, free_port, get_children, get_data, temp_data_dir, try_four_letter, Proxy, RawClient,
 };
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -49,20 +50,28 @@ fn wait_for_leader(members: &[Member], among: &[usize]) -> usize {
     }
 }
 
-/// Children of `/part` as member `addr` sees them after a sync.
-fn children(addr: SocketAddr) -> Vec<String> {
+/// Every znode as member `addr` holds it after a sync: path → (data, Stat). Zxids and times
+/// included: the tree is a function of the log, so converged members agree on all of it.
+fn whole_tree(addr: SocketAddr) -> BTreeMap<String, (Vec<u8>, Stat)> {
     let mut c = RawClient::connect(addr);
     assert_eq!(
         c.call(Request::Sync(PathRequest { path: "/".into() })).err,
         0
     );
-    match c.call(get_children("/part", false)).body {
-        Some(Response::GetChildren(mut v)) => {
-            v.sort();
-            v
+    let mut tree = BTreeMap::new();
+    let mut todo = vec!["/".to_string()];
+    while let Some(path) = todo.pop() {
+        let Some(Response::GetData(d)) = c.call(get_data(&path, false)).body else {
+            continue; // deleted while we walked (a session expiring): the caller looks again
+        };
+        if let Some(Response::GetChildren(kids)) = c.call(get_children(&path, false)).body {
+            let prefix = if path == "/" { "" } else { path.as_str() };
+            todo.extend(kids.iter().map(|k| format!("{prefix}/{k}")));
         }
-        other => panic!("{other:?}"),
+        tree.insert(path, (d.data.to_vec(), d.stat));
     }
+    assert_eq!(c.call(Request::CloseSession).err, 0);
+    tree
 }
 
 #[test]
@@ -244,17 +253,39 @@ fn isolated_leader_stops_acknowledging_majority_goes_on_and_all_converge() {
         other => panic!("the live session's ephemeral was deleted: {other:?}"),
     }
     assert_eq!(holder.ping().err, 0, "the live session was expired");
-    let views: Vec<Vec<String>> = members.iter().map(|m| children(m.client)).collect();
-    assert_eq!(views[0], views[1]);
-    assert_eq!(views[1], views[2]);
-    assert!(views[0].contains(&"before".to_string()));
+    // Every member holds the same whole tree. Looked at again while they differ: a session of
+    // the test expiring between two looks changes the tree under them.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let tree = loop {
+        let trees: Vec<_> = members.iter().map(|m| whole_tree(m.client)).collect();
+        if trees[0] == trees[1] && trees[1] == trees[2] {
+            break trees[0].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members hold different trees: {:?}",
+            differences(&trees)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(tree.contains_key("/part/before"));
     for k in 0..20 {
         assert!(
-            views[0].contains(&format!("majority-{k}")),
+            tree.contains_key(&format!("/part/majority-{k}")),
             "acknowledged majority-{k} missing"
         );
     }
     members.clear();
     drop(proxies);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The paths whose data or Stat differ between the members' trees.
+fn differences(trees: &[BTreeMap<String, (Vec<u8>, Stat)>]) -> Vec<String> {
+    let paths: std::collections::BTreeSet<&String> = trees.iter().flat_map(|t| t.keys()).collect();
+    paths
+        .into_iter()
+        .filter(|p| trees.iter().any(|t| t.get(*p) != trees[0].get(*p)))
+        .cloned()
+        .collect()
 }

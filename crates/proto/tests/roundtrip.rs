@@ -146,6 +146,25 @@ fn request() -> impl Strategy<Value = Request> {
                 persistent_watches: d,
                 persistent_recursive_watches: e
             })),
+        (any::<i64>(), strings(), strings(), strings()).prop_map(|(z, a, b, c)| {
+            Request::SetWatches(SetWatches {
+                relative_zxid: z,
+                data_watches: a,
+                exist_watches: b,
+                child_watches: c,
+            })
+        }),
+        (text(), text(), text(), any::<i64>()).prop_map(|(j, l, n, id)| Request::Reconfig(
+            ReconfigRequest {
+                joining_servers: j,
+                leaving_servers: l,
+                new_members: n,
+                cur_config_id: id,
+            }
+        )),
+        (text(), any::<i32>()).prop_map(|(path, watcher_type)| Request::CheckWatches(
+            WatchTypeRequest { path, watcher_type }
+        )),
         "[/a-z]{1,10}".prop_map(Request::DeleteContainer),
         Just(Request::Ping),
         Just(Request::WhoAmI),
@@ -185,6 +204,17 @@ fn response() -> impl Strategy<Value = (OpCode, Response)> {
         )),
         any::<i32>().prop_map(|n| (OpCode::GetAllChildrenNumber, Response::Count(n))),
         Just((OpCode::Delete, Response::Empty)),
+        strings().prop_map(|e| (OpCode::GetEphemerals, Response::Ephemerals(e))),
+        proptest::collection::vec((text(), text()), 0..4).prop_map(|infos| (
+            OpCode::WhoAmI,
+            Response::WhoAmI(
+                infos
+                    .into_iter()
+                    .map(|(auth_scheme, user)| ClientInfo { auth_scheme, user })
+                    .collect()
+            )
+        )),
+        any::<i32>().prop_map(|e| (OpCode::AddWatch, Response::ErrorBody(e))),
     ];
     prop_oneof![
         single.clone(),
@@ -217,6 +247,46 @@ proptest! {
         let mut body = Vec::new();
         resp.encode(&mut body);
         prop_assert_eq!(Response::decode(op, &body).unwrap(), resp);
+    }
+
+    #[test]
+    fn headers_and_events_round_trip(
+        (xid, zxid, err) in (any::<i32>(), any::<i64>(), any::<i32>()),
+        (event_type, state, path) in (any::<i32>(), any::<i32>(), text()),
+    ) {
+        let header = ReplyHeader { xid, zxid, err };
+        let mut out = Vec::new();
+        header.encode(&mut out);
+        prop_assert_eq!(out.len(), 16);
+        prop_assert_eq!(ReplyHeader::from_bytes(&out).unwrap(), header);
+        let event = WatcherEvent { event_type, state, path };
+        let mut out = Vec::new();
+        event.encode(&mut out);
+        prop_assert_eq!(WatcherEvent::from_bytes(&out).unwrap(), event);
+    }
+
+    #[test]
+    fn handshakes_round_trip(
+        (protocol_version, last_zxid_seen, time_out, session_id, passwd) in
+            (any::<i32>(), any::<i64>(), any::<i32>(), any::<i64>(), bytes()),
+        read_only in proptest::option::of(any::<bool>()),
+    ) {
+        let hs = frame::Handshake {
+            request: ConnectRequest { protocol_version, last_zxid_seen, time_out, session_id, passwd: passwd.clone() },
+            read_only,
+        };
+        let mut out = Vec::new();
+        hs.encode(&mut out);
+        prop_assert_eq!(frame::Handshake::decode(&out).unwrap(), hs);
+        let resp = ConnectResponse { protocol_version, time_out, session_id, passwd };
+        let framed = frame::connect_response_frame(&resp, read_only);
+        let len = i32::from_be_bytes(framed[0..4].try_into().unwrap()) as usize;
+        prop_assert_eq!(len, framed.len() - 4);
+        // The reply carries the readOnly byte exactly when the request did.
+        let body = &framed[4..];
+        let mut r = Reader::new(body);
+        prop_assert_eq!(ConnectResponse::decode(&mut r).unwrap(), resp);
+        prop_assert_eq!(r.is_empty(), read_only.is_none());
     }
 
     #[test]

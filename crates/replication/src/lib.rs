@@ -10,6 +10,7 @@
 // are openraft's shape, not a choice made here.
 #![allow(clippy::result_large_err)]
 
+mod leader_stats;
 mod log_store;
 mod network;
 mod node;
@@ -17,6 +18,7 @@ mod state_machine;
 mod timings;
 mod types;
 
+pub use leader_stats::{LeaderCounters, LeaderView};
 pub use node::{
     handle, recover, start, Member, ReplicaConfig, ReplicaHandle, ReplicationError, Role, Storage,
 };

@@ -176,6 +176,7 @@ pub struct ReplicaHandle {
     raft: Arc<OnceLock<Raft>>,
     members: Arc<BTreeMap<NodeId, Member>>,
     timings: Arc<crate::ReplicaTimings>,
+    leader_counters: Arc<crate::LeaderCounters>,
 }
 
 impl ReplicaHandle {
@@ -186,6 +187,37 @@ impl ReplicaHandle {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Pending syncs and proposal sizes, as this member counted them while it led.
+    pub fn leader_counters(&self) -> &crate::LeaderCounters {
+        &self.leader_counters
+    }
+
+    /// While this member leads: the members replicating from it and which have caught up with
+    /// its term. `None` on any other member.
+    pub fn leader_view(&self) -> Option<crate::LeaderView> {
+        let raft = self.raft.get()?;
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        if m.current_leader != Some(self.id) {
+            return None;
+        }
+        let mut view = crate::LeaderView::default();
+        for (id, matched) in m.replication.as_ref()?.iter() {
+            if *id == self.id {
+                continue;
+            }
+            view.learners += 1;
+            let synced = matched.is_some_and(|l| l.leader_id.term == m.current_term);
+            let observer = self.members.get(id).is_some_and(|mm| mm.observer);
+            match (synced, observer) {
+                (true, false) => view.synced_followers += 1,
+                (true, true) => view.synced_observers += 1,
+                _ => {}
+            }
+        }
+        Some(view)
     }
 
     /// Queues an encoded proposal (`Proposal::to_framed_bytes`); false once replication stopped.
@@ -219,6 +251,7 @@ impl ReplicaHandle {
         let raft = self.raft.get()?;
         let leader = self.leader()?;
         if leader == self.id {
+            let _pending = self.leader_counters.sync_started();
             let (read, _) = raft.get_read_log_id().await.ok()?;
             return Some(read.map_or(0, |l| l.index));
         }
@@ -276,6 +309,7 @@ pub fn handle(cfg: &ReplicaConfig) -> (ReplicaHandle, mpsc::UnboundedReceiver<Ve
         raft: Arc::new(OnceLock::new()),
         members: Arc::new(cfg.members.clone()),
         timings: Default::default(),
+        leader_counters: Default::default(),
     };
     (handle, proposals)
 }
@@ -410,6 +444,7 @@ async fn proposer(
             let attempt = match leader {
                 Some(l) if l == handle.id => {
                     let payload = Payload(Batch::encode_framed(now_ms(), &items));
+                    handle.leader_counters.proposed(payload.0.len());
                     match raft.client_write(payload).await {
                         Ok(_) => Placement::Placed,
                         // The entry may have been appended and may still commit under the next
@@ -588,10 +623,13 @@ async fn serve_peer(
                 }
                 PeerResponse::Proposed(leads)
             }
-            PeerRequest::ReadIndex => PeerResponse::ReadIndex(match raft.get_read_log_id().await {
-                Ok((read, _)) => Some(read.map_or(0, |l| l.index)),
-                Err(_) => None,
-            }),
+            PeerRequest::ReadIndex => {
+                let _pending = handle.leader_counters.sync_started();
+                PeerResponse::ReadIndex(match raft.get_read_log_id().await {
+                    Ok((read, _)) => Some(read.map_or(0, |l| l.index)),
+                    Err(_) => None,
+                })
+            }
             PeerRequest::Touch(sessions) => {
                 let _ = core.send(ToCore::Touch { sessions }).await;
                 PeerResponse::Touched

@@ -268,16 +268,7 @@ impl ServerConfig {
                 "server ids run from 1 to 254",
             ));
         }
-        if !c.servers.is_empty() {
-            c.my_id = read_my_id(&c.data_dir)?;
-            if !c.servers.contains_key(&c.my_id) {
-                return Err(bad(
-                    "myid",
-                    &c.my_id.to_string(),
-                    "no server.N line has this id",
-                ));
-            }
-        }
+        c.read_my_id()?;
         if c.min_session_timeout_ms > c.max_session_timeout_ms {
             return Err(bad(
                 "minSessionTimeout",
@@ -286,6 +277,29 @@ impl ServerConfig {
             ));
         }
         Ok(c)
+    }
+
+    /// Moves the data directory (`--data-dir` over the file's `dataDir`); an ensemble member
+    /// then reads its `myid` from the new one.
+    pub fn set_data_dir(&mut self, dir: PathBuf) -> Result<(), ConfigError> {
+        self.data_dir = dir;
+        self.read_my_id()
+    }
+
+    /// An ensemble member's id from `dataDir/myid`, which a `server.N` line must name.
+    fn read_my_id(&mut self) -> Result<(), ConfigError> {
+        if self.servers.is_empty() {
+            return Ok(());
+        }
+        self.my_id = read_my_id(&self.data_dir)?;
+        if !self.servers.contains_key(&self.my_id) {
+            return Err(bad(
+                "myid",
+                &self.my_id.to_string(),
+                "no server.N line has this id",
+            ));
+        }
+        Ok(())
     }
 
     /// Clamps a requested session timeout to [minSessionTimeout, maxSessionTimeout].
@@ -375,10 +389,17 @@ fn parse_whitelist(key: &str, value: &str) -> Result<Vec<String>, ConfigError> {
                 .map(|s| s.to_string())
                 .collect());
         }
-        if !ALL_FOUR_LETTER_WORDS.contains(&w) {
-            return Err(bad(key, value, &format!("unknown four-letter word {w:?}")));
+        if ALL_FOUR_LETTER_WORDS.contains(&w) {
+            words.push(w.to_owned());
+        } else {
+            // ZooKeeper takes any word here; a list written for it (with `gtmk`, `stmk` or
+            // `hash`, which Corral does not answer) must not stop the server.
+            tracing::warn!(
+                key,
+                word = w,
+                "not a four-letter word Corral answers; ignored"
+            );
         }
-        words.push(w.to_owned());
     }
     // ZooKeeper always answers srvr.
     if !words.iter().any(|w| w == "srvr") {
@@ -416,9 +437,13 @@ mod tests {
         assert!(msg.contains("clientPort") && msg.contains("http"), "{msg}");
         let err = ServerConfig::from_pairs(&pairs(&[("tickTime", "0")])).unwrap_err();
         assert!(err.to_string().contains("tickTime"));
-        let err = ServerConfig::from_pairs(&pairs(&[("4lw.commands.whitelist", "ruok,boom")]))
-            .unwrap_err();
-        assert!(err.to_string().contains("boom"));
+    }
+
+    #[test]
+    fn whitelist_words_corral_does_not_answer_are_ignored_as_zookeeper_accepts_them() {
+        let c = ServerConfig::from_pairs(&pairs(&[("4lw.commands.whitelist", "ruok, gtmk,hash")]))
+            .unwrap();
+        assert_eq!(c.four_letter_whitelist, ["ruok", "srvr"]);
     }
 
     #[test]
@@ -442,6 +467,28 @@ mod tests {
         for bad in ["h:1", "h:x:2", ":1:2", "h:1:2:boss"] {
             assert!(ServerLine::parse("server.9", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn data_dir_given_later_supplies_the_myid() {
+        let base = std::env::temp_dir().join(format!("corral-myid-move-{}", std::process::id()));
+        let (first, second) = (base.join("a"), base.join("b"));
+        for (dir, id) in [(&first, "1"), (&second, "2")] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("myid"), id).unwrap();
+        }
+        let mut c = ServerConfig::from_pairs(&pairs(&[
+            ("dataDir", first.to_str().unwrap()),
+            ("server.1", "127.0.0.1:2888:3888"),
+            ("server.2", "127.0.0.1:2889:3889"),
+        ]))
+        .unwrap();
+        assert_eq!(c.my_id, 1);
+        c.set_data_dir(second.clone()).unwrap();
+        assert_eq!((c.my_id, &c.data_dir), (2, &second));
+        std::fs::write(second.join("myid"), "9").unwrap();
+        assert!(c.set_data_dir(second).is_err());
+        let _ = std::fs::remove_dir_all(base);
     }
 
     #[test]

@@ -228,6 +228,8 @@ pub struct Core {
     draining: Option<oneshot::Sender<()>>,
     /// Since when this member has known no leader (for the `election_time` metric).
     leaderless_since: Option<Instant>,
+    /// Since when this member has led (for the `leader_uptime` metric).
+    pub(crate) leading_since: Option<Instant>,
     /// The zxid and time (seconds since the epoch) of the last snapshot started here.
     last_snapshot: (i64, i64),
 }
@@ -334,6 +336,7 @@ impl Core {
             inbox,
             draining: None,
             leaderless_since: Some(Instant::now()),
+            leading_since: None,
             last_snapshot: (0, now_ms() / 1000),
         }
     }
@@ -508,6 +511,9 @@ impl Core {
             for s in self.sessions.values_mut() {
                 s.deadline = now + Duration::from_millis(s.timeout_ms as u64);
             }
+        }
+        if role.leads() != self.role.leads() || term != self.term {
+            self.leading_since = role.leads().then(Instant::now);
         }
         let term_changed = self.term != 0 && term != self.term;
         if (self.leader.is_some() && leader != self.leader) || term_changed {

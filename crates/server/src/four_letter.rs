@@ -242,7 +242,7 @@ impl Core {
         let count = |n: usize| Value::Gauge(n as i64);
         let (data_dir_size, log_dir_size) = self.dir_sizes();
         let summary = |s: &crate::metrics::Summary| Value::Summary(s.reading());
-        vec![
+        let mut metrics = vec![
             Metric::new("version", "the version", Value::Text(VERSION_LINE.into())),
             Metric::new(
                 "server_state",
@@ -375,7 +375,78 @@ impl Core {
                     ..self.stats.election_time.reading()
                 }),
             ),
-        ]
+        ];
+        metrics.extend(self.quorum_metrics());
+        metrics
+    }
+
+    /// What only quorum members report (`quorum_size`), and what only a leader reports: its
+    /// learners, pending syncs and proposal sizes (ZooKeeper's `LeaderZooKeeperServer`).
+    fn quorum_metrics(&self) -> Vec<Metric> {
+        let members = self.replica.members();
+        if members.len() < 2 {
+            return Vec::new();
+        }
+        let voters = members.values().filter(|m| !m.observer).count();
+        let mut out = vec![Metric::new(
+            "quorum_size",
+            "voting members",
+            Value::Gauge(voters as i64),
+        )];
+        let (Some(view), Some(since)) = (self.replica.leader_view(), self.leading_since) else {
+            return out;
+        };
+        let counters = self.replica.leader_counters();
+        let (last, min, max) = counters.proposal_sizes();
+        let gauge = |n: usize| Value::Gauge(n as i64);
+        out.extend([
+            Metric::new(
+                "learners",
+                "members replicating from this leader",
+                gauge(view.learners),
+            ),
+            Metric::new(
+                "synced_followers",
+                "voting members caught up with this leader's term",
+                gauge(view.synced_followers),
+            ),
+            Metric::new(
+                "synced_non_voting_followers",
+                "non-voting followers (Corral has none)",
+                gauge(0),
+            ),
+            Metric::new(
+                "synced_observers",
+                "observers caught up with this leader's term",
+                gauge(view.synced_observers),
+            ),
+            Metric::new(
+                "pending_syncs",
+                "syncs being answered",
+                Value::Gauge(counters.pending_syncs()),
+            ),
+            Metric::new(
+                "leader_uptime",
+                "milliseconds since this member became leader",
+                Value::Counter(since.elapsed().as_millis() as u64),
+            ),
+            Metric::new(
+                "last_proposal_size",
+                "bytes of the last log entry proposed",
+                Value::Gauge(last),
+            ),
+            Metric::new(
+                "max_proposal_size",
+                "bytes of the largest log entry proposed",
+                Value::Gauge(max),
+            ),
+            Metric::new(
+                "min_proposal_size",
+                "bytes of the smallest log entry proposed",
+                Value::Gauge(min),
+            ),
+        ]);
+        out
     }
 
     /// Bytes of the snapshot directory and of the log directory.

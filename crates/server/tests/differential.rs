@@ -456,6 +456,33 @@ fn scripted_edge_cases_match_zookeeper() {
             create_with(OpCode::Create2, &format!("{r}/c2"), b"two", acl_open(), 0),
         ),
         c(0, Request::Multi(vec![])),
+        // check (13) on its own, outside a multi, failing. (A successful one is never answered
+        // by ZooKeeper 3.8: its FinalRequestProcessor serialises a SetDataResponse with no Stat
+        // and hits a NullPointerException. Corral answers it with an empty OK reply; see
+        // sessions.rs.)
+        c(0, create(&format!("{r}/checked"), b"", 0)),
+        c(0, set_data(&format!("{r}/checked"), b"v1", -1)),
+        c(
+            0,
+            Request::Check(PathVersionRequest {
+                path: format!("{r}/checked"),
+                version: 0,
+            }),
+        ),
+        c(
+            0,
+            Request::Check(PathVersionRequest {
+                path: format!("{r}/absent"),
+                version: 0,
+            }),
+        ),
+        c(
+            0,
+            Request::Check(PathVersionRequest {
+                path: "bad".into(),
+                version: 0,
+            }),
+        ),
         c(
             0,
             Request::Multi(vec![
@@ -718,4 +745,88 @@ fn sessions_and_ephemerals_match_zookeeper() {
         assert_eq!(b.call(Request::CloseSession).err, 0);
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// What one server does with a client that reconnects and hands back its watches with
+/// setWatches2 (opcode 105): one-shot ones fire at once for what changed while it was away,
+/// persistent and persistent-recursive ones are re-registered and keep firing. Returns each
+/// event as (type, path relative to the test's base).
+fn watches_handed_back_with_set_watches2(addr: SocketAddr) -> Vec<(i32, String)> {
+    let base = unique("/sw2-");
+    let p = |rel: &str| format!("{base}{rel}");
+    let mut a = RawClient::connect(addr);
+    for rel in ["", "/data", "/same", "/gone", "/p", "/r", "/r/c"] {
+        assert_eq!(a.call(create(&p(rel), b"", 0)).err, 0, "{addr}");
+    }
+    for (rel, mode) in [("/p", 0), ("/r", 1)] {
+        let r = a.call(Request::AddWatch(AddWatchRequest { path: p(rel), mode }));
+        assert_eq!(r.err, 0, "{addr}");
+    }
+    let seen = a.ping().zxid;
+    let (session, passwd) = (a.session_id, a.passwd.clone());
+    drop(a);
+    let mut other = RawClient::connect(addr);
+    assert_eq!(other.call(set_data(&p("/data"), b"x", -1)).err, 0);
+    assert_eq!(other.call(delete(&p("/gone"), -1)).err, 0);
+    assert_eq!(other.call(create(&p("/born"), b"", 0)).err, 0);
+    assert_eq!(other.call(set_data(&p("/p"), b"missed", -1)).err, 0);
+
+    let mut b = RawClient::resume(addr, session, passwd, seen, 5000).unwrap();
+    b.send(
+        -8,
+        &Request::SetWatches2(SetWatches2 {
+            relative_zxid: seen,
+            data_watches: vec![p("/data"), p("/same"), p("/gone")],
+            exist_watches: vec![p("/born")],
+            child_watches: vec![],
+            persistent_watches: vec![p("/p")],
+            persistent_recursive_watches: vec![p("/r")],
+        }),
+    );
+    let r = b.read_reply(-8, OpCode::SetWatches2).unwrap();
+    assert_eq!(r.err, 0, "{addr}");
+    let relative = |e: WatcherEvent| (e.event_type, e.path.replacen(&base, "", 1));
+    let mut events: Vec<(i32, String)> = b.events.drain(..).map(relative).collect();
+    events.sort();
+    // Then one change at a time, each followed by the event it fires.
+    let changes = [
+        set_data(&p("/p"), b"1", -1),
+        set_data(&p("/p"), b"2", -1),
+        create(&p("/p/kid"), b"", 0),
+        set_data(&p("/r/c"), b"deep", -1),
+        create(&p("/r/c/deeper"), b"", 0),
+        set_data(&p("/same"), b"now", -1),
+    ];
+    for change in changes {
+        assert_eq!(other.call(change).err, 0, "{addr}");
+        events.push(relative(b.next_event().expect("an event")));
+    }
+    for c in [&mut b, &mut other] {
+        assert_eq!(c.call(Request::CloseSession).err, 0);
+    }
+    events
+}
+
+#[test]
+fn set_watches2_on_reconnect_matches_zookeeper() {
+    let Some(zk_addr) = reference_addr() else {
+        return;
+    };
+    let _turn = REFERENCE.lock().unwrap_or_else(|e| e.into_inner());
+    let corral = TestServer::start();
+    let theirs = watches_handed_back_with_set_watches2(zk_addr);
+    let ours = watches_handed_back_with_set_watches2(corral.addr);
+    assert_eq!(ours, theirs);
+    // What ZooKeeper does, spelled out: one-shot watches fire for the changes missed,
+    // persistent ones fire from the reconnect on, and not for the change they missed.
+    assert_eq!(
+        theirs[..3],
+        [
+            (1, "/born".to_string()),
+            (2, "/gone".to_string()),
+            (3, "/data".to_string()),
+        ]
+    );
+    assert_eq!(theirs[3], (3, "/p".to_string()));
+    assert_eq!(theirs.len(), 9);
 }

@@ -210,3 +210,40 @@ fn flipped_byte_in_an_older_log_segment_refuses_to_start() {
         "{err}"
     );
 }
+
+#[test]
+fn pipelined_writes_share_fsyncs() {
+    // Group commit: writes that arrive while a sync is under way go to disk with the next one,
+    // so a pipelined load needs far fewer fdatasyncs than writes (one sync costs ~0.2 ms here;
+    // one per write would cap a server near 5k writes/s).
+    let server = TestServer::start();
+    let fsyncs = || -> u64 {
+        let mntr = four_letter(server.addr, "mntr");
+        mntr.lines()
+            .find_map(|l| l.strip_prefix("zk_cnt_fsynctime\t"))
+            .expect("zk_cnt_fsynctime in mntr")
+            .parse()
+            .unwrap()
+    };
+    let before = fsyncs();
+    const CLIENTS: i32 = 4;
+    const EACH: i32 = 500;
+    let mut clients: Vec<RawClient> = (0..CLIENTS)
+        .map(|_| RawClient::connect(server.addr))
+        .collect();
+    for (n, c) in clients.iter_mut().enumerate() {
+        for i in 0..EACH {
+            c.send(i + 1, &create(&format!("/gc-{n}-{i}"), b"", 0));
+        }
+    }
+    for c in &mut clients {
+        for i in 0..EACH {
+            assert_eq!(c.read_reply(i + 1, OpCode::Create).unwrap().err, 0);
+        }
+    }
+    let syncs = fsyncs() - before;
+    let writes = (CLIENTS * EACH) as u64;
+    eprintln!("{writes} acknowledged writes took {syncs} fsyncs");
+    assert!(syncs > 0, "acknowledged writes were never synced");
+    assert!(syncs * 4 <= writes, "{syncs} fsyncs for {writes} writes");
+}

@@ -438,3 +438,35 @@ fn pipelined_reads_see_exactly_the_writes_before_them() {
         xid += 2;
     }
 }
+
+#[test]
+fn check_on_its_own_answers_like_the_check_inside_a_multi() {
+    // ZooKeeper 3.8 never answers a successful stand-alone check (a NullPointerException in its
+    // FinalRequestProcessor); Corral answers OK with an empty body, and the failures as
+    // ZooKeeper does (compared in differential.rs).
+    let server = TestServer::start();
+    let mut c = RawClient::connect(server.addr);
+    assert_eq!(c.call(create("/checked", b"", 0)).err, 0);
+    assert_eq!(c.call(set_data("/checked", b"v", -1)).err, 0);
+    let check = |version| {
+        Request::Check(PathVersionRequest {
+            path: "/checked".into(),
+            version,
+        })
+    };
+    for version in [1, -1] {
+        let r = c.call(check(version));
+        assert_eq!(
+            (r.err, r.body),
+            (0, Some(Response::Empty)),
+            "version {version}"
+        );
+    }
+    assert_eq!(c.call(check(0)).code(), ErrorCode::BadVersion);
+    // It changed nothing.
+    let r = c.call(get_data("/checked", false));
+    let Some(Response::GetData(d)) = r.body else {
+        panic!("{r:?}")
+    };
+    assert_eq!((d.stat.version, &d.data[..]), (1, &b"v"[..]));
+}
