@@ -215,6 +215,11 @@ def test_zkcli_create_get_set(zk_hosts, make_client, root):
 
     r = zkcli(zk_hosts, "get", node)
     assert (r.rc, r.out) == (0, ["hello"])
+    # Created without data, a node holds null, which zkCli prints as "null".
+    r = zkcli(zk_hosts, "create", node + "-nodata")
+    assert (r.rc, r.err) == (0, ["Created " + node + "-nodata"])
+    r = zkcli(zk_hosts, "get", node + "-nodata")
+    assert (r.rc, r.out) == (0, ["null"])
     r = zkcli(zk_hosts, "set", node, "world")
     assert (r.rc, r.out, r.err) == (0, [], [])
     r = zkcli(zk_hosts, "set", "-v", "0", node, "stale")

@@ -450,6 +450,21 @@ def test_create_get_set_delete_with_stat(make_client, root):
         zk.get(path)
 
 
+def test_null_data_reads_back_as_none(make_client, root):
+    # A znode created or set with no data at all (None, the Java client's null) keeps it: a
+    # client reads None back, not b"" (which is what empty data reads as).
+    zk = make_client()
+    zk.create(root + "/null", None)
+    zk.create(root + "/empty", b"")
+    data, stat = zk.get(root + "/null")
+    assert (data, stat.dataLength) == (None, 0)
+    assert zk.get(root + "/empty")[0] == b""
+    zk.set(root + "/empty", None)
+    assert zk.get(root + "/empty")[0] is None
+    zk.set(root + "/null", b"x")
+    assert zk.get(root + "/null")[0] == b"x"
+
+
 def test_parent_stat_tracks_children(make_client, root):
     zk = make_client()
     _, parent0 = zk.get(root)

@@ -283,7 +283,7 @@ fn create_req(path: String, value: &Bytes) -> Request {
         op: OpCode::Create,
         req: CreateRequest {
             path,
-            data: value.clone(),
+            data: Some(value.clone()),
             acl: open_acl(),
             flags: 0,
         },
@@ -329,7 +329,7 @@ impl Plan {
             }),
             Workload::SetData => Request::SetData(SetDataRequest {
                 path: pick(rng),
-                data: self.value.clone(),
+                data: Some(self.value.clone()),
                 version: -1,
             }),
             Workload::Delete => Request::Delete(PathVersionRequest {
@@ -345,7 +345,7 @@ impl Plan {
                     .map(|_| {
                         Request::SetData(SetDataRequest {
                             path: pick(rng),
-                            data: self.value.clone(),
+                            data: Some(self.value.clone()),
                             version: -1,
                         })
                     })
@@ -358,7 +358,7 @@ impl Plan {
                         op: OpCode::Create,
                         req: CreateRequest {
                             path,
-                            data: self.value.clone(),
+                            data: Some(self.value.clone()),
                             acl: open_acl(),
                             flags: 1,
                         },
@@ -378,7 +378,7 @@ impl Plan {
                 } else {
                     Request::SetData(SetDataRequest {
                         path: pick(rng),
-                        data: self.value.clone(),
+                        data: Some(self.value.clone()),
                         version: -1,
                     })
                 }
@@ -691,7 +691,7 @@ async fn watch_fanout(cfg: &BenchConfig, plan: &Plan) -> Result<Report, BenchErr
         }
         let change = Request::SetData(SetDataRequest {
             path: target.clone(),
-            data: plan.value.clone(),
+            data: Some(plan.value.clone()),
             version: -1,
         });
         let changed = Instant::now();

@@ -26,7 +26,7 @@ fn multi(n: usize) -> Request {
         op: OpCode::Create,
         req: CreateRequest {
             path: format!("/m{n}-{suffix}"),
-            data: Bytes::new(),
+            data: Some(Bytes::new()),
             acl: vec![corral_proto::Acl::new(31, "world", "anyone")],
             flags: 0,
         },

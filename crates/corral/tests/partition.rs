@@ -50,9 +50,12 @@ fn wait_for_leader(members: &[Member], among: &[usize]) -> usize {
     }
 }
 
+/// path → (data, Stat): a whole tree as a client reads it.
+type Tree = BTreeMap<String, (Option<Vec<u8>>, Stat)>;
+
 /// Every znode as member `addr` holds it after a sync: path → (data, Stat). Zxids and times
 /// included: the tree is a function of the log, so converged members agree on all of it.
-fn whole_tree(addr: SocketAddr) -> BTreeMap<String, (Vec<u8>, Stat)> {
+fn whole_tree(addr: SocketAddr) -> Tree {
     let mut c = RawClient::connect(addr);
     assert_eq!(
         c.call(Request::Sync(PathRequest { path: "/".into() })).err,
@@ -68,7 +71,7 @@ fn whole_tree(addr: SocketAddr) -> BTreeMap<String, (Vec<u8>, Stat)> {
             let prefix = if path == "/" { "" } else { path.as_str() };
             todo.extend(kids.iter().map(|k| format!("{prefix}/{k}")));
         }
-        tree.insert(path, (d.data.to_vec(), d.stat));
+        tree.insert(path, (d.data.map(|b| b.to_vec()), d.stat));
     }
     assert_eq!(c.call(Request::CloseSession).err, 0);
     tree
@@ -281,7 +284,7 @@ fn isolated_leader_stops_acknowledging_majority_goes_on_and_all_converge() {
 }
 
 /// The paths whose data or Stat differ between the members' trees.
-fn differences(trees: &[BTreeMap<String, (Vec<u8>, Stat)>]) -> Vec<String> {
+fn differences(trees: &[Tree]) -> Vec<String> {
     let paths: std::collections::BTreeSet<&String> = trees.iter().flat_map(|t| t.keys()).collect();
     paths
         .into_iter()

@@ -203,6 +203,21 @@ impl Jute for Bytes {
     }
 }
 
+/// A `buffer` that may be null (-1), as znode data is: a client that creates a znode with null
+/// data reads null back, not an empty array.
+impl Jute for Option<Bytes> {
+    const MIN_LEN: usize = 4;
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Some(b) => b.encode(out),
+            None => (-1i32).encode(out),
+        }
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(r.buffer()?.map(Bytes::copy_from_slice))
+    }
+}
+
 /// `vector<T>`: a null vector decodes as empty.
 impl<T: Jute> Jute for Vec<T> {
     const MIN_LEN: usize = 4;

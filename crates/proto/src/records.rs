@@ -106,7 +106,7 @@ jute_record! {
 }
 
 jute_record! {
-    pub struct SetDataRequest { path: String, data: Bytes, version: i32 }
+    pub struct SetDataRequest { path: String, data: Option<Bytes>, version: i32 }
 }
 
 jute_record! {
@@ -123,11 +123,11 @@ jute_record! {
 }
 
 jute_record! {
-    pub struct CreateRequest { path: String, data: Bytes, acl: Vec<Acl>, flags: i32 }
+    pub struct CreateRequest { path: String, data: Option<Bytes>, acl: Vec<Acl>, flags: i32 }
 }
 
 jute_record! {
-    pub struct CreateTtlRequest { path: String, data: Bytes, acl: Vec<Acl>, flags: i32, ttl: i64 }
+    pub struct CreateTtlRequest { path: String, data: Option<Bytes>, acl: Vec<Acl>, flags: i32, ttl: i64 }
 }
 
 jute_record! {
@@ -160,7 +160,7 @@ jute_record! {
 }
 
 jute_record! {
-    pub struct GetDataResponse { data: Bytes, stat: Stat }
+    pub struct GetDataResponse { data: Option<Bytes>, stat: Stat }
 }
 
 jute_record! {

@@ -10,6 +10,11 @@ fn text() -> impl Strategy<Value = String> {
     "[/a-zA-Z0-9_é.-]{0,12}"
 }
 
+/// A buffer that may be null (znode data).
+fn buffer() -> impl Strategy<Value = Option<Bytes>> {
+    proptest::option::of(bytes())
+}
+
 fn bytes() -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(any::<u8>(), 0..16).prop_map(Bytes::from)
 }
@@ -53,7 +58,7 @@ fn create() -> impl Strategy<Value = Request> {
             Just(OpCode::CreateContainer)
         ],
         text(),
-        bytes(),
+        buffer(),
         acl(),
         any::<i32>(),
     )
@@ -71,7 +76,7 @@ fn create() -> impl Strategy<Value = Request> {
 fn write_op() -> impl Strategy<Value = Request> {
     prop_oneof![
         create(),
-        (text(), bytes(), acl(), any::<i32>(), any::<i64>()).prop_map(
+        (text(), buffer(), acl(), any::<i32>(), any::<i64>()).prop_map(
             |(path, data, acl, flags, ttl)| Request::CreateTtl(CreateTtlRequest {
                 path,
                 data,
@@ -82,7 +87,7 @@ fn write_op() -> impl Strategy<Value = Request> {
         ),
         path_version().prop_map(Request::Delete),
         path_version().prop_map(Request::Check),
-        (text(), bytes(), any::<i32>()).prop_map(|(path, data, version)| Request::SetData(
+        (text(), buffer(), any::<i32>()).prop_map(|(path, data, version)| Request::SetData(
             SetDataRequest {
                 path,
                 data,
@@ -189,7 +194,7 @@ fn response() -> impl Strategy<Value = (OpCode, Response)> {
             Response::Create2(Create2Response { path, stat })
         )),
         stat().prop_map(|s| (OpCode::SetData, Response::Stat(s))),
-        (bytes(), stat()).prop_map(|(data, stat)| (
+        (buffer(), stat()).prop_map(|(data, stat)| (
             OpCode::GetData,
             Response::GetData(GetDataResponse { data, stat })
         )),

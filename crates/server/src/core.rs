@@ -1352,10 +1352,11 @@ impl Core {
         }
     }
 
-    fn readable(&self, path: &str, auth: &[Id]) -> Result<(Bytes, Stat), ErrorCode> {
+    /// A node's data (`None` when null) and Stat, if `auth` may read it.
+    fn readable(&self, path: &str, auth: &[Id]) -> Result<(Option<Bytes>, Stat), ErrorCode> {
         let node = self.tree.get(path).ok_or(ErrorCode::NoNode)?;
         acl::check(self.tree.acl(node), perms::READ, auth)?;
-        Ok((Bytes::copy_from_slice(&node.data), node.stat()))
+        Ok((node.data.to_buffer(), node.stat()))
     }
 
     /// getChildren's (or getChildren2's) reply body, written straight from the tree: the names

@@ -243,7 +243,7 @@ fn create_with(op: OpCode, path: &str, data: &[u8], acl: Vec<Acl>, flags: i32) -
         op,
         req: CreateRequest {
             path: path.into(),
-            data: Bytes::copy_from_slice(data),
+            data: Some(Bytes::copy_from_slice(data)),
             acl,
             flags,
         },
@@ -253,7 +253,7 @@ fn create_with(op: OpCode, path: &str, data: &[u8], acl: Vec<Acl>, flags: i32) -
 fn ttl(path: &str, flags: i32, ttl: i64) -> Request {
     Request::CreateTtl(CreateTtlRequest {
         path: path.into(),
-        data: Bytes::new(),
+        data: Some(Bytes::new()),
         acl: acl_open(),
         flags,
         ttl,
@@ -456,6 +456,37 @@ fn scripted_edge_cases_match_zookeeper() {
             create_with(OpCode::Create2, &format!("{r}/c2"), b"two", acl_open(), 0),
         ),
         c(0, Request::Multi(vec![])),
+        // Null data (a Java client's create(path, null, ...)) reads back as null, and setData
+        // can make data null again; in a multi too.
+        c(
+            0,
+            Request::Create {
+                op: OpCode::Create2,
+                req: CreateRequest {
+                    path: format!("{r}/nulldata"),
+                    data: None,
+                    acl: acl_open(),
+                    flags: 0,
+                },
+            },
+        ),
+        c(1, get_data(&format!("{r}/nulldata"), false)),
+        c(0, set_data(&format!("{r}/nulldata"), b"now", -1)),
+        c(
+            0,
+            Request::SetData(SetDataRequest {
+                path: format!("{r}/nulldata"),
+                data: None,
+                version: -1,
+            }),
+        ),
+        c(
+            1,
+            Request::MultiRead(vec![
+                get_data(&format!("{r}/nulldata"), false),
+                get_data(r, false),
+            ]),
+        ),
         // check (13) on its own, outside a multi, failing. (A successful one is never answered
         // by ZooKeeper 3.8: its FinalRequestProcessor serialises a SetDataResponse with no Stat
         // and hits a NullPointerException. Corral answers it with an empty OK reply; see

@@ -19,7 +19,7 @@ fn stats(c: &mut RawClient, quota: &str) -> String {
     let Some(Response::GetData(d)) = r.body else {
         panic!("getData of the stats node: {r:?}")
     };
-    String::from_utf8(d.data.to_vec()).unwrap()
+    String::from_utf8(d.data.unwrap_or_default().to_vec()).unwrap()
 }
 
 fn set_quota(c: &mut RawClient, path: &str, limits: &str) {

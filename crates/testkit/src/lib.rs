@@ -293,7 +293,7 @@ pub fn create(path: &str, data: &[u8], flags: i32) -> Request {
         op: OpCode::Create,
         req: CreateRequest {
             path: path.into(),
-            data: Bytes::copy_from_slice(data),
+            data: Some(Bytes::copy_from_slice(data)),
             acl: open_acl(),
             flags,
         },
@@ -324,7 +324,7 @@ pub fn get_children(path: &str, watch: bool) -> Request {
 pub fn set_data(path: &str, data: &[u8], version: i32) -> Request {
     Request::SetData(SetDataRequest {
         path: path.into(),
-        data: Bytes::copy_from_slice(data),
+        data: Some(Bytes::copy_from_slice(data)),
         version,
     })
 }

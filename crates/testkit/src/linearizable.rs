@@ -272,7 +272,10 @@ fn client_loop(
                 };
                 match read.and_then(|r| r.body) {
                     Some(Response::GetData(d)) => {
-                        let value = std::str::from_utf8(&d.data).unwrap().parse().unwrap();
+                        let value = std::str::from_utf8(d.data.as_deref().unwrap_or_default())
+                            .unwrap()
+                            .parse()
+                            .unwrap();
                         last_version = d.stat.version;
                         last_value = value;
                         Outcome::Saw(State {

@@ -206,7 +206,7 @@ impl DataTree {
                 let mode = CreateMode::from_flags(req.flags).ok_or(ErrorCode::BadArguments)?;
                 let spec = CreateSpec {
                     path: &req.path,
-                    data: &req.data,
+                    data: req.data.as_deref(),
                     acl: &req.acl,
                     mode,
                     op: *op,
@@ -225,7 +225,7 @@ impl DataTree {
                 let mode = CreateMode::from_flags(req.flags).ok_or(ErrorCode::BadArguments)?;
                 let spec = CreateSpec {
                     path: &req.path,
-                    data: &req.data,
+                    data: req.data.as_deref(),
                     acl: &req.acl,
                     mode,
                     op: OpCode::CreateTtl,
@@ -302,7 +302,8 @@ impl DataTree {
         if parent.is_session_ephemeral() {
             return Err(ErrorCode::NoChildrenForEphemerals);
         }
-        self.check_quota(&path, 1, spec.data.len() as i64)?;
+        let data_len = spec.data.map_or(0, <[u8]>::len) as i64;
+        self.check_quota(&path, 1, data_len)?;
         let owner = if spec.op == OpCode::CreateContainer {
             ephemeral_owner::CONTAINER
         } else if spec.mode.is_ttl() {
@@ -331,7 +332,7 @@ impl DataTree {
         parent.pzxid = ctx.zxid;
         let parent_acl = self.acls.get_shared(parent.acl);
         self.index_special(&path, owner);
-        self.quota_changed(&path, 1, spec.data.len() as i64);
+        self.quota_changed(&path, 1, data_len);
         self.quota_node_created(&path);
         events.push(Event {
             path: path.clone(),
@@ -483,7 +484,8 @@ impl DataTree {
         let node = self.get(&req.path).ok_or(ErrorCode::NoNode)?;
         acl::check(self.acl(node), perms::WRITE, ctx.auth)?;
         let version = next_version(node.version, req.version)?;
-        let bytes_diff = req.data.len() as i64 - node.data.len() as i64;
+        let new_len = req.data.as_ref().map_or(0, |d| d.len());
+        let bytes_diff = new_len as i64 - node.data.len() as i64;
         self.check_quota(&req.path, 0, bytes_diff)?;
         self.quota_changed(&req.path, 0, bytes_diff);
         let node = self
@@ -492,7 +494,7 @@ impl DataTree {
             .expect("looked up above");
         undo.push(Undo::DataSet {
             path: req.path.clone(),
-            data: std::mem::replace(&mut node.data, req.data.as_ref().into()),
+            data: std::mem::replace(&mut node.data, req.data.as_deref().into()),
             version: node.version,
             mzxid: node.mzxid,
             mtime: node.mtime,
@@ -633,7 +635,8 @@ impl DataTree {
 
 struct CreateSpec<'a> {
     path: &'a str,
-    data: &'a [u8],
+    /// `None`: null data.
+    data: Option<&'a [u8]>,
     acl: &'a [Acl],
     mode: CreateMode,
     op: OpCode,
@@ -684,7 +687,7 @@ mod tests {
             op,
             req: CreateRequest {
                 path: path.into(),
-                data: Bytes::from_static(b"d"),
+                data: Some(Bytes::from_static(b"d")),
                 acl: acl::open_acl(),
                 flags,
             },
@@ -751,7 +754,7 @@ mod tests {
         let mut t = T::new();
         let ttl = Request::CreateTtl(CreateTtlRequest {
             path: "/t".into(),
-            data: Bytes::new(),
+            data: Some(Bytes::new()),
             acl: acl::open_acl(),
             flags: 5,
             ttl: 500,
@@ -795,7 +798,7 @@ mod tests {
         });
         let ttl = Request::CreateTtl(CreateTtlRequest {
             path: "/t".into(),
-            data: Bytes::new(),
+            data: Some(Bytes::new()),
             acl: acl::open_acl(),
             flags: 5,
             ttl: 5,
@@ -813,7 +816,7 @@ mod tests {
     fn create_with(t: &mut T, path: &str, data: &'static [u8]) -> Result<Response, ErrorCode> {
         let mut req = create_req(OpCode::Create, path, 0);
         if let Request::Create { req, .. } = &mut req {
-            req.data = Bytes::from_static(data);
+            req.data = Some(Bytes::from_static(data));
         }
         t.run(1, Txn::Client(req)).result
     }
@@ -874,7 +877,7 @@ mod tests {
         let set = |data: &'static [u8]| {
             Txn::Client(Request::SetData(SetDataRequest {
                 path: "/q/a".into(),
-                data: Bytes::from_static(data),
+                data: Some(Bytes::from_static(data)),
                 version: -1,
             }))
         };
@@ -922,7 +925,7 @@ mod tests {
             create_req(OpCode::Create, "/m/a", 0),
             Request::SetData(SetDataRequest {
                 path: "/m".into(),
-                data: Bytes::from_static(b"new"),
+                data: Some(Bytes::from_static(b"new")),
                 version: -1,
             }),
             Request::Delete(PathVersionRequest {
@@ -954,7 +957,7 @@ mod tests {
             op: OpCode::Create,
             req: CreateRequest {
                 path: "/s".into(),
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 acl: vec![Acl::new(perms::ALL, "digest", &digest)],
                 flags: 0,
             },

@@ -246,8 +246,13 @@ impl DataTree {
             for v in [n.version, n.cversion, n.aversion, acl_ids[&n.acl]] {
                 v.encode(out);
             }
-            (n.data.len() as i32).encode(out);
-            out.extend_from_slice(&n.data);
+            // As jute writes a buffer: -1 for null data.
+            if n.data.is_null() {
+                (-1i32).encode(out);
+            } else {
+                (n.data.len() as i32).encode(out);
+                out.extend_from_slice(&n.data);
+            }
         }
     }
 
@@ -306,8 +311,7 @@ impl DataTree {
                 .get(ints[3] as usize)
                 .ok_or(DecodeError::Invalid("ACL index out of range"))?;
             tree.acls.retain(acl);
-            let data_len = count(r, 1)?;
-            let data = r.take(data_len, "node data")?;
+            let data = r.buffer()?;
             let node = Node {
                 czxid: longs[0],
                 mzxid: longs[1],
@@ -431,7 +435,7 @@ mod tests {
                 op: OpCode::Create,
                 req: CreateRequest {
                     path: path.into(),
-                    data: Bytes::from(path.as_bytes().to_vec()),
+                    data: Some(Bytes::from(path.as_bytes().to_vec())),
                     acl,
                     flags,
                 },
@@ -449,14 +453,52 @@ mod tests {
             7,
             Txn::Client(Request::CreateTtl(CreateTtlRequest {
                 path: "/t".into(),
-                data: Bytes::new(),
+                data: Some(Bytes::new()),
                 acl: acl::read_acl(),
                 flags: 5,
                 ttl: 99,
             })),
         );
         push(&mut tree, 0, Txn::Reap { path: "/t".into() });
+        // Null data (zkCli's `create /n`), and a node whose data is set to null.
+        let null_data = |path: &str| {
+            Txn::Client(Request::Create {
+                op: OpCode::Create,
+                req: CreateRequest {
+                    path: path.into(),
+                    data: None,
+                    acl: acl::open_acl(),
+                    flags: 0,
+                },
+            })
+        };
+        push(&mut tree, 7, null_data("/n"));
+        push(
+            &mut tree,
+            7,
+            Txn::Client(Request::SetData(SetDataRequest {
+                path: "/a".into(),
+                data: None,
+                version: -1,
+            })),
+        );
         (tree, entries)
+    }
+
+    #[test]
+    fn null_data_stays_null_through_writes_and_snapshots() {
+        let (tree, _) = sample_tree();
+        let back = DataTree::decode_snapshot(&tree.snapshot_bytes()).unwrap();
+        for t in [&tree, &back] {
+            for path in ["/n", "/a"] {
+                let node = t.get(path).unwrap();
+                assert!(node.data.is_null(), "{path}");
+                assert_eq!((node.data.to_buffer(), node.stat().data_length), (None, 0));
+            }
+            let e = t.get("/a/e").unwrap();
+            assert_eq!(e.data.to_buffer().as_deref(), Some(&b"/a/e"[..]));
+            assert!(!t.get("/t").is_some_and(|n| n.data.is_null()));
+        }
     }
 
     #[test]

@@ -213,7 +213,7 @@ mod tests {
     use crate::acl::AclRef;
 
     fn node() -> Node {
-        Node::new(1, 1, 0, AclRef::default(), b"d")
+        Node::new(1, 1, 0, AclRef::default(), &b"d"[..])
     }
 
     #[test]

@@ -17,22 +17,58 @@ pub const QUOTA_PATH: &str = "/zookeeper/quota";
 pub const CONFIG_PATH: &str = "/zookeeper/config";
 
 /// A znode's data: up to 22 bytes inline (most coordination data is small: ids, flags,
-/// addresses), longer on the heap. Reads as a byte slice.
+/// addresses), longer on the heap. Reads as a byte slice; null data (a client may create a
+/// znode with none, and reads null back) reads as empty and says so through [`Data::is_null`].
 #[derive(Clone, PartialEq, Eq)]
 pub enum Data {
-    Inline { len: u8, bytes: [u8; INLINE_DATA] },
+    /// `len` is [`NULL_LEN`] for null data.
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_DATA],
+    },
     Heap(Box<[u8]>),
 }
 
 const INLINE_DATA: usize = 22;
+/// The inline length that marks null data; never a real length (at most `INLINE_DATA`).
+const NULL_LEN: u8 = u8::MAX;
+
+impl Data {
+    pub const NULL: Data = Data::Inline {
+        len: NULL_LEN,
+        bytes: [0; INLINE_DATA],
+    };
+
+    pub fn is_null(&self) -> bool {
+        matches!(self, Data::Inline { len: NULL_LEN, .. })
+    }
+
+    /// The data as the wire carries it: `None` for null.
+    pub fn to_buffer(&self) -> Option<bytes::Bytes> {
+        (!self.is_null()).then(|| bytes::Bytes::copy_from_slice(self))
+    }
+}
 
 impl std::ops::Deref for Data {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
+            Data::Inline { len: NULL_LEN, .. } => &[],
             Data::Inline { len, bytes } => &bytes[..*len as usize],
             Data::Heap(b) => b,
         }
+    }
+}
+
+impl From<Option<Vec<u8>>> for Data {
+    fn from(d: Option<Vec<u8>>) -> Data {
+        d.map_or(Data::NULL, Data::from)
+    }
+}
+
+impl From<Option<&[u8]>> for Data {
+    fn from(d: Option<&[u8]>) -> Data {
+        d.map_or(Data::NULL, Data::from)
     }
 }
 
@@ -63,6 +99,9 @@ impl From<Vec<u8>> for Data {
 
 impl std::fmt::Debug for Data {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_null() {
+            return f.write_str("null");
+        }
         write!(f, "{:?}", &**self)
     }
 }
@@ -109,7 +148,13 @@ impl PartialEq for Node {
 impl Eq for Node {}
 
 impl Node {
-    pub fn new(zxid: i64, time_ms: i64, ephemeral_owner: i64, acl: AclRef, data: &[u8]) -> Self {
+    pub fn new(
+        zxid: i64,
+        time_ms: i64,
+        ephemeral_owner: i64,
+        acl: AclRef,
+        data: impl Into<Data>,
+    ) -> Self {
         Node {
             czxid: zxid,
             mzxid: zxid,
@@ -216,10 +261,11 @@ impl DataTree {
         let open = acl::open_acl();
         for p in ["/", ZOOKEEPER_PATH, QUOTA_PATH] {
             let r = tree.acls.intern(&open);
-            tree.nodes.insert(p, Node::new(0, 0, 0, r, &[]));
+            tree.nodes
+                .insert(p, Node::new(0, 0, 0, r, Data::from(&[][..])));
         }
         let r = tree.acls.intern(&acl::read_acl());
-        let mut config = Node::new(0, 0, 0, r, &[]);
+        let mut config = Node::new(0, 0, 0, r, Data::from(&[][..]));
         config.aversion = -1;
         tree.nodes.insert(CONFIG_PATH, config);
         for p in [ZOOKEEPER_PATH, QUOTA_PATH, CONFIG_PATH] {
@@ -405,7 +451,8 @@ pub struct ImportedNode {
     pub aversion: i32,
     pub ephemeral_owner: i64,
     pub acl: Vec<Acl>,
-    pub data: Vec<u8>,
+    /// `None`: null data.
+    pub data: Option<Vec<u8>>,
 }
 
 /// Why imported nodes do not make a tree.

@@ -33,7 +33,7 @@ fn a_million_znodes() {
             op: OpCode::Create,
             req: CreateRequest {
                 path,
-                data: Bytes::from_static(&[7u8; 16]),
+                data: Some(Bytes::from_static(&[7u8; 16])),
                 acl: acl::open_acl(),
                 flags: 0,
             },

@@ -96,7 +96,7 @@ impl Op {
                 op: OpCode::Create,
                 req: CreateRequest {
                     path: p.clone(),
-                    data: Bytes::new(),
+                    data: Some(Bytes::new()),
                     acl: acl::open_acl(),
                     flags: *e as i32,
                 },
@@ -107,7 +107,7 @@ impl Op {
             }),
             Op::Set(p, v, d) => Request::SetData(SetDataRequest {
                 path: p.clone(),
-                data: Bytes::from(d.clone()),
+                data: Some(Bytes::from(d.clone())),
                 version: *v,
             }),
         }

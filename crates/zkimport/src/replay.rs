@@ -242,7 +242,7 @@ mod tests {
         Txn::Create(Create {
             op,
             path: path.into(),
-            data: path.as_bytes().to_vec(),
+            data: Some(path.as_bytes().to_vec()),
             acl: None,
             ephemeral: false,
             parent_cversion: pcv,
@@ -335,7 +335,7 @@ mod tests {
                 op::SET_DATA,
                 Txn::SetData {
                     path: "/a".into(),
-                    data: b"v1".to_vec(),
+                    data: Some(b"v1".to_vec()),
                     version: 1,
                 },
             ),
@@ -353,7 +353,7 @@ mod tests {
                 op::RECONFIG,
                 Txn::SetData {
                     path: "/zookeeper/config".into(),
-                    data: b"server.1=x".to_vec(),
+                    data: Some(b"server.1=x".to_vec()),
                     version: -1,
                 },
             ),
@@ -375,7 +375,7 @@ mod tests {
                 op::SET_DATA,
                 Txn::SetData {
                     path: "/none".into(),
-                    data: vec![],
+                    data: Some(vec![]),
                     version: 1,
                 },
             ),
@@ -389,11 +389,11 @@ mod tests {
         let config = r.tree.get("/zookeeper/config").unwrap();
         assert_eq!(
             (
-                config.data.as_slice(),
+                config.data.as_deref(),
                 config.stat.version,
                 config.stat.mzxid
             ),
-            (&b"server.1=x"[..], -1, 4)
+            (Some(&b"server.1=x"[..]), -1, 4)
         );
         assert!(r.tree.get("/b").is_none());
         let root = r.tree.get("").unwrap().stat;
@@ -410,7 +410,7 @@ mod tests {
                 create(op::CREATE, "/m/x", 1),
                 Txn::SetData {
                     path: "/m".into(),
-                    data: b"z".to_vec(),
+                    data: Some(b"z".to_vec()),
                     version: 1,
                 },
                 Txn::Delete {

@@ -173,7 +173,7 @@ fn nodes<R: BufRead>(
             break;
         }
         check_parent(&tree, &path, at)?;
-        let data = r.buffer("node data")?.unwrap_or_default();
+        let data = r.buffer("node data")?;
         let key = r.long("node ACL key")?;
         let stat = stat(r)?;
         // -1 is ZooKeeper's OPEN_UNSAFE_ACL_ID, never stored in the table.
@@ -427,7 +427,7 @@ mod tests {
         assert_eq!(s.sessions, BTreeMap::from([(0x100, 30000)]));
         assert_eq!(s.tree.len(), 4);
         let a = s.tree.get("/a").unwrap();
-        assert_eq!(a.data, b"x");
+        assert_eq!(a.data.as_deref(), Some(&b"x"[..]));
         assert_eq!(
             a.acl,
             NodeAcl::List(Arc::new(vec![Acl::new(31, "digest", "u:hash")]))

@@ -128,7 +128,7 @@ fn create(op: i32, path: &str, parent_cversion: i32, ephemeral: bool) -> Txn {
     Txn::Create(Create {
         op,
         path: path.into(),
-        data: path.as_bytes().to_vec(),
+        data: Some(path.as_bytes().to_vec()),
         acl: Some(corral_tree::acl::open_acl()),
         ephemeral,
         parent_cversion,
@@ -158,7 +158,7 @@ fn log_1_to_7() -> Vec<LogEntry> {
             op::SET_DATA,
             Txn::SetData {
                 path: "/a".into(),
-                data: b"A2".to_vec(),
+                data: Some(b"A2".to_vec()),
                 version: 1,
             },
         ),

@@ -53,7 +53,7 @@ pub struct TxnDigest {
 pub struct Create {
     pub op: i32,
     pub path: String,
-    pub data: Vec<u8>,
+    pub data: Option<Vec<u8>>,
     pub acl: Option<Vec<Acl>>,
     pub ephemeral: bool,
     pub parent_cversion: i32,
@@ -70,7 +70,7 @@ pub enum Txn {
     /// setData and reconfig.
     SetData {
         path: String,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         version: i32,
     },
     SetAcl {
@@ -196,7 +196,7 @@ fn body(op: i32, r: &mut Reader<'_>) -> Result<Txn, EntryError> {
         },
         op::SET_DATA | op::RECONFIG => Txn::SetData {
             path: r.string("path")?,
-            data: r.buffer("data")?.unwrap_or_default(),
+            data: r.buffer("data")?,
             version: r.int("version")?,
         },
         op::SET_ACL => Txn::SetAcl {
@@ -220,7 +220,7 @@ fn body(op: i32, r: &mut Reader<'_>) -> Result<Txn, EntryError> {
 /// `create`, which may be a pre-3.3 CreateTxnV0 (no parentCVersion: ZooKeeper uses -1).
 fn create(op: i32, r: &mut Reader<'_>, total: Option<usize>) -> Result<Txn, EntryError> {
     let path = r.string("path")?;
-    let data = r.buffer("data")?.unwrap_or_default();
+    let data = r.buffer("data")?;
     let acl = r.acl_list()?;
     let ephemeral = matches!(op, op::CREATE | op::CREATE2) && r.boolean("ephemeral")?;
     let v0 = total.is_some_and(|t| left(r, t) < 4);
@@ -372,7 +372,7 @@ pub mod encode {
         match txn {
             Txn::Create(c) => {
                 string(out, &c.path);
-                buffer(out, Some(&c.data));
+                buffer(out, c.data.as_deref());
                 acls(out, c.acl.as_deref());
                 if matches!(op, op::CREATE | op::CREATE2) {
                     out.push(u8::from(c.ephemeral));
@@ -389,7 +389,7 @@ pub mod encode {
                 version,
             } => {
                 string(out, path);
-                buffer(out, Some(data));
+                buffer(out, data.as_deref());
                 int(out, *version);
             }
             Txn::SetAcl { path, acl, version } => {
@@ -470,7 +470,7 @@ mod tests {
         Txn::Create(Create {
             op,
             path: path.into(),
-            data: b"d".to_vec(),
+            data: Some(b"d".to_vec()),
             acl: Some(corral_tree::acl::open_acl()),
             ephemeral: op == op::CREATE,
             parent_cversion: 3,
@@ -510,7 +510,7 @@ mod tests {
         );
         let set = Txn::SetData {
             path: "/a".into(),
-            data: vec![0, 255],
+            data: Some(vec![0, 255]),
             version: 4,
         };
         round_trip(op::SET_DATA, set.clone(), d);

@@ -62,7 +62,8 @@ impl NodeAcl {
 pub struct ZNode {
     pub stat: StatPersisted,
     pub acl: NodeAcl,
-    pub data: Vec<u8>,
+    /// `None`: null data, as a client may create.
+    pub data: Option<Vec<u8>>,
 }
 
 /// Why a mutation did not happen. Replay ignores `NoNode` and `NodeExists` as ZooKeeper does;
@@ -106,7 +107,8 @@ pub fn node_digest(path: &str, node: &ZNode) -> u64 {
     let s = &node.stat;
     let mut h = crc32fast::Hasher::new();
     h.update(key(path).as_bytes());
-    h.update(&node.data);
+    // ZooKeeper hashes no data bytes for null data, as for empty.
+    h.update(node.data.as_deref().unwrap_or_default());
     for v in [s.czxid, s.mzxid, s.pzxid, s.ctime, s.mtime] {
         h.update(&v.to_be_bytes());
     }
@@ -146,7 +148,7 @@ impl ZkTree {
         ZNode {
             stat: StatPersisted::default(),
             acl,
-            data: Vec::new(),
+            data: Some(Vec::new()),
         }
     }
 
@@ -221,7 +223,7 @@ impl ZkTree {
     pub fn create_node(
         &mut self,
         path: &str,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         acl: NodeAcl,
         owner: i64,
         parent_cversion: i32,
@@ -272,7 +274,7 @@ impl ZkTree {
     pub fn set_data(
         &mut self,
         path: &str,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         version: i32,
         zxid: i64,
         time: i64,
@@ -370,7 +372,7 @@ mod tests {
     #[test]
     fn create_sets_stat_and_parent() {
         let mut t = ZkTree::fresh();
-        t.create_node("/a", b"x".to_vec(), acl(), 0, 1, 5, 1000)
+        t.create_node("/a", Some(b"x".to_vec()), acl(), 0, 1, 5, 1000)
             .unwrap();
         let a = t.get("/a").unwrap();
         assert_eq!(a.stat, StatPersisted::new(5, 1000, 0));
@@ -380,10 +382,12 @@ mod tests {
             (1, 5, 0)
         );
         // parentCVersion -1 (pre-3.3 txns) means "one more than now".
-        t.create_node("/b", vec![], acl(), 0, -1, 6, 1001).unwrap();
+        t.create_node("/b", Some(vec![]), acl(), 0, -1, 6, 1001)
+            .unwrap();
         assert_eq!(t.get("").unwrap().stat.cversion, 2);
         // A smaller parentCVersion (replay over a fuzzy snapshot) leaves the parent alone.
-        t.create_node("/c", vec![], acl(), 0, 1, 7, 1002).unwrap();
+        t.create_node("/c", Some(vec![]), acl(), 0, 1, 7, 1002)
+            .unwrap();
         assert_eq!(
             (
                 t.get("").unwrap().stat.cversion,
@@ -392,15 +396,15 @@ mod tests {
             (2, 6)
         );
         assert_eq!(
-            t.create_node("/x/y", vec![], acl(), 0, 1, 8, 0),
+            t.create_node("/x/y", Some(vec![]), acl(), 0, 1, 8, 0),
             Err(ApplyError::NoNode)
         );
         assert_eq!(
-            t.create_node("/a", vec![], acl(), 0, 9, 8, 0),
+            t.create_node("/a", Some(vec![]), acl(), 0, 9, 8, 0),
             Err(ApplyError::NodeExists)
         );
         assert!(matches!(
-            t.create_node("a", vec![], acl(), 0, 1, 8, 0),
+            t.create_node("a", Some(vec![]), acl(), 0, 1, 8, 0),
             Err(ApplyError::Invalid(_))
         ));
         assert_eq!(t.digest(), full_digest(&t));
@@ -414,12 +418,12 @@ mod tests {
             ZNode {
                 stat: StatPersisted::new(3, 0, 0),
                 acl: NodeAcl::Missing(7),
-                data: vec![],
+                data: Some(vec![]),
             },
         );
         let read = NodeAcl::List(Arc::new(corral_tree::acl::read_acl()));
         assert_eq!(
-            t.create_node("/a", vec![], read.clone(), 0, 1, 3, 0),
+            t.create_node("/a", Some(vec![]), read.clone(), 0, 1, 3, 0),
             Err(ApplyError::NodeExists)
         );
         assert_eq!(t.get("/a").unwrap().acl, read);
@@ -428,7 +432,8 @@ mod tests {
     #[test]
     fn delete_moves_pzxid_even_when_child_is_gone() {
         let mut t = ZkTree::fresh();
-        t.create_node("/a", vec![], acl(), 0, 1, 5, 0).unwrap();
+        t.create_node("/a", Some(vec![]), acl(), 0, 1, 5, 0)
+            .unwrap();
         t.delete_node("/a", 9).unwrap();
         assert!(t.get("/a").is_none());
         assert_eq!(t.get("").unwrap().stat.pzxid, 9);
@@ -448,9 +453,9 @@ mod tests {
     #[test]
     fn set_data_and_acl_touch_only_their_fields() {
         let mut t = ZkTree::fresh();
-        t.create_node("/a", b"1".to_vec(), acl(), 0, 1, 5, 100)
+        t.create_node("/a", Some(b"1".to_vec()), acl(), 0, 1, 5, 100)
             .unwrap();
-        t.set_data("/a", b"22".to_vec(), 3, 6, 200).unwrap();
+        t.set_data("/a", Some(b"22".to_vec()), 3, 6, 200).unwrap();
         let s = t.get("/a").unwrap().stat;
         assert_eq!(
             (s.mzxid, s.mtime, s.version, s.czxid, s.ctime, s.pzxid),
@@ -461,29 +466,40 @@ mod tests {
         let n = t.get("/a").unwrap();
         assert_eq!((n.stat.aversion, n.stat.mzxid, &n.acl), (4, 6, &read));
         assert_eq!(
-            t.set_data("/nope", vec![], 1, 7, 0),
+            t.set_data("/nope", Some(vec![]), 1, 7, 0),
             Err(ApplyError::NoNode)
         );
         assert_eq!(t.set_acl("/nope", acl(), 1), Err(ApplyError::NoNode));
         // setData on "/" reaches the root.
-        t.set_data("/", b"r".to_vec(), 1, 8, 300).unwrap();
-        assert_eq!(t.get("").unwrap().data, b"r");
+        t.set_data("/", Some(b"r".to_vec()), 1, 8, 300).unwrap();
+        assert_eq!(t.get("").unwrap().data.as_deref(), Some(&b"r"[..]));
         assert_eq!(t.digest(), full_digest(&t));
     }
 
     #[test]
     fn kill_session_deletes_named_and_owned_nodes() {
         let mut t = ZkTree::fresh();
-        t.create_node("/p", vec![], acl(), 0, 1, 1, 0).unwrap();
-        t.create_node("/p/e1", vec![], acl(), 42, 1, 2, 0).unwrap();
-        t.create_node("/p/e2", vec![], acl(), 42, 2, 3, 0).unwrap();
-        t.create_node("/p/other", vec![], acl(), 43, 3, 4, 0)
+        t.create_node("/p", Some(vec![]), acl(), 0, 1, 1, 0)
             .unwrap();
-        t.create_node("/p/c", vec![], acl(), ephemeral_owner::CONTAINER, 4, 5, 0)
+        t.create_node("/p/e1", Some(vec![]), acl(), 42, 1, 2, 0)
+            .unwrap();
+        t.create_node("/p/e2", Some(vec![]), acl(), 42, 2, 3, 0)
+            .unwrap();
+        t.create_node("/p/other", Some(vec![]), acl(), 43, 3, 4, 0)
             .unwrap();
         t.create_node(
+            "/p/c",
+            Some(vec![]),
+            acl(),
+            ephemeral_owner::CONTAINER,
+            4,
+            5,
+            0,
+        )
+        .unwrap();
+        t.create_node(
             "/p/t",
-            vec![],
+            Some(vec![]),
             acl(),
             ephemeral_owner::for_ttl(1000),
             5,
@@ -528,7 +544,7 @@ mod tests {
         let zero = ZNode {
             stat: StatPersisted::default(),
             acl: acl(),
-            data: vec![],
+            data: Some(vec![]),
         };
         assert_eq!(
             t.digest(),

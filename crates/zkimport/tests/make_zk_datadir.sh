@@ -119,6 +119,9 @@ other.start()
 user_acl = make_digest_acl("user", "secret", all=True)
 reader_acl = make_digest_acl("reader", "pw", read=True)
 
+# A znode with null data (zkCli's `create /path` without data): it must stay null.
+zk.create("/null-data", None)
+
 # Bulk: enough nodes and data that snapshots take a moment while writes go on (fuzzy ones).
 zk.create("/bulk", b"")
 pending = [zk.create_async("/bulk/n%04d" % i, os.urandom(700)) for i in range(1500)]
@@ -220,7 +223,7 @@ while stack:
     data, stat = zk.get(path)
     acls, _ = zk.get_acls(path)
     nodes[path] = {
-        "data": base64.b64encode(data or b"").decode(),
+        "data": None if data is None else base64.b64encode(data).decode(),
         "stat": stat_dict(stat),
         "acl": [{"perms": a.perms, "scheme": a.id.scheme, "id": a.id.id} for a in acls],
     }
