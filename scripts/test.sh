@@ -49,10 +49,13 @@ step "the README's first command, cargo run -- server (a debug build here), serv
 # ./corral-data of the directory it runs in, as the README says.
 readme_port=$(free_port)
 mkdir -p "$work/readme"
+# `cargo run` builds the default members alone, whose features can differ from the workspace
+# build above: build that first, so the wait below times the server, not the compiler.
+cargo build -q --manifest-path "$repo/Cargo.toml"
 (cd "$work/readme" && exec setsid cargo run -q --manifest-path "$repo/Cargo.toml" -- server --port "$readme_port" > server.log 2>&1) &
 readme_pid=$!
 readme_ok=""
-for _ in $(seq 100); do
+for _ in $(seq 300); do
     # `srvr` is the one four-letter word ZooKeeper's default whitelist allows.
     echo srvr | nc -q1 -w1 127.0.0.1 "$readme_port" 2>/dev/null | grep -q "^Mode: standalone" && readme_ok=1 && break
     sleep 0.1

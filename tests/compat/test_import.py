@@ -50,7 +50,7 @@ def expected_without_ephemerals(nodes):
             target = path[len("/zookeeper/quota"):-len("/zookeeper_stats")]
             under = [n for p, n in want.items() if p == target or p.startswith(target + "/")]
             data = "count=%d,bytes=%d" % (
-                len(under), sum(len(base64.b64decode(n["data"])) for n in under))
+                len(under), sum(len(base64.b64decode(n["data"] or "")) for n in under))
             node["data"] = base64.b64encode(data.encode()).decode()
             node["stat"]["dataLength"] = len(data)
     return want, len(ephemerals)
@@ -67,7 +67,8 @@ def read_tree(hosts):
             data, st = zk.get(path)
             acls, _ = zk.get_acls(path)
             seen[path] = {
-                "data": base64.b64encode(data or b"").decode(),
+                # Null data stays null (None), as make_zk_datadir.sh records ZooKeeper's.
+                "data": None if data is None else base64.b64encode(data).decode(),
                 "stat": {
                     "czxid": st.czxid, "mzxid": st.mzxid, "ctime": st.ctime, "mtime": st.mtime,
                     "version": st.version, "cversion": st.cversion, "aversion": st.aversion,
