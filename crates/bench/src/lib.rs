@@ -256,6 +256,110 @@ async fn handshake(
     })
 }
 
+impl Session {
+    /// The connection as a blocking std socket (after the handshake, nothing is buffered).
+    fn into_std(self) -> Result<std::net::TcpStream, BenchError> {
+        let addr = self.addr;
+        let stream = self
+            .reader
+            .reunite(self.writer.into_inner())
+            .map_err(protocol(addr))?
+            .into_std()
+            .map_err(protocol(addr))?;
+        stream.set_nonblocking(false).map_err(protocol(addr))?;
+        Ok(stream)
+    }
+}
+
+/// What every connection's driver adds its results to.
+struct Counters {
+    histogram: Arc<Mutex<Histogram<u64>>>,
+    done: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+}
+
+/// One connection at a fixed rate: a sender thread that sleeps until each request is due (the
+/// kernel's timers are precise to tens of microseconds) and the calling thread reading replies.
+/// Latency counts from when a request was due, so a stalled server is not flattered.
+struct Paced {
+    addr: SocketAddr,
+    conn: usize,
+    plan: Arc<Plan>,
+    window: usize,
+    deadline: Instant,
+    limit: Option<u64>,
+    interval: Duration,
+}
+
+impl Paced {
+    fn drive(self, stream: std::net::TcpStream, counters: Counters) -> Result<(), BenchError> {
+        use std::io::{Read, Write};
+        let addr = self.addr;
+        let mut writer = stream.try_clone().map_err(protocol(addr))?;
+        let mut reader = std::io::BufReader::new(stream);
+        // Bounded by the window: the sender blocks while `window` requests are unanswered,
+        // and their due times keep passing, as they would for a real client.
+        let (due_tx, due_rx) = std::sync::mpsc::sync_channel::<Instant>(self.window);
+        let Paced {
+            conn,
+            plan,
+            deadline,
+            limit,
+            interval,
+            ..
+        } = self;
+        let sender = std::thread::spawn(move || {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (conn as u64 + 1));
+            let mut due = Instant::now();
+            let mut n = 0u64;
+            while due < deadline && limit.is_none_or(|l| n < l) {
+                due += interval;
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let req = plan.request(conn, n, &mut rng);
+                n += 1;
+                // Queued before it is written, so the reader always finds it by the reply.
+                if due_tx.send(due).is_err() {
+                    break;
+                }
+                let frame = request_frame((n % i32::MAX as u64) as i32, &req);
+                if writer.write_all(&frame).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut local =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+        let mut frame = Vec::new();
+        while let Ok(due) = due_rx.recv() {
+            let err = loop {
+                let mut len = [0u8; 4];
+                reader.read_exact(&mut len).map_err(protocol(addr))?;
+                frame.resize(u32::from_be_bytes(len) as usize, 0);
+                reader.read_exact(&mut frame).map_err(protocol(addr))?;
+                let h = ReplyHeader::from_bytes(&frame).map_err(protocol(addr))?;
+                if h.xid != -1 {
+                    break h.err;
+                }
+            };
+            let _ = local.record(due.elapsed().as_micros().max(1) as u64);
+            counters.done.fetch_add(1, Ordering::Relaxed);
+            if err != 0 {
+                counters.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let _ = sender.join();
+        counters
+            .histogram
+            .lock()
+            .expect("histogram lock")
+            .add(&local)
+            .expect("same bounds");
+        Ok(())
+    }
+}
+
 async fn read_frame(r: &mut tokio::net::tcp::OwnedReadHalf) -> std::io::Result<Vec<u8>> {
     let len = r.read_u32().await? as usize;
     let mut buf = vec![0u8; len];
@@ -464,21 +568,42 @@ pub async fn run(
         let plan = plan.clone();
         let (histogram, done, errors) = (histogram.clone(), done.clone(), errors.clone());
         let window = cfg.window.max(1);
-        tasks.push(tokio::spawn(async move {
-            drive(
-                session,
-                conn,
-                plan,
-                window,
-                deadline,
-                per_conn_ops,
-                interval,
-                histogram,
-                done,
-                errors,
-            )
-            .await
-        }));
+        let counters = Counters {
+            histogram,
+            done,
+            errors,
+        };
+        tasks.push(match interval {
+            // Paced on OS threads: tokio's timer rounds every sleep up to the next millisecond,
+            // which would add up to 1 ms of the client's own making to every latency.
+            Some(interval) => {
+                let run = Paced {
+                    addr: session.addr,
+                    conn,
+                    plan,
+                    window,
+                    deadline,
+                    limit: per_conn_ops,
+                    interval,
+                };
+                let stream = session.into_std()?;
+                tokio::task::spawn_blocking(move || run.drive(stream, counters))
+            }
+            None => tokio::spawn(async move {
+                drive(
+                    session,
+                    conn,
+                    plan,
+                    window,
+                    deadline,
+                    per_conn_ops,
+                    counters.histogram,
+                    counters.done,
+                    counters.errors,
+                )
+                .await
+            }),
+        });
     }
     let reporter = {
         let done = done.clone();
@@ -720,7 +845,6 @@ async fn drive(
     window: usize,
     deadline: Instant,
     limit: Option<u64>,
-    interval: Option<Duration>,
     histogram: Arc<Mutex<Histogram<u64>>>,
     done: Arc<AtomicU64>,
     errors: Arc<AtomicU64>,
@@ -736,16 +860,10 @@ async fn drive(
     let sender = tokio::spawn(async move {
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (conn as u64 + 1));
         let mut n = 0u64;
-        let mut due = Instant::now();
         while Instant::now() < deadline && limit.is_none_or(|l| n < l) {
             let permit = writer_permits.acquire().await.expect("semaphore open");
             permit.forget();
-            if let Some(i) = interval {
-                due += i;
-                tokio::time::sleep_until(due.into()).await;
-            } else {
-                due = Instant::now();
-            }
+            let due = Instant::now();
             let req = plan.request(conn, n, &mut rng);
             n += 1;
             if writer
@@ -757,8 +875,7 @@ async fn drive(
             }
             let _ = sent_tx.send(due);
             // Flush when nothing more can be sent right now: one syscall for a burst.
-            let burst_over = writer_permits.available_permits() == 0 || interval.is_some();
-            if burst_over && writer.flush().await.is_err() {
+            if writer_permits.available_permits() == 0 && writer.flush().await.is_err() {
                 break;
             }
         }

@@ -1,12 +1,14 @@
 //! SIGKILL during a write load, again and again: after every restart each acknowledged write is
 //! there, and no multi is half applied. `CORRAL_CRASH_ROUNDS` sets the number of rounds (3 by
-//! default, as in CI; raise it for a stress run).
+//! default, as in CI; raise it for a stress run). Snapshots are taken every few hundred writes
+//! and the log is cut in small segments, so kills land while snapshots are written and old
+//! segments purged, and recovery goes through snapshot plus log.
 
 use bytes::Bytes;
 use corral_proto::records::CreateRequest;
 use corral_proto::{OpCode, Request, Response};
 use corral_testkit::{
-    create, exists, free_port, spawn_server, temp_data_dir, KillOnDrop, RawClient,
+    create, exists, free_port, spawn_server_with, temp_data_dir, KillOnDrop, RawClient,
 };
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -18,7 +20,13 @@ fn start(dir: &std::path::Path, port: u16) -> KillOnDrop {
         .append(true)
         .open(dir.with_extension("log"))
         .unwrap();
-    spawn_server(env!("CARGO_BIN_EXE_corral"), dir, port, Stdio::from(log))
+    spawn_server_with(
+        env!("CARGO_BIN_EXE_corral"),
+        dir,
+        port,
+        "snapCount=300\nlogSegmentBytes=16384\nautopurge.snapRetainCount=3\n",
+        Stdio::from(log),
+    )
 }
 
 fn multi(n: usize) -> Request {
@@ -116,8 +124,15 @@ fn sigkill_during_writes_loses_nothing_acknowledged() {
     let mut child = start(&dir, port);
     verify(addr, &all_acked, &acked_multis, &all_multis);
     child.kill();
+    let snapshots = std::fs::read_dir(dir.join("snapshots")).unwrap().count();
+    assert!(snapshots >= 1, "the rounds went through snapshots");
+    assert!(
+        dir.join("raft").join("purged").exists(),
+        "and through purges of the log"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("log"));
+    let _ = std::fs::remove_file(dir.with_extension("cfg"));
     eprintln!(
         "{rounds} kills, {} acknowledged creates and {} multis all present",
         all_acked.len(),

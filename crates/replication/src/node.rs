@@ -16,7 +16,7 @@ use crate::types::{decode, encode, CorralNode, NodeId, Payload, Raft};
 use corral_storage::snapshot::SnapshotStore;
 use corral_tree::{Batch, DataTree, TreeConfig};
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
-use openraft::{Config, ServerState, SnapshotPolicy};
+use openraft::{Config, ServerState, SnapshotMeta, SnapshotPolicy};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -92,7 +92,7 @@ pub enum ReplicationError {
     )]
     Gap { snapshot: u64, log_first: u64 },
     #[error(
-        "every snapshot is damaged ({damaged}) and the log does not reach back to its first \
+        "no usable snapshot (damaged: {damaged}) and the log does not reach back to its first \
          entry; refusing to serve an incomplete tree"
     )]
     NoValidSnapshot { damaged: String },
@@ -109,6 +109,9 @@ pub enum ReplicationError {
 pub struct Storage {
     log: LogStore,
     snapshots: Arc<SnapshotStore>,
+    /// The snapshot recovery loaded, for openraft's first `get_current_snapshot` at start-up,
+    /// which would otherwise read and check the whole file a second time.
+    loaded: Option<crate::state_machine::LoadedSnapshot>,
 }
 
 /// Opens the log and loads the newest valid snapshot (blocking I/O): the tree, the log position
@@ -116,16 +119,10 @@ pub struct Storage {
 pub fn recover(cfg: &ReplicaConfig) -> Result<(DataTree, AppliedMark, Storage), ReplicationError> {
     let snapshots = SnapshotStore::open(&cfg.data_dir.join("snapshots"), cfg.snapshot_retain)?;
     let log = LogStore::open(&cfg.data_dir.join("raft"), cfg.segment_bytes)?;
-    // Read once: the newest valid snapshot (and what was found damaged on the way).
-    let (newest, damaged) = snapshots.load_newest_valid()?;
-    let loaded = newest
-        .map(crate::state_machine::with_meta)
-        .transpose()
-        .map_err(ReplicationError::Snapshot)?;
-    let (tree, mark) = match loaded {
-        Some((meta, bytes)) => {
-            let mut tree = DataTree::decode_snapshot(&bytes)
-                .map_err(|e| ReplicationError::Snapshot(e.to_string()))?;
+    let (newest, damaged) = newest_usable_snapshot(&snapshots)?;
+    let mut loaded = None;
+    let (tree, mark) = match newest {
+        Some((meta, bytes, mut tree)) => {
             // Settings come from this member's configuration, not from the snapshot.
             tree.set_config(cfg.tree);
             tracing::info!(
@@ -133,15 +130,20 @@ pub fn recover(cfg: &ReplicaConfig) -> Result<(DataTree, AppliedMark, Storage), 
                 nodes = tree.node_count(),
                 "loaded snapshot"
             );
-            (tree, mark_of(&meta))
+            let mark = mark_of(&meta);
+            loaded = Some((meta, bytes));
+            (tree, mark)
         }
         None => {
-            if !damaged.is_empty() && log.first_index().is_some_and(|f| f > 1) {
-                let damaged = damaged
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ");
+            // Without a snapshot the tree can only be rebuilt from a log that still holds
+            // every entry. Once anything was purged, an empty tree would silently lose it.
+            let purged = log.purged_index().unwrap_or(0);
+            if purged > 0 || log.first_index().is_some_and(|f| f > 1) {
+                let damaged = if damaged.is_empty() {
+                    "none found in snapshots/".to_owned()
+                } else {
+                    damaged.join("; ")
+                };
                 return Err(ReplicationError::NoValidSnapshot { damaged });
             }
             (DataTree::new(cfg.tree), AppliedMark::default())
@@ -158,6 +160,7 @@ pub fn recover(cfg: &ReplicaConfig) -> Result<(DataTree, AppliedMark, Storage), 
     let storage = Storage {
         log,
         snapshots: Arc::new(snapshots),
+        loaded,
     };
     Ok((tree, mark, storage))
 }
@@ -166,6 +169,42 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A snapshot's meta, its bytes and the tree they decode to.
+type UsableSnapshot = (SnapshotMeta<NodeId, CorralNode>, Vec<u8>, DataTree);
+
+/// The newest snapshot that passes its checksum *and* decodes, newest first: one that fails
+/// either is reported and the next older one is tried.
+fn newest_usable_snapshot(
+    store: &SnapshotStore,
+) -> Result<(Option<UsableSnapshot>, Vec<String>), ReplicationError> {
+    let mut damaged = Vec::new();
+    for id in store.list()? {
+        let loaded = match store.load(id) {
+            Ok(s) => s,
+            Err(e @ corral_storage::StorageError::Corrupt { .. }) => {
+                tracing::warn!(error = %e, "skipping a damaged snapshot");
+                damaged.push(e.to_string());
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let path = loaded.path.clone();
+        let decoded = crate::state_machine::with_meta(loaded).and_then(|(meta, bytes)| {
+            DataTree::decode_snapshot(&bytes)
+                .map(|tree| (meta, bytes, tree))
+                .map_err(|e| format!("{}: {e}", path.display()))
+        });
+        match decoded {
+            Ok(found) => return Ok((Some(found), damaged)),
+            Err(why) => {
+                tracing::warn!(error = %why, "skipping a snapshot that does not decode");
+                damaged.push(why);
+            }
+        }
+    }
+    Ok((None, damaged))
 }
 
 /// What the core holds to reach the replicated log; cheap to clone.
@@ -183,6 +222,11 @@ impl ReplicaHandle {
     /// How long fsyncs and snapshots take on this member.
     pub fn timings(&self) -> &crate::ReplicaTimings {
         &self.timings
+    }
+
+    /// The same timings, to keep beyond this handle.
+    pub fn timings_shared(&self) -> Arc<crate::ReplicaTimings> {
+        self.timings.clone()
     }
 
     pub fn id(&self) -> NodeId {
@@ -352,6 +396,7 @@ pub async fn start(
     let sm = StateMachine {
         core: core.clone(),
         snapshots: recovered.snapshots.clone(),
+        loaded: recovered.loaded.take(),
         raft: handle.raft.clone(),
         timings: handle.timings.clone(),
     };

@@ -144,10 +144,11 @@ fn wait_child(pid: i32) -> bool {
     r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }
 
-#[derive(Clone)]
 pub struct StateMachine {
     pub(crate) core: mpsc::Sender<ToCore>,
     pub(crate) snapshots: Arc<SnapshotStore>,
+    /// The snapshot recovery loaded, handed to openraft's first `get_current_snapshot`.
+    pub(crate) loaded: Option<LoadedSnapshot>,
     /// Set once Raft runs: after a snapshot, the log it makes redundant is purged through it.
     pub(crate) raft: Arc<std::sync::OnceLock<crate::types::Raft>>,
     pub(crate) timings: Arc<crate::ReplicaTimings>,
@@ -169,18 +170,22 @@ impl StateMachine {
 }
 
 /// Writes a snapshot file: meta (postcard) and the tree bytes.
+/// The file a snapshot with this meta is stored as.
+fn id_of(meta: &SnapshotMeta<u64, crate::CorralNode>) -> SnapshotId {
+    let last = meta.last_log_id.unwrap_or_default();
+    SnapshotId {
+        last_index: last.index,
+        term: last.leader_id.term,
+    }
+}
+
 fn save(
     store: &SnapshotStore,
     meta: &SnapshotMeta<u64, crate::CorralNode>,
     tree: &[u8],
 ) -> Result<(), SErr> {
-    let last = meta.last_log_id.unwrap_or_default();
-    let id = SnapshotId {
-        last_index: last.index,
-        term: last.leader_id.term,
-    };
     store
-        .save(id, &encode(meta), tree)
+        .save(id_of(meta), &encode(meta), tree)
         .map(|_| ())
         .map_err(|e| StorageIOError::write_snapshot(None, AnyError::new(&e)).into())
 }
@@ -311,7 +316,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+        StateMachine {
+            core: self.core.clone(),
+            snapshots: self.snapshots.clone(),
+            loaded: None,
+            raft: self.raft.clone(),
+            timings: self.timings.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
@@ -333,10 +344,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(sm_err)??;
         let mark = mark_of(meta);
         let tree = Box::new(tree);
-        self.ask(|done| ToCore::Install { tree, mark, done }).await
+        self.ask(|done| ToCore::Install { tree, mark, done })
+            .await?;
+        self.timings
+            .snapshots_installed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
+        if let Some((meta, bytes)) = self.loaded.take() {
+            // Still the newest on disk (nothing is written before Raft first asks at start).
+            let newest = self.snapshots.list().ok().and_then(|l| l.first().copied());
+            if newest.is_some_and(|id| id_of(&meta) == id) {
+                return Ok(Some(Snapshot {
+                    meta,
+                    snapshot: Box::new(Cursor::new(bytes)),
+                }));
+            }
+        }
         let store = self.snapshots.clone();
         let loaded = tokio::task::spawn_blocking(move || load_newest(&store))
             .await

@@ -77,6 +77,8 @@ pub struct ReplicaTimings {
     pub fsync: Timing,
     /// Each snapshot, from asking the core for it to the file being durable.
     pub snapshot: Timing,
+    /// Snapshots received from the leader and installed (a member too far behind its log).
+    pub snapshots_installed: std::sync::atomic::AtomicU64,
 }
 
 #[cfg(test)]

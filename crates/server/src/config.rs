@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub four_letter_whitelist: Vec<String>,
     /// `jute.maxbuffer`: the largest frame accepted from a client.
     pub max_frame_len: usize,
+    /// How long a new connection may go without sending its connect request (ZooKeeper's
+    /// `zookeeper.nio.sessionlessCnxnTimeout`, 10 s).
+    pub sessionless_timeout_ms: u64,
     pub extended_types: bool,
     /// `user:base64(sha1(user:password))` of the super user, if any.
     pub super_digest: Option<String>,
@@ -141,6 +144,7 @@ impl Default for ServerConfig {
             max_client_cnxns: 60,
             four_letter_whitelist: vec!["srvr".into()],
             max_frame_len: corral_proto::frame::DEFAULT_MAX_FRAME_LEN,
+            sessionless_timeout_ms: 10_000,
             extended_types: false,
             super_digest: None,
             container_check_interval_ms: 60_000,
@@ -214,6 +218,9 @@ impl ServerConfig {
                 "maxSessionTimeout" => max_timeout = Some(parse_timeout(key, value)?),
                 "maxClientCnxns" => c.max_client_cnxns = parse(key, value)?,
                 "4lw.commands.whitelist" => c.four_letter_whitelist = parse_whitelist(key, value)?,
+                "nio.sessionlessCnxnTimeout" | "zookeeper.nio.sessionlessCnxnTimeout" => {
+                    c.sessionless_timeout_ms = parse_positive(key, value)?
+                }
                 "jute.maxbuffer" | "zookeeper.jute.maxbuffer" => {
                     c.max_frame_len = parse_positive::<usize>(key, value)?
                 }

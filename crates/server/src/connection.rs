@@ -15,7 +15,7 @@ use corral_proto::{Jute, Request, RequestHeader};
 use std::net::SocketAddr;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -27,52 +27,41 @@ pub async fn serve(
     peer: SocketAddr,
     conn: ConnId,
     core: mpsc::Sender<CoreMsg>,
-    max_frame_len: usize,
+    limits: ConnLimits,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
     // Small to start: most connections are idle sessions; busy ones grow their buffers.
     let mut buf = BytesMut::with_capacity(1024);
-    while buf.len() < 4 {
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+    let decoder = FrameDecoder::new(limits.max_frame_len);
+    // As ZooKeeper's sessionlessCnxnTimeout: a connection that never asks for a session (or a
+    // four-letter word) must not hold a file descriptor and a maxClientCnxns slot forever.
+    let opening = tokio::time::timeout(
+        limits.sessionless_timeout,
+        read_opening(&mut rd, &mut buf, &decoder, peer),
+    )
+    .await;
+    let handshake = match opening {
+        Err(_) => {
+            tracing::warn!(%peer, timeout_ms = limits.sessionless_timeout.as_millis() as u64, "closing: no connect request in time");
+            return;
         }
-    }
-    if let Some(word) = parse_word(&buf[..4]) {
-        let (reply, answer) = oneshot::channel();
-        let msg = CoreMsg::FourLetter {
-            word: word.to_owned(),
-            peer,
-            reply,
-        };
-        if core.send(msg).await.is_ok() {
-            if let Ok(text) = answer.await {
-                let _ = wr.write_all(text.as_bytes()).await;
-            }
-        }
-        let _ = wr.shutdown().await;
-        return;
-    }
-
-    let decoder = FrameDecoder::new(max_frame_len);
-    let handshake = loop {
-        match decoder.decode(&mut buf) {
-            Ok(Some(frame)) => match Handshake::decode(&frame) {
-                Ok(h) => break h,
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "closing: first frame is not a connect request");
-                    return;
+        Ok(None) => return,
+        Ok(Some(Opening::Connect(h))) => h,
+        Ok(Some(Opening::FourLetter(word))) => {
+            let (reply, answer) = oneshot::channel();
+            let msg = CoreMsg::FourLetter {
+                word: word.to_owned(),
+                peer,
+                reply,
+            };
+            if core.send(msg).await.is_ok() {
+                if let Ok(text) = answer.await {
+                    let _ = wr.write_all(text.as_bytes()).await;
                 }
-            },
-            Ok(None) => match rd.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            },
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing connection");
-                return;
             }
+            let _ = wr.shutdown().await;
+            return;
         }
     };
 
@@ -162,4 +151,57 @@ async fn write_loop(
     }
     let _ = wr.shutdown().await;
     let _ = closed.send(());
+}
+
+/// What a connection's limits are, from the server's configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    /// `jute.maxbuffer`: the largest frame accepted.
+    pub max_frame_len: usize,
+    /// How long a new connection may take to send its connect request.
+    pub sessionless_timeout: std::time::Duration,
+}
+
+/// What a connection's first bytes ask for.
+enum Opening {
+    FourLetter(&'static str),
+    Connect(Handshake),
+}
+
+/// Reads a four-letter word or the connect request; `None` when the connection closes first
+/// or sends something else (logged).
+async fn read_opening(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    decoder: &FrameDecoder,
+    peer: SocketAddr,
+) -> Option<Opening> {
+    while buf.len() < 4 {
+        match rd.read_buf(buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+    if let Some(word) = parse_word(&buf[..4]) {
+        return Some(Opening::FourLetter(word));
+    }
+    loop {
+        match decoder.decode(buf) {
+            Ok(Some(frame)) => match Handshake::decode(&frame) {
+                Ok(h) => return Some(Opening::Connect(h)),
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "closing: first frame is not a connect request");
+                    return None;
+                }
+            },
+            Ok(None) => match rd.read_buf(buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                return None;
+            }
+        }
+    }
 }

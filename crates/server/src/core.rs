@@ -267,11 +267,17 @@ pub(crate) fn encode_reply(
     );
 }
 
-fn notification_frame(path: &str, kind: EventType) -> Bytes {
+/// The zxid of an event that no change fired.
+const NO_ZXID: i64 = -1;
+
+/// A watch event. Its header carries the zxid of the change that fired it, as ZooKeeper 3.9
+/// sends it (ZOOKEEPER-4655); -1 (3.8's value everywhere) for events with no such change, such
+/// as those replayed for a reconnecting client's setWatches.
+fn notification_frame(path: &str, kind: EventType, zxid: i64) -> Bytes {
     let mut out = Vec::with_capacity(32 + path.len());
     let header = ReplyHeader {
         xid: xid::NOTIFICATION,
-        zxid: -1,
+        zxid,
         err: 0,
     };
     let event = WatcherEvent {
@@ -721,7 +727,10 @@ impl Core {
                     .get(&conn)
                     .is_some_and(|c| acl::check(&event.acl, perms::READ, &c.auth).is_ok());
                 if may_read {
-                    self.send(conn, notification_frame(&event.path, event.kind));
+                    self.send(
+                        conn,
+                        notification_frame(&event.path, event.kind, entry.zxid),
+                    );
                 }
             }
         }
@@ -1411,7 +1420,7 @@ impl Core {
             self.watches.add(conn, &p, WatchKind::Recursive);
         }
         for (p, kind) in fire {
-            self.send(conn, notification_frame(&p, kind));
+            self.send(conn, notification_frame(&p, kind, NO_ZXID));
         }
     }
 

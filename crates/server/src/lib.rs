@@ -17,4 +17,5 @@ pub mod stats;
 pub mod watch;
 
 pub use config::{ConfigError, ServerConfig};
+pub use corral_replication::ReplicaTimings;
 pub use server::{Server, ServerError};

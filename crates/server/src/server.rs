@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -100,6 +101,11 @@ pub fn replica_config(cfg: &ServerConfig) -> ReplicaConfig {
 }
 
 impl Server {
+    /// This member's replication timings and counters (shared, live).
+    pub fn replica_timings(&self) -> Arc<crate::ReplicaTimings> {
+        self.replica.timings_shared()
+    }
+
     /// Recovers the data directory, joins the replicated log, binds the client port and serves.
     pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
         let rcfg = replica_config(&cfg);
@@ -213,9 +219,12 @@ async fn accept_loop(
         next_conn += 1;
         let core = core.clone();
         let per_ip = per_ip.clone();
-        let max_frame = cfg.max_frame_len;
+        let limits = connection::ConnLimits {
+            max_frame_len: cfg.max_frame_len,
+            sessionless_timeout: Duration::from_millis(cfg.sessionless_timeout_ms),
+        };
         tokio::spawn(async move {
-            connection::serve(stream, peer, conn, core, max_frame).await;
+            connection::serve(stream, peer, conn, core, limits).await;
             let mut counts = per_ip.lock().expect("connection counts lock");
             if let Some(n) = counts.get_mut(&peer.ip()) {
                 *n -= 1;

@@ -155,3 +155,31 @@ fn connection_flood_is_capped_per_address_and_others_keep_working() {
     std::thread::sleep(Duration::from_millis(200));
     still_serving(&server);
 }
+
+#[test]
+fn a_connection_that_never_asks_for_a_session_is_closed_and_frees_its_slot() {
+    let mut cfg = test_config();
+    cfg.max_client_cnxns = 2;
+    cfg.sessionless_timeout_ms = 300;
+    let server = TestServer::start_with(cfg);
+    // Two silent connections fill this address's slots; a half-sent connect request is as
+    // silent as none.
+    let mut silent = TcpStream::connect(server.addr).unwrap();
+    let mut half = TcpStream::connect(server.addr).unwrap();
+    half.write_all(&[0, 0, 0, 44, 0, 0]).unwrap();
+    for s in [&mut silent, &mut half] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 1];
+        assert!(
+            matches!(std::io::Read::read(s, &mut b), Ok(0)),
+            "closed by the server"
+        );
+    }
+    // Their slots are free again: two real sessions fit.
+    let mut a = RawClient::connect(server.addr);
+    let mut b = RawClient::connect(server.addr);
+    assert_eq!(a.call(get_data("/", false)).err, 0);
+    // A live session is not sessionless: idle past that timeout, it stays.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(b.call(get_data("/", false)).err, 0);
+}

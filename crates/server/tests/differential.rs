@@ -223,10 +223,23 @@ fn compare(steps: &[Step], label: &str) {
         if dump {
             eprintln!("{label} step {i} zookeeper: {want:?}");
         }
-        if let Step::Call(_, Request::Exists(_)) = step {
+        if let Step::Call(ci, Request::Exists(req)) = step {
             // ZooKeeper before 3.8.4 (Debian's 3.8.0) answers exists without checking READ;
-            // Corral checks it, as 3.8.4+ and 3.9.2+ do (ZOOKEEPER-2590).
+            // Corral checks it, as 3.8.4+ and 3.9.2+ do (ZOOKEEPER-2590). Only where the client
+            // really lacks READ: getData, which both check, must be refused on both.
             if want.err == 0 && got.err == corral_proto::ErrorCode::NoAuth.code() {
+                let probe = get_data(&req.path, false);
+                let no_auth = corral_proto::ErrorCode::NoAuth.code();
+                assert_eq!(
+                    zk.clients[*ci].call(probe.clone()).err,
+                    no_auth,
+                    "{label}: step {i}"
+                );
+                assert_eq!(
+                    us.clients[*ci].call(probe).err,
+                    no_auth,
+                    "{label}: step {i}"
+                );
                 continue;
             }
         }
@@ -286,6 +299,9 @@ fn scripted_edge_cases_match_zookeeper() {
         c(1, exists(&format!("{r}/later"), true)),
         c(2, create(&format!("{r}/later"), b"x", 0)),
         c(0, create("nonsense", b"", 0)),
+        // Beyond the Basic Multilingual Plane: a surrogate pair to Java's path check.
+        c(0, create(&format!("{r}/\u{1f600}"), b"", 0)),
+        c(0, create(&format!("{r}/\u{fff5}"), b"", 0)),
         c(0, create(&format!("{r}/x"), b"", 9)),
         c(
             0,
@@ -816,7 +832,7 @@ fn watches_handed_back_with_set_watches2(addr: SocketAddr) -> Vec<(i32, String)>
     );
     let r = b.read_reply(-8, OpCode::SetWatches2).unwrap();
     assert_eq!(r.err, 0, "{addr}");
-    let relative = |e: WatcherEvent| (e.event_type, e.path.replacen(&base, "", 1));
+    let relative = |e: Notification| (e.event_type, e.path.replacen(&base, "", 1));
     let mut events: Vec<(i32, String)> = b.events.drain(..).map(relative).collect();
     events.sort();
     // Then one change at a time, each followed by the event it fires.

@@ -186,6 +186,56 @@ fn damaged_newest_snapshot_falls_back_to_the_older_one() {
 }
 
 #[test]
+fn a_newest_snapshot_that_does_not_decode_falls_back_to_the_older_one() {
+    use corral_storage::snapshot::{SnapshotId, SnapshotStore};
+    let dir = temp_data_dir();
+    let server = TestServer::start_with(small_snapshots(&dir));
+    let mut c = RawClient::connect(server.addr);
+    let paths = create_in_waves(&mut c, "/u", 450);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(c);
+    server.stop_keeping_data();
+    // A newer file whose checksum is right but whose tree is not a tree (a bug in an older
+    // writer, say): it must be skipped like a damaged one, not stop the start.
+    let store = SnapshotStore::open(&dir.join("snapshots"), 3).unwrap();
+    let newest = store.list().unwrap()[0];
+    let loaded = store.load(newest).unwrap();
+    let bogus = SnapshotId {
+        last_index: newest.last_index + 1,
+        term: newest.term,
+    };
+    store
+        .save(bogus, &loaded.meta, b"not a tree at all")
+        .unwrap();
+    let server = TestServer::start_with(small_snapshots(&dir));
+    assert_all_present(&server, &paths);
+}
+
+#[test]
+fn missing_snapshots_after_a_purge_refuse_to_start() {
+    let dir = temp_data_dir();
+    let server = TestServer::start_with(small_snapshots(&dir));
+    let mut c = RawClient::connect(server.addr);
+    create_in_waves(&mut c, "/m", 450);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(c);
+    server.stop_keeping_data();
+    // Snapshots deleted (not damaged: gone) after the log was purged behind them.
+    for snap in std::fs::read_dir(dir.join("snapshots")).unwrap() {
+        std::fs::remove_file(snap.unwrap().path()).unwrap();
+    }
+    let err = start_expecting_failure(small_snapshots(&dir));
+    assert!(
+        err.contains("no usable snapshot") && err.contains("refusing"),
+        "{err}"
+    );
+    // The same once the log's segments are gone too: the purge marker still tells.
+    std::fs::remove_dir_all(dir.join("raft").join("log")).unwrap();
+    let err = start_expecting_failure(small_snapshots(&dir));
+    assert!(err.contains("refusing"), "{err}");
+}
+
+#[test]
 fn flipped_byte_in_an_older_log_segment_refuses_to_start() {
     let dir = temp_data_dir();
     let mut cfg = config_at(&dir);

@@ -153,6 +153,35 @@ fn watch_event_precedes_reply_that_observes_the_change() {
 }
 
 #[test]
+fn watch_events_carry_the_zxid_of_the_change_that_fired_them() {
+    // As ZooKeeper 3.9 (ZOOKEEPER-4655); 3.8 sent -1.
+    let server = TestServer::start();
+    let mut w = RawClient::connect(server.addr);
+    let mut writer = RawClient::connect(server.addr);
+    assert_eq!(w.call(exists("/z", true)).code(), ErrorCode::NoNode);
+    let created = writer.call(create("/z", b"", 0));
+    assert_eq!(w.call(get_data("/z", true)).err, 0);
+    assert_eq!(w.call(get_children("/", true)).err, 0);
+    // One multi: both events carry its one zxid.
+    let multi = writer.call(Request::Multi(vec![
+        set_data("/z", b"1", -1),
+        create("/z2", b"", 0),
+    ]));
+    assert_eq!(multi.err, 0);
+    w.ping();
+    let got: Vec<(i32, i64)> = w.events.drain(..).map(|e| (e.event_type, e.zxid)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (EventType::NodeCreated as i32, created.zxid),
+            (EventType::NodeDataChanged as i32, multi.zxid),
+            (EventType::NodeChildrenChanged as i32, multi.zxid),
+        ]
+    );
+    assert!(created.zxid > 0 && multi.zxid > created.zxid);
+}
+
+#[test]
 fn pipelined_requests_are_answered_in_order() {
     let server = TestServer::start();
     let mut c = RawClient::connect(server.addr);

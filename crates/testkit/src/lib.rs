@@ -21,6 +21,8 @@ use std::time::Duration;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub data_dir: std::path::PathBuf,
+    /// The member's replication counters (e.g. snapshots installed from a leader).
+    pub replica: std::sync::Arc<corral_server::ReplicaTimings>,
     keep_data: bool,
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -82,7 +84,9 @@ impl TestServer {
                 .unwrap();
             rt.block_on(async move {
                 let server = Server::start(cfg).await.expect("server starts");
-                addr_tx.send(server.local_addr).unwrap();
+                addr_tx
+                    .send((server.local_addr, server.replica_timings()))
+                    .unwrap();
                 tokio::task::spawn_blocking(move || {
                     let _ = stop_rx.recv();
                 })
@@ -91,12 +95,13 @@ impl TestServer {
                 server.stop().await;
             });
         });
-        let addr = addr_rx
+        let (addr, replica) = addr_rx
             .recv_timeout(Duration::from_secs(10))
             .expect("server address");
         TestServer {
             addr,
             data_dir,
+            replica,
             keep_data: false,
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -145,7 +150,31 @@ pub struct RawClient {
     pub passwd: Bytes,
     pub timeout_ms: i32,
     next_xid: i32,
-    pub events: VecDeque<WatcherEvent>,
+    pub events: VecDeque<Notification>,
+}
+
+/// A watch event as it arrived: the event and the zxid in its reply header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    /// The zxid of the change that fired it (ZooKeeper 3.9), or -1.
+    pub zxid: i64,
+    pub event_type: i32,
+    pub state: i32,
+    pub path: String,
+}
+
+impl Notification {
+    fn parse(frame: &[u8]) -> Notification {
+        let header = ReplyHeader::from_bytes(frame).unwrap();
+        assert_eq!(header.xid, -1, "expected a notification, got {header:?}");
+        let e = WatcherEvent::from_bytes(&frame[16..]).unwrap();
+        Notification {
+            zxid: header.zxid,
+            event_type: e.event_type,
+            state: e.state,
+            path: e.path,
+        }
+    }
 }
 
 pub fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
@@ -224,8 +253,7 @@ impl RawClient {
             let header = ReplyHeader::from_bytes(&frame).unwrap();
             let body = &frame[16..];
             if header.xid == -1 {
-                self.events
-                    .push_back(WatcherEvent::from_bytes(body).unwrap());
+                self.events.push_back(Notification::parse(&frame));
                 continue;
             }
             assert_eq!(header.xid, xid, "replies come in request order");
@@ -257,14 +285,12 @@ impl RawClient {
     }
 
     /// Waits for the next watch notification.
-    pub fn next_event(&mut self) -> std::io::Result<WatcherEvent> {
+    pub fn next_event(&mut self) -> std::io::Result<Notification> {
         if let Some(e) = self.events.pop_front() {
             return Ok(e);
         }
         let frame = read_frame(&mut self.stream)?;
-        let header = ReplyHeader::from_bytes(&frame).unwrap();
-        assert_eq!(header.xid, -1, "expected a notification, got {header:?}");
-        Ok(WatcherEvent::from_bytes(&frame[16..]).unwrap())
+        Ok(Notification::parse(&frame))
     }
 
     /// Whether the server has closed the connection (reads EOF within the timeout).
@@ -467,9 +493,25 @@ pub fn spawn_server(
     port: u16,
     stderr: std::process::Stdio,
 ) -> KillOnDrop {
+    spawn_server_with(bin, dir, port, "", stderr)
+}
+
+/// As [`spawn_server`], with `zoo_cfg` (zoo.cfg lines, e.g. `snapCount=100`) written to
+/// `DIR.cfg` and given with `--config`; the flags still override the port and data dir.
+pub fn spawn_server_with(
+    bin: &str,
+    dir: &std::path::Path,
+    port: u16,
+    zoo_cfg: &str,
+    stderr: std::process::Stdio,
+) -> KillOnDrop {
+    let cfg_path = dir.with_extension("cfg");
+    std::fs::write(&cfg_path, zoo_cfg).expect("write the test's zoo.cfg");
     let child = std::process::Command::new(bin)
+        .arg("server")
+        .arg("--config")
+        .arg(&cfg_path)
         .args([
-            "server",
             "--admin-port",
             "0",
             "--port",

@@ -26,9 +26,13 @@ pub fn validate(path: &str) -> Result<(), ErrorCode> {
     Ok(())
 }
 
+/// ZooKeeper's `PathUtils.validatePath` bans these UTF-16 units. Java sees a character beyond
+/// the Basic Multilingual Plane as a surrogate pair (\ud800-\udfff, inside its banned
+/// \ud800-\uf8ff), so every such character is banned too.
 fn is_forbidden_char(c: char) -> bool {
     matches!(c,
-        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{e000}'..='\u{f8ff}' | '\u{fff0}'..='\u{ffff}')
+        '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{e000}'..='\u{f8ff}' | '\u{fff0}'..='\u{ffff}'
+        | '\u{10000}'..)
 }
 
 /// The parent of a path as ZooKeeper computes it: everything before the last slash, where the
@@ -79,6 +83,7 @@ mod tests {
             "/a\u{0}",
             "/\u{1}",
             "/\u{fff5}",
+            "/\u{1f600}",
         ] {
             assert_eq!(validate(bad), Err(ErrorCode::BadArguments), "{bad:?}");
         }
