@@ -90,35 +90,55 @@ impl SnapshotStore {
         Ok(path)
     }
 
-    /// Reads and checks one snapshot file.
+    /// Reads and checks one snapshot file. The payload (the whole tree, often hundreds of MB)
+    /// is read straight into its own buffer: no second copy and no second set of fresh pages.
     pub fn load(&self, id: SnapshotId) -> Result<LoadedSnapshot, StorageError> {
+        use std::io::Read;
         let path = self.dir.join(file_name(id));
-        let bytes = fs::read(&path).map_err(|e| StorageError::io(&path, e))?;
+        let io = |e| StorageError::io(&path, e);
         let corrupt = |offset: usize, why: &str| StorageError::Corrupt {
             path: path.clone(),
             offset: offset as u64,
             why: why.to_owned(),
         };
-        if bytes.len() < 24 || &bytes[..8] != MAGIC {
+        let mut file = fs::File::open(&path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len() as usize;
+        // What the header claims is checked against the file's size before anything is
+        // allocated for it.
+        let mut read_part = |len: usize, at: usize, what: &str| -> Result<Vec<u8>, StorageError> {
+            if at + len > file_len {
+                return Err(corrupt(at, what));
+            }
+            let mut part = vec![0u8; len];
+            file.read_exact(&mut part).map_err(io)?;
+            Ok(part)
+        };
+        let head = read_part(12, 0, "not a Corral snapshot")?;
+        if &head[..8] != MAGIC {
             return Err(corrupt(0, "not a Corral snapshot"));
         }
-        let (body, tail) = bytes.split_at(bytes.len() - 4);
-        if crc32c::crc32c(body) != u32::from_be_bytes(tail.try_into().expect("4 bytes")) {
-            return Err(corrupt(body.len(), "checksum mismatch"));
+        let meta_len = u32::from_be_bytes(head[8..12].try_into().expect("4")) as usize;
+        let meta = read_part(meta_len, 12, "meta length")?;
+        let payload_len_at = 12 + meta_len;
+        let len_bytes = read_part(8, payload_len_at, "meta length")?;
+        let payload_len = u64::from_be_bytes(len_bytes[..].try_into().expect("8")) as usize;
+        let payload_at = payload_len_at + 8;
+        if payload_len.checked_add(payload_at + 4) != Some(file_len) {
+            return Err(corrupt(payload_len_at, "payload length"));
         }
-        let meta_len = u32::from_be_bytes(body[8..12].try_into().expect("4")) as usize;
-        let meta_end = 12 + meta_len;
-        let payload_len_at = body
-            .get(meta_end..meta_end + 8)
-            .ok_or_else(|| corrupt(12, "meta length"))?;
-        let payload_len = u64::from_be_bytes(payload_len_at.try_into().expect("8")) as usize;
-        let payload = body
-            .get(meta_end + 8..meta_end + 8 + payload_len)
-            .ok_or_else(|| corrupt(meta_end, "payload length"))?;
+        let payload = read_part(payload_len, payload_at, "payload length")?;
+        let tail = read_part(4, payload_at + payload_len, "checksum")?;
+        let mut crc = crc32c::crc32c(&head);
+        for part in [&meta, &len_bytes, &payload] {
+            crc = crc32c::crc32c_append(crc, part);
+        }
+        if crc != u32::from_be_bytes(tail[..].try_into().expect("4 bytes")) {
+            return Err(corrupt(payload_at + payload_len, "checksum mismatch"));
+        }
         Ok(LoadedSnapshot {
             id,
-            meta: body[12..meta_end].to_vec(),
-            payload: payload.to_vec(),
+            meta,
+            payload,
             path,
         })
     }
@@ -206,10 +226,44 @@ mod tests {
         let store = SnapshotStore::open(&dir, 3).unwrap();
         let p = store.save(id(5), b"m", &vec![7u8; 1000]).unwrap();
         let bytes = fs::read(&p).unwrap();
-        fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        for cut in [0, 5, 12, 14, 20, bytes.len() / 2, bytes.len() - 1] {
+            fs::write(&p, &bytes[..cut]).unwrap();
+            assert!(
+                matches!(store.load(id(5)), Err(StorageError::Corrupt { .. })),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn lengths_that_disagree_with_the_file_are_damage_not_allocations() {
+        let dir = temp("lengths");
+        let store = SnapshotStore::open(&dir, 3).unwrap();
+        let p = store.save(id(6), b"meta", b"payload").unwrap();
+        let good = fs::read(&p).unwrap();
+        // The meta length, then the payload length, claiming far more than the file holds;
+        // then bytes after the checksum.
+        for (at, value) in [(8usize, u32::MAX as u64), (16, u64::MAX), (16, 1 << 40)] {
+            let mut bad = good.clone();
+            if at == 8 {
+                bad[8..12].copy_from_slice(&(value as u32).to_be_bytes());
+            } else {
+                bad[at..at + 8].copy_from_slice(&value.to_be_bytes());
+            }
+            fs::write(&p, &bad).unwrap();
+            assert!(matches!(
+                store.load(id(6)),
+                Err(StorageError::Corrupt { .. })
+            ));
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        fs::write(&p, &longer).unwrap();
         assert!(matches!(
-            store.load(id(5)),
+            store.load(id(6)),
             Err(StorageError::Corrupt { .. })
         ));
+        fs::write(&p, &good).unwrap();
+        assert_eq!(store.load(id(6)).unwrap().payload, b"payload");
     }
 }

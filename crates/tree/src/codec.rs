@@ -297,28 +297,42 @@ impl DataTree {
         let nodes = count(r, 4 + 6 * 8 + 4 * 4 + 4)?;
         tree.nodes.reserve(nodes);
         let mut ids = Vec::with_capacity(nodes);
+        let mut special = Vec::new();
+        let mut previous: Option<&str> = None;
         for _ in 0..nodes {
-            let p = String::decode(r)?;
-            let mut longs = [0i64; 6];
-            for v in &mut longs {
-                *v = i64::decode(r)?;
+            // Borrowed from the snapshot bytes: the store keeps its own copy, nothing else does.
+            let p = r
+                .ustring()?
+                .ok_or(DecodeError::Invalid("a node without a path"))?;
+            // The writer sorts by path, so strictly increasing paths also rule out duplicates
+            // without a lookup per node.
+            if previous.is_some_and(|q| p <= q) {
+                return Err(DecodeError::Invalid("paths out of order or repeated"));
             }
-            let mut ints = [0i32; 4];
-            for v in &mut ints {
-                *v = i32::decode(r)?;
-            }
+            previous = Some(p);
+            // The fixed part in one bounds check: six longs, then four ints.
+            let fixed = r.take(6 * 8 + 4 * 4, "node stat")?;
+            let long =
+                |i: usize| i64::from_be_bytes(fixed[i * 8..i * 8 + 8].try_into().expect("8"));
+            let int = |i: usize| {
+                let at = 48 + i * 4;
+                i32::from_be_bytes(fixed[at..at + 4].try_into().expect("4"))
+            };
+            let longs = [long(0), long(1), long(2), long(3), long(4), long(5)];
+            let ints = [int(0), int(1), int(2), int(3)];
             let acl = *acl_lists
                 .get(ints[3] as usize)
                 .ok_or(DecodeError::Invalid("ACL index out of range"))?;
             tree.acls.retain(acl);
             let data = r.buffer()?;
+            let owner = longs[5];
             let node = Node {
                 czxid: longs[0],
                 mzxid: longs[1],
                 pzxid: longs[2],
                 ctime: longs[3],
                 mtime: longs[4],
-                ephemeral_owner: longs[5],
+                ephemeral_owner: owner,
                 version: ints[0],
                 cversion: ints[1],
                 aversion: ints[2],
@@ -326,12 +340,15 @@ impl DataTree {
                 data: data.into(),
                 children: None,
             };
-            if tree.nodes.contains(&p) {
-                return Err(DecodeError::Invalid("a path appears twice"));
+            if owner != 0 {
+                special.push((p, owner));
             }
-            ids.push(tree.nodes.insert(&p, node));
+            ids.push(tree.nodes.insert(p, node));
         }
         link_loaded(&mut tree, &ids)?;
+        for (p, owner) in special {
+            tree.index_special_pub(p, owner);
+        }
         if !tree.nodes.contains("/") {
             return Err(DecodeError::Invalid("snapshot has no root"));
         }
@@ -363,7 +380,6 @@ fn count(r: &mut Reader<'_>, elem_min: usize) -> Result<usize, DecodeError> {
 /// it is filled, so a parent of a million children is not rehashed twenty times.
 fn link_loaded(tree: &mut DataTree, ids: &[crate::store::NodeId]) -> Result<(), DecodeError> {
     let mut links = Vec::with_capacity(ids.len());
-    let mut special = Vec::new();
     let mut last: Option<(String, crate::store::NodeId)> = None;
     for &id in ids {
         let p = tree.nodes.path_of(id);
@@ -384,10 +400,6 @@ fn link_loaded(tree: &mut DataTree, ids: &[crate::store::NodeId]) -> Result<(), 
             }
         };
         links.push((parent, id));
-        let owner = tree.nodes.get(p).map_or(0, |n| n.ephemeral_owner);
-        if owner != 0 {
-            special.push((p.to_owned(), owner));
-        }
     }
     let mut counts: HashMap<crate::store::NodeId, usize> = HashMap::new();
     for (parent, _) in &links {
@@ -398,9 +410,6 @@ fn link_loaded(tree: &mut DataTree, ids: &[crate::store::NodeId]) -> Result<(), 
     }
     for (parent, child) in links {
         tree.nodes.link_child(parent, child);
-    }
-    for (p, owner) in special {
-        tree.index_special_pub(&p, owner);
     }
     Ok(())
 }
@@ -571,5 +580,61 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[0] ^= 1;
         assert!(DataTree::decode_snapshot(&flipped).is_err());
+    }
+
+    #[test]
+    fn repeated_or_unsorted_paths_are_rejected() {
+        let tree = tree_with(&["/x1", "/x2"]);
+        let bytes = tree.snapshot_bytes();
+        let at = |needle: &[u8]| {
+            bytes
+                .windows(needle.len())
+                .position(|w| w == needle)
+                .unwrap()
+        };
+        // "/x2" renamed "/x1": the same path twice.
+        let mut twice = bytes.clone();
+        twice[at(b"/x2") + 2] = b'1';
+        let err = DataTree::decode_snapshot(&twice).unwrap_err();
+        assert!(
+            err.to_string().contains("out of order or repeated"),
+            "{err}"
+        );
+        // "/x1" renamed "/x3": after "/x2" in the file, out of order.
+        let mut unsorted = bytes.clone();
+        unsorted[at(b"/x1") + 2] = b'3';
+        assert!(DataTree::decode_snapshot(&unsorted).is_err());
+        assert_eq!(
+            DataTree::decode_snapshot(&bytes).unwrap().digest(),
+            tree.digest()
+        );
+    }
+
+    fn tree_with(paths: &[&str]) -> DataTree {
+        let mut tree = DataTree::new(TreeConfig::default());
+        let mut txns = vec![Txn::CreateSession { timeout_ms: 4000 }];
+        for p in paths {
+            let req = Request::Create {
+                op: OpCode::Create,
+                req: CreateRequest {
+                    path: p.to_string(),
+                    data: Some(bytes::Bytes::from_static(b"d")),
+                    acl: acl::open_acl(),
+                    flags: 0,
+                },
+            };
+            txns.push(Txn::Client(req));
+        }
+        for txn in txns {
+            let applied = tree.apply(&Entry {
+                zxid: tree.last_zxid() + 1,
+                time_ms: 0,
+                session_id: 7,
+                auth: vec![],
+                txn,
+            });
+            assert!(applied.result.is_ok());
+        }
+        tree
     }
 }

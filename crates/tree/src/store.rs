@@ -142,7 +142,7 @@ impl NodeStore {
             .as_mut()
             .expect("a live parent")
             .node;
-        node.children = Some(Box::new(table));
+        node.children = Some(table);
     }
 
     /// Records `child` among `parent`'s children.
@@ -167,24 +167,22 @@ impl NodeStore {
         self.put_children(parent, table);
     }
 
-    fn take_children(&mut self, parent: NodeId) -> Children {
+    /// The parent's children table, taken out of its node (boxed as it lives there, so taking
+    /// it out and putting it back costs no allocation) while `slots` is read to rehash it.
+    fn take_children(&mut self, parent: NodeId) -> Box<Children> {
         let node = &mut self.slots[parent as usize]
             .as_mut()
             .expect("a live parent")
             .node;
-        node.children.take().map(|b| *b).unwrap_or_default()
+        node.children.take().unwrap_or_default()
     }
 
-    fn put_children(&mut self, parent: NodeId, table: Children) {
+    fn put_children(&mut self, parent: NodeId, table: Box<Children>) {
         let node = &mut self.slots[parent as usize]
             .as_mut()
             .expect("a live parent")
             .node;
-        node.children = if table.is_empty() {
-            None
-        } else {
-            Some(Box::new(table))
-        };
+        node.children = if table.is_empty() { None } else { Some(table) };
     }
 
     /// The ids of a node's children, in no order.
