@@ -5,6 +5,12 @@ use corral_server::{Server, ServerConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// jemalloc: the server makes and frees many small allocations per request (paths, entries,
+/// replies), where glibc's allocator showed as a fifth of the profile; jemalloc is also safe to
+/// use in the forked snapshot child (it takes its locks around fork).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "corral",

@@ -48,16 +48,16 @@ fn load(
     addr: SocketAddr,
     round: usize,
     stop_after: Duration,
-    connected: std::sync::mpsc::Sender<()>,
+    first_acked: std::sync::mpsc::Sender<()>,
 ) -> (Vec<String>, Vec<usize>, usize) {
     let mut c = RawClient::connect(addr);
-    connected.send(()).unwrap();
+    let mut first_ack = Some(first_acked);
     let mut acked = Vec::new();
     let mut acked_multis = Vec::new();
     let start = Instant::now();
     let mut sent_multis = 0;
     let mut batch = 0;
-    while start.elapsed() < stop_after * 3 {
+    while start.elapsed() < stop_after * 3 + Duration::from_secs(10) {
         let mut sent = Vec::new();
         for i in 0..50 {
             let xid = batch * 100 + i + 1;
@@ -72,7 +72,14 @@ fn load(
             sent.push((xid, req));
         }
         for (xid, (req, multi_n)) in sent {
-            match c.read_reply(xid, req.op_code()) {
+            let reply = c.read_reply(xid, req.op_code());
+            if let (Ok(r), Some(tx)) = (&reply, &first_ack) {
+                if r.err == 0 {
+                    let _ = tx.send(());
+                    first_ack = None;
+                }
+            }
+            match reply {
                 Ok(r) if r.err == 0 => match (multi_n, r.body) {
                     (Some(n), Some(Response::Multi(_))) => acked_multis.push(n),
                     (None, Some(Response::Path(p))) => acked.push(p),
@@ -106,7 +113,7 @@ fn sigkill_during_writes_loses_nothing_acknowledged() {
         let kill_after = Duration::from_millis(150 + 97 * (round as u64 % 5));
         let (connected, session_ready) = std::sync::mpsc::channel();
         let killer = std::thread::spawn(move || {
-            // The clock starts once the client has its session, so the kill lands mid-load.
+            // The clock starts at the first acknowledged write, so the kill lands mid-load.
             let _ = session_ready.recv_timeout(Duration::from_secs(30));
             std::thread::sleep(kill_after);
             child.kill(); // SIGKILL

@@ -118,8 +118,20 @@ impl SnapshotTaker {
     pub fn start(self, tree: &DataTree, mark: &AppliedMark) -> SnapshotStarted {
         // SAFETY: the child only allocates, writes files and calls _exit; it touches no lock
         // another thread could have held at the fork (no logging, no runtime).
+        let server = unsafe { libc::getpid() };
         match unsafe { libc::fork() } {
             0 => {
+                // Dies with the server: a SIGKILLed server must not leave a child that finishes
+                // (and prunes old snapshots) under the feet of the server restarted after it.
+                unsafe {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    if libc::getppid() != server {
+                        libc::_exit(1);
+                    }
+                    // Nor keep the server's sockets (the client port above all) or log files
+                    // open: only stdin, stdout and stderr stay.
+                    libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                }
                 let meta = meta_for(mark);
                 let ok = save(&self.store, &meta, &tree.snapshot_bytes()).is_ok();
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) }
