@@ -111,3 +111,103 @@ fn unsafe_kill_term(pid: u32) {
         .unwrap();
     assert!(status.success());
 }
+
+/// The binary on a data dir it must not serve: it exits non-zero at once, saying which file is
+/// damaged or what is missing, and never starts listening.
+#[test]
+fn damaged_or_incomplete_data_stops_the_binary_with_the_reason() {
+    use corral_testkit::{create, free_port, spawn_server_with, RawClient};
+    let dir = temp_dir("damaged");
+    let data = dir.join("data");
+    let port = free_port();
+    let mut server = spawn_server_with(
+        env!("CARGO_BIN_EXE_corral"),
+        &data,
+        port,
+        "logSegmentBytes=1024\nsnapCount=40\nautopurge.snapRetainCount=3\n",
+        Stdio::null(),
+    );
+    let mut c = RawClient::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    // One write at a time: each its own entry, so the log spans many small segments and
+    // snapshots (every 40 writes) let the oldest be purged.
+    for i in 0..200 {
+        assert_eq!(c.call(create(&format!("/d{i}"), b"v", 0)).err, 0);
+    }
+    drop(c);
+    server.kill();
+    let start = |data: &std::path::Path| {
+        let out = corral()
+            .args([
+                "server",
+                "--admin-port",
+                "0",
+                "--port",
+                &port.to_string(),
+                "--data-dir",
+            ])
+            .arg(data)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // A flipped byte in a segment that is not the last one.
+    let damaged = dir.join("damaged");
+    copy_dir(&data, &damaged);
+    let mut segs: Vec<_> = std::fs::read_dir(damaged.join("raft").join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segs.sort();
+    assert!(segs.len() > 2, "{segs:?}");
+    let mut bytes = std::fs::read(&segs[0]).unwrap();
+    bytes[40] ^= 0x10;
+    std::fs::write(&segs[0], bytes).unwrap();
+    let (code, err) = start(&damaged);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("corrupt") && err.contains(&segs[0].display().to_string()),
+        "{err}"
+    );
+
+    // Every snapshot deleted after the log was purged behind them.
+    let gone = dir.join("gone");
+    copy_dir(&data, &gone);
+    std::fs::remove_dir_all(gone.join("snapshots")).unwrap();
+    let (code, err) = start(&gone);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("no usable snapshot") && err.contains("refusing"),
+        "{err}"
+    );
+
+    // The untouched copy still serves every write.
+    let mut server =
+        spawn_server_with(env!("CARGO_BIN_EXE_corral"), &data, port, "", Stdio::null());
+    let mut c = RawClient::connect(format!("127.0.0.1:{port}").parse().unwrap());
+    for i in 0..200 {
+        assert_eq!(
+            c.call(corral_testkit::exists(&format!("/d{i}"), false)).err,
+            0
+        );
+    }
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

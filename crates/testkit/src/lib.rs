@@ -506,6 +506,9 @@ pub fn spawn_server_with(
     stderr: std::process::Stdio,
 ) -> KillOnDrop {
     let cfg_path = dir.with_extension("cfg");
+    if let Some(parent) = cfg_path.parent() {
+        std::fs::create_dir_all(parent).expect("the test's directory");
+    }
     std::fs::write(&cfg_path, zoo_cfg).expect("write the test's zoo.cfg");
     let child = std::process::Command::new(bin)
         .arg("server")
