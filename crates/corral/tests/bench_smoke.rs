@@ -98,6 +98,31 @@ fn every_workload_runs_and_reports() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&table.stdout).contains("ops/s"));
+    // At a fixed rate (paced on OS threads): it offers about rate x duration requests and
+    // every one is answered; a count, not a timing.
+    let paced = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args([
+            "bench",
+            "--hosts",
+            &host,
+            "--workload",
+            "set",
+            "--rate",
+            "400",
+            "--duration",
+            "1",
+            "--connections",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&paced.stdout);
+    assert!(paced.status.success(), "{stdout}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let ops = report["ops"].as_f64().unwrap();
+    assert!((380.0..=420.0).contains(&ops), "paced ops: {stdout}");
+    assert_eq!(report["errors"].as_f64(), Some(0.0), "{stdout}");
     let refused = Command::new(env!("CARGO_BIN_EXE_corral"))
         .args(["bench", "--hosts", "127.0.0.1:1", "--ops", "10"])
         .output()

@@ -128,6 +128,8 @@ fn write_load(
     let mut client = RawClient::connect(addrs[0]);
     let session = client.session_id;
     let passwd = client.passwd.clone();
+    // The session's ephemeral must outlive the leader's death with the session.
+    assert_eq!(client.call(create("/writer-lease", b"", 1)).err, 0);
     let mut last_zxid = 0;
     let mut next = 0usize;
     let mut longest_pause = Duration::ZERO;
@@ -259,8 +261,14 @@ fn sigkill_leader_under_load_then_all_members() {
     let counts = counter.join().unwrap();
     eprintln!("counter history: {} operations", counts.len());
     linearizable::check(&counts, start).unwrap();
-    // The writer's session survived the leader's death.
+    // The writer's session survived the leader's death: its ephemeral is still there, owned
+    // by it, read on the new leader.
     let mut probe = RawClient::connect(members[new_leader].addr);
+    let lease = probe.call(exists("/writer-lease", false));
+    match lease.body {
+        Some(Response::Stat(s)) => assert_eq!(s.ephemeral_owner, session, "the lease's owner"),
+        other => panic!("the writer's ephemeral is gone after the failover: {other:?}"),
+    }
     assert!(probe.call(create("/probe", b"", 0)).err == 0);
     let back = RawClient::resume(
         members[followers[0]].addr,
@@ -291,7 +299,9 @@ fn sigkill_leader_under_load_then_all_members() {
         m.start();
     }
     let leader = wait_for_leader(&members, &[0, 1, 2]);
-    assert_all_present(members[leader].addr, &acked);
+    for m in &members {
+        assert_all_present(m.addr, &acked);
+    }
     let srvr = four_letter(members[leader].addr, "srvr");
     assert!(srvr.contains("Mode: leader"), "{srvr}");
     let probe = RawClient::connect(members[leader].addr).call(exists("/probe", false));

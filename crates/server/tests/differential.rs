@@ -13,7 +13,7 @@
 
 use bytes::Bytes;
 use corral_proto::records::*;
-use corral_proto::{MultiResult, OpCode, Request, Response};
+use corral_proto::{Jute, MultiResult, OpCode, Request, Response};
 use corral_testkit::*;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -876,4 +876,76 @@ fn set_watches2_on_reconnect_matches_zookeeper() {
     );
     assert_eq!(theirs[3], (3, "/p".to_string()));
     assert_eq!(theirs.len(), 9);
+}
+
+/// The raw answer to one connect request: the whole frame as sent.
+fn raw_connect(addr: SocketAddr, request: ConnectRequest, read_only: Option<bool>) -> Vec<u8> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut body = Vec::new();
+    corral_proto::frame::Handshake { request, read_only }.encode(&mut body);
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame).unwrap();
+    read_frame(&mut stream).expect("an answer to the connect request")
+}
+
+#[test]
+fn connect_answers_match_zookeeper_byte_for_byte() {
+    let Some(zk_addr) = reference_addr() else {
+        return;
+    };
+    let _turn = REFERENCE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cfg = test_config();
+    cfg.tick_time_ms = 2000;
+    cfg.min_session_timeout_ms = 4000;
+    cfg.max_session_timeout_ms = 40000;
+    let corral = TestServer::start_with(cfg);
+    let request = |session_id: i64, passwd: &'static [u8], time_out: i32| ConnectRequest {
+        protocol_version: 0,
+        last_zxid_seen: 0,
+        time_out,
+        session_id,
+        passwd: Bytes::from_static(passwd),
+    };
+    // An unknown session with a wrong password: "expired", whole frames equal (timeout 0,
+    // session 0, sixteen zero bytes of password, the readOnly flag), with and without the
+    // client's trailing readOnly byte.
+    for read_only in [Some(false), None] {
+        let unknown = request(0x0bad_5e55_10f0_0001, &[7; 16], 30_000);
+        let zk = raw_connect(zk_addr, unknown.clone(), read_only);
+        let us = raw_connect(corral.addr, unknown, read_only);
+        assert_eq!(us, zk, "expired answer, readOnly byte {read_only:?}");
+        let answer = ConnectResponse::from_bytes(&us).unwrap();
+        assert_eq!((answer.time_out, answer.session_id), (0, 0));
+    }
+    // A new session, with and without the readOnly byte: the same layout and the same
+    // negotiated timeout; only the session id and password are the server's own.
+    for read_only in [Some(false), None] {
+        let zk = raw_connect(zk_addr, request(0, &[0; 16], 30_000), read_only);
+        let us = raw_connect(corral.addr, request(0, &[0; 16], 30_000), read_only);
+        assert_eq!(
+            us.len(),
+            zk.len(),
+            "new session, readOnly byte {read_only:?}"
+        );
+        let (z, u) = (
+            ConnectResponse::from_bytes(&zk).unwrap(),
+            ConnectResponse::from_bytes(&us).unwrap(),
+        );
+        assert_eq!(
+            (u.protocol_version, u.time_out),
+            (z.protocol_version, z.time_out)
+        );
+        assert_eq!(u.passwd.len(), 16);
+        assert_ne!(u.session_id, 0);
+        // protocolVersion, timeOut, sessionId, passwd (length + 16): 36 bytes, then the
+        // readOnly flag when the server writes one.
+        if us.len() == 37 {
+            assert_eq!(us[36], zk[36], "the readOnly flag");
+        }
+    }
 }

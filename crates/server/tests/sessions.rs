@@ -502,3 +502,94 @@ fn check_on_its_own_answers_like_the_check_inside_a_multi() {
         (1, &b"v"[..])
     );
 }
+
+#[test]
+fn ttl_nodes_live_while_modified_or_parents_and_sequential_ones_expire_too() {
+    let server = TestServer::start();
+    let mut c = RawClient::connect(server.addr);
+    let ttl = |path: &str, flags: i32| {
+        Request::CreateTtl(CreateTtlRequest {
+            path: path.into(),
+            data: Some(Bytes::new()),
+            acl: open_acl(),
+            flags,
+            ttl: 1000,
+        })
+    };
+    assert_eq!(c.call(ttl("/kept-fresh", 5)).err, 0);
+    assert_eq!(c.call(ttl("/parent", 5)).err, 0);
+    assert_eq!(c.call(create("/parent/child", b"", 0)).err, 0);
+    let r = c.call(ttl("/seq-", 6));
+    let Some(Response::Create2(seq)) = r.body else {
+        panic!("{r:?}")
+    };
+    let suffix = seq
+        .path
+        .strip_prefix("/seq-")
+        .expect("named after the request");
+    assert!(
+        suffix.len() == 10 && suffix.bytes().all(|b| b.is_ascii_digit()),
+        "{}",
+        seq.path
+    );
+    // Written every 100 ms for twice its TTL: a modified TTL node is not stale.
+    let until = Instant::now() + Duration::from_millis(2000);
+    while Instant::now() < until {
+        assert_eq!(c.call(set_data("/kept-fresh", b"x", -1)).err, 0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.call(exists("/kept-fresh", false)).err, 0);
+    assert_eq!(
+        c.call(exists("/parent", false)).err,
+        0,
+        "a TTL node with children stays"
+    );
+    let gone = |c: &mut RawClient, p: &str| c.call(exists(p, false)).code() == ErrorCode::NoNode;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone(&mut c, &seq.path) {
+        assert!(Instant::now() < deadline, "the sequential TTL node expires");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Once childless and untouched for its TTL, the parent goes as well.
+    assert_eq!(c.call(delete("/parent/child", -1)).err, 0);
+    while !(gone(&mut c, "/parent") && gone(&mut c, "/kept-fresh")) {
+        assert!(Instant::now() < deadline, "stale TTL nodes are removed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn one_connection_holds_a_persistent_and_a_recursive_watch_on_one_path() {
+    // As ZooKeeper 3.9 (ZOOKEEPER-4466): both stay, each fires as its kind does, and an event
+    // both would fire for reaches the connection once.
+    let server = TestServer::start();
+    let mut w = RawClient::connect(server.addr);
+    let mut writer = RawClient::connect(server.addr);
+    assert_eq!(w.call(create("/both", b"", 0)).err, 0);
+    for mode in [0, 1] {
+        let add = Request::AddWatch(AddWatchRequest {
+            path: "/both".into(),
+            mode,
+        });
+        assert_eq!(w.call(add).err, 0);
+    }
+    assert_eq!(writer.call(create("/both/kid", b"", 0)).err, 0);
+    assert_eq!(writer.call(set_data("/both", b"1", -1)).err, 0);
+    assert_eq!(writer.call(set_data("/both/kid", b"1", -1)).err, 0);
+    w.ping();
+    let got: Vec<(i32, String)> = w.events.drain(..).map(|e| (e.event_type, e.path)).collect();
+    let (created, changed, children) = (
+        EventType::NodeCreated as i32,
+        EventType::NodeDataChanged as i32,
+        EventType::NodeChildrenChanged as i32,
+    );
+    assert_eq!(
+        got,
+        vec![
+            (created, "/both/kid".to_string()),
+            (children, "/both".to_string()),
+            (changed, "/both".to_string()),
+            (changed, "/both/kid".to_string()),
+        ]
+    );
+}
