@@ -13,9 +13,11 @@ pub struct CorralNode {
     pub client_addr: String,
 }
 
-/// A log entry's application data: one encoded [`corral_tree::Batch`].
+/// A log entry's application data: one encoded [`corral_tree::Batch`]. Serialized as one byte
+/// string (`serde_bytes`), not a sequence of `u8`s visited one by one; in postcard both are
+/// the same bytes (a varint length, then the bytes), so the log format is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Payload(pub Vec<u8>);
+pub struct Payload(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 openraft::declare_raft_types!(
     pub TypeConfig:
@@ -40,4 +42,20 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
     postcard::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_keep_the_log_format_of_a_plain_byte_vector() {
+        // Entries written before the payload was serialized as bytes must still read.
+        for bytes in [vec![], vec![0u8, 1, 255], vec![7u8; 300], vec![9u8; 70_000]] {
+            let as_bytes = encode(&Payload(bytes.clone()));
+            assert_eq!(as_bytes, encode(&bytes), "{} bytes", bytes.len());
+            let back: Payload = decode(&encode(&bytes)).unwrap();
+            assert_eq!(back.0, bytes);
+        }
+    }
 }
