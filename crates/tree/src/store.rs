@@ -4,10 +4,13 @@
 //!
 //! - Every node sits in one slot of a `Vec` (with its full path), addressed by a `u32` id; freed
 //!   slots are reused.
-//! - The path index is a hash table of ids alone (4 bytes a bucket); a lookup hashes the path
-//!   and compares against the slot's stored path.
+//! - The path index is a hash table of ids, each with 32 bits of its path's hash (8 bytes a
+//!   bucket); a lookup hashes the path and compares against the slot's stored path.
 //! - A parent's children are a hash table of child ids, hashed by child name (taken from the
 //!   child's path), so a name is stored once, in its path.
+//! - Both kinds of table keep those 32 hash bits so that growing one rehashes from the table
+//!   itself: rehashing from the paths meant a cache miss or two per node, a 100-200 ms stall of
+//!   every write each time a table of half a million entries doubled.
 
 use crate::path;
 use crate::tree::Node;
@@ -17,7 +20,21 @@ use std::hash::BuildHasher;
 pub(crate) type NodeId = u32;
 
 /// A parent's children: the ids of the child nodes, found by name.
-pub(crate) type Children = HashTable<NodeId>;
+pub(crate) type Children = HashTable<Keyed>;
+
+/// A table entry: a node id and the low 32 bits of its key's hash (the path's in the index,
+/// the name's in a children table).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Keyed {
+    pub(crate) id: NodeId,
+    hash: u32,
+}
+
+/// The table hash of 32 stored bits: multiplied out so that hashbrown's bucket bits (the low
+/// ones) and tag bits (the top seven) both depend on them.
+fn spread(hash: u32) -> u64 {
+    (hash as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
 
 /// Cloning keeps every id where it was, so the children tables stay valid as they are.
 #[derive(Clone)]
@@ -26,11 +43,75 @@ struct Slot {
     node: Node,
 }
 
+/// The slots, in chunks of fixed capacity: growing never moves the slots already there (one
+/// `Vec` of a million slots, about 110 MB, was copied whole each time it doubled).
+#[derive(Default)]
+struct Slots {
+    chunks: Vec<Vec<Option<Slot>>>,
+}
+
+const CHUNK: usize = 4096;
+
+impl Slots {
+    fn len(&self) -> usize {
+        self.chunks
+            .last()
+            .map_or(0, |c| (self.chunks.len() - 1) * CHUNK + c.len())
+    }
+
+    fn push(&mut self, slot: Option<Slot>) {
+        if self.chunks.last().is_none_or(|c| c.len() == CHUNK) {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        self.chunks
+            .last_mut()
+            .expect("a chunk with room")
+            .push(slot);
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        self.chunks.reserve(additional.div_ceil(CHUNK));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Option<Slot>> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl Clone for Slots {
+    fn clone(&self) -> Slots {
+        // Each chunk keeps its full capacity, so the copy grows without moving either.
+        let chunks = self
+            .chunks
+            .iter()
+            .map(|c| {
+                let mut copy = Vec::with_capacity(CHUNK);
+                copy.extend(c.iter().cloned());
+                copy
+            })
+            .collect();
+        Slots { chunks }
+    }
+}
+
+impl std::ops::Index<usize> for Slots {
+    type Output = Option<Slot>;
+    fn index(&self, i: usize) -> &Option<Slot> {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slots {
+    fn index_mut(&mut self, i: usize) -> &mut Option<Slot> {
+        &mut self.chunks[i / CHUNK][i % CHUNK]
+    }
+}
+
 #[derive(Default, Clone)]
 pub(crate) struct NodeStore {
-    slots: Vec<Option<Slot>>,
+    slots: Slots,
     free: Vec<NodeId>,
-    index: HashTable<NodeId>,
+    index: HashTable<Keyed>,
     hasher: hashbrown::DefaultHashBuilder,
 }
 
@@ -43,8 +124,9 @@ impl std::fmt::Debug for NodeStore {
 }
 
 impl NodeStore {
-    fn hash(&self, s: &str) -> u64 {
-        self.hasher.hash_one(s)
+    /// The 32 bits of a key's hash that the tables keep.
+    fn hash(&self, s: &str) -> u32 {
+        self.hasher.hash_one(s) as u32
     }
 
     fn slot(&self, id: NodeId) -> &Slot {
@@ -58,8 +140,8 @@ impl NodeStore {
     pub fn id_of(&self, path: &str) -> Option<NodeId> {
         let h = self.hash(path);
         self.index
-            .find(h, |&id| &*self.slot(id).path == path)
-            .copied()
+            .find(spread(h), |e| e.hash == h && &*self.slot(e.id).path == path)
+            .map(|e| e.id)
     }
 
     pub fn get(&self, path: &str) -> Option<&Node> {
@@ -96,11 +178,9 @@ impl NodeStore {
                 (self.slots.len() - 1) as NodeId
             }
         };
-        let h = self.hash(path);
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index.insert_unique(h, id, |&i| {
-            hasher.hash_one(&*slots[i as usize].as_ref().expect("indexed").path)
-        });
+        let hash = self.hash(path);
+        self.index
+            .insert_unique(spread(hash), Keyed { id, hash }, |e| spread(e.hash));
         id
     }
 
@@ -110,11 +190,11 @@ impl NodeStore {
         let slots = &self.slots;
         let entry = self
             .index
-            .find_entry(h, |&id| {
-                &*slots[id as usize].as_ref().expect("indexed").path == path
+            .find_entry(spread(h), |e| {
+                e.hash == h && &*slots[e.id as usize].as_ref().expect("indexed").path == path
             })
             .ok()?;
-        let (id, _) = entry.remove();
+        let (Keyed { id, .. }, _) = entry.remove();
         let slot = self.slots[id as usize].take().expect("indexed");
         self.free.push(id);
         Some(slot.node)
@@ -123,20 +203,13 @@ impl NodeStore {
     /// Room for `additional` more nodes, so a bulk load (a snapshot) does not rehash as it goes.
     pub fn reserve(&mut self, additional: usize) {
         self.slots.reserve(additional);
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index.reserve(additional, |&i| {
-            hasher.hash_one(&*slots[i as usize].as_ref().expect("indexed").path)
-        });
+        self.index.reserve(additional, |e| spread(e.hash));
     }
 
     /// Room for `additional` more children of `parent`.
     pub fn reserve_children(&mut self, parent: NodeId, additional: usize) {
         let mut table = self.take_children(parent);
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        table.reserve(additional, |&c| {
-            let p = &slots[c as usize].as_ref().expect("a live child").path;
-            hasher.hash_one(path::name_of(p))
-        });
+        table.reserve(additional, |e| spread(e.hash));
         // Kept even while empty: the children are about to be linked.
         let node = &mut self.slots[parent as usize]
             .as_mut()
@@ -147,21 +220,17 @@ impl NodeStore {
 
     /// Records `child` among `parent`'s children.
     pub fn link_child(&mut self, parent: NodeId, child: NodeId) {
-        let name_hash = self.hash(path::name_of(self.path_of(child)));
+        let hash = self.hash(path::name_of(self.path_of(child)));
         let mut table = self.take_children(parent);
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        table.insert_unique(name_hash, child, |&c| {
-            let p = &slots[c as usize].as_ref().expect("a live child").path;
-            hasher.hash_one(path::name_of(p))
-        });
+        table.insert_unique(spread(hash), Keyed { id: child, hash }, |e| spread(e.hash));
         self.put_children(parent, table);
     }
 
     /// Forgets `child` among `parent`'s children.
     pub fn unlink_child(&mut self, parent: NodeId, child: NodeId) {
-        let name_hash = self.hash(path::name_of(self.path_of(child)));
+        let hash = self.hash(path::name_of(self.path_of(child)));
         let mut table = self.take_children(parent);
-        if let Ok(entry) = table.find_entry(name_hash, |&c| c == child) {
+        if let Ok(entry) = table.find_entry(spread(hash), |e| e.id == child) {
             entry.remove();
         }
         self.put_children(parent, table);
@@ -187,7 +256,7 @@ impl NodeStore {
 
     /// The ids of a node's children, in no order.
     pub fn child_ids<'a>(&'a self, node: &'a Node) -> impl Iterator<Item = NodeId> + 'a {
-        node.children.iter().flat_map(|t| t.iter().copied())
+        node.children.iter().flat_map(|t| t.iter().map(|e| e.id))
     }
 
     /// The names of a node's children, in no order.

@@ -127,7 +127,11 @@ pub struct Node {
 impl PartialEq for Node {
     fn eq(&self, o: &Node) -> bool {
         let kids = |n: &Node| {
-            let mut ids: Vec<NodeId> = n.children.iter().flat_map(|t| t.iter().copied()).collect();
+            let mut ids: Vec<NodeId> = n
+                .children
+                .iter()
+                .flat_map(|t| t.iter().map(|e| e.id))
+                .collect();
             ids.sort_unstable();
             ids
         };
