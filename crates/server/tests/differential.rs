@@ -200,17 +200,23 @@ fn sorted(v: &[String]) -> Vec<String> {
     v
 }
 
+/// A Corral configured with the reference server's session settings (tickTime 2000, so
+/// timeouts negotiate alike).
+fn config_like_the_reference() -> corral_server::ServerConfig {
+    let mut cfg = test_config();
+    cfg.tick_time_ms = 2000;
+    cfg.min_session_timeout_ms = 4000;
+    cfg.max_session_timeout_ms = 40000;
+    cfg
+}
+
 /// Runs the steps against both servers and compares after every step.
 fn compare(steps: &[Step], label: &str) {
     let Some(zk_addr) = reference_addr() else {
         return;
     };
     let _turn = REFERENCE.lock().unwrap_or_else(|e| e.into_inner());
-    let mut cfg = test_config();
-    cfg.tick_time_ms = 2000;
-    cfg.min_session_timeout_ms = 4000;
-    cfg.max_session_timeout_ms = 40000;
-    let corral = TestServer::start_with(cfg);
+    let corral = TestServer::start_with(config_like_the_reference());
     let mut zk = Side::connect(zk_addr);
     let mut us = Side::connect(corral.addr);
     let dump = std::env::var("CORRAL_DIFF_DUMP").is_ok();
@@ -899,11 +905,7 @@ fn connect_answers_match_zookeeper_byte_for_byte() {
         return;
     };
     let _turn = REFERENCE.lock().unwrap_or_else(|e| e.into_inner());
-    let mut cfg = test_config();
-    cfg.tick_time_ms = 2000;
-    cfg.min_session_timeout_ms = 4000;
-    cfg.max_session_timeout_ms = 40000;
-    let corral = TestServer::start_with(cfg);
+    let corral = TestServer::start_with(config_like_the_reference());
     let request = |session_id: i64, passwd: &'static [u8], time_out: i32| ConnectRequest {
         protocol_version: 0,
         last_zxid_seen: 0,

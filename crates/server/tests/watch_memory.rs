@@ -3,39 +3,14 @@
 //! little.
 
 use corral_server::watch::{WatchKind, WatchManager};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "../../tree/tests/support/counting_alloc.rs"]
+mod counting_alloc;
 
 const MAX_BYTES_PER_WATCH: usize = 160;
 
 #[test]
 fn a_million_watches_cost_little_memory() {
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting_alloc::live_bytes();
     let mut watches = WatchManager::default();
     // 1,000 sessions each watching the data and the children of 500 of 10,000 nodes.
     let (conns, per_conn, nodes) = (1000u64, 500u64, 10_000u64);
@@ -47,7 +22,7 @@ fn a_million_watches_cost_little_memory() {
         }
     }
     let count = watches.watch_count();
-    let held = (LIVE.load(Ordering::Relaxed) - before) as usize;
+    let held = (counting_alloc::live_bytes() - before) as usize;
     let per_watch = held / count;
     eprintln!(
         "{count} watches hold {} MB: {per_watch} bytes a watch",
