@@ -597,9 +597,7 @@ pub async fn run(
                     window,
                     deadline,
                     per_conn_ops,
-                    counters.histogram,
-                    counters.done,
-                    counters.errors,
+                    counters,
                 )
                 .await
             }),
@@ -837,7 +835,6 @@ async fn watch_fanout(cfg: &BenchConfig, plan: &Plan) -> Result<Report, BenchErr
     Ok(report(cfg, &h, ops, 0, started.elapsed().as_secs_f64()))
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn drive(
     session: Session,
     conn: usize,
@@ -845,10 +842,13 @@ async fn drive(
     window: usize,
     deadline: Instant,
     limit: Option<u64>,
-    histogram: Arc<Mutex<Histogram<u64>>>,
-    done: Arc<AtomicU64>,
-    errors: Arc<AtomicU64>,
+    counters: Counters,
 ) -> Result<(), BenchError> {
+    let Counters {
+        histogram,
+        done,
+        errors,
+    } = counters;
     let Session {
         addr,
         mut reader,

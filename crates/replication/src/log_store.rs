@@ -74,7 +74,7 @@ impl LogStore {
         })
     }
 
-    /// The last index purged from the log (0 for none), for recovery's check that a tree
+    /// The last index purged from the log, if any, for recovery's check that a tree
     /// without a snapshot can still be rebuilt from the whole log.
     pub fn purged_index(&self) -> Option<u64> {
         self.inner.lock().expect("log lock").purged.map(|p| p.index)

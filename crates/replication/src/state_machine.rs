@@ -181,7 +181,6 @@ impl StateMachine {
     }
 }
 
-/// Writes a snapshot file: meta (postcard) and the tree bytes.
 /// The file a snapshot with this meta is stored as.
 fn id_of(meta: &SnapshotMeta<u64, crate::CorralNode>) -> SnapshotId {
     let last = meta.last_log_id.unwrap_or_default();
@@ -191,6 +190,7 @@ fn id_of(meta: &SnapshotMeta<u64, crate::CorralNode>) -> SnapshotId {
     }
 }
 
+/// Writes a snapshot file: meta (postcard) and the tree bytes.
 fn save(
     store: &SnapshotStore,
     meta: &SnapshotMeta<u64, crate::CorralNode>,

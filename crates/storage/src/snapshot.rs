@@ -120,7 +120,7 @@ impl SnapshotStore {
         let meta_len = u32::from_be_bytes(head[8..12].try_into().expect("4")) as usize;
         let meta = read_part(meta_len, 12, "meta length")?;
         let payload_len_at = 12 + meta_len;
-        let len_bytes = read_part(8, payload_len_at, "meta length")?;
+        let len_bytes = read_part(8, payload_len_at, "payload length")?;
         let payload_len = u64::from_be_bytes(len_bytes[..].try_into().expect("8")) as usize;
         let payload_at = payload_len_at + 8;
         if payload_len.checked_add(payload_at + 4) != Some(file_len) {
