@@ -135,6 +135,10 @@ struct ServerArgs {
     /// admin.serverPort. 0 turns it off.
     #[arg(long)]
     admin_port: Option<u16>,
+    /// A ZooKeeper system property, as a JVM flag gives it: `-Dreadonlymode.enabled=true`.
+    /// Also read from SERVER_JVMFLAGS and JVMFLAGS. Repeatable.
+    #[arg(short = 'D', value_name = "NAME=VALUE")]
+    properties: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -307,11 +311,31 @@ fn run_import(args: ImportArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// ZooKeeper's system properties as its operators pass them: `SERVER_JVMFLAGS` and `JVMFLAGS`
+/// (what `conf/java.env` sets for zkServer.sh), then `-D` flags, later ones winning.
+fn system_properties(args: &ServerArgs) -> Vec<(String, String)> {
+    let mut props = Vec::new();
+    for var in ["JVMFLAGS", "SERVER_JVMFLAGS"] {
+        if let Ok(flags) = std::env::var(var) {
+            props.extend(corral_server::config::jvm_properties(&flags));
+        }
+    }
+    for p in &args.properties {
+        props.extend(corral_server::config::jvm_properties(&format!("-D{p}")));
+    }
+    // The last value given for a property is the one Java keeps.
+    let mut seen = std::collections::HashSet::new();
+    let mut last: Vec<(String, String)> = props
+        .into_iter()
+        .rev()
+        .filter(|(k, _)| seen.insert(k.clone()))
+        .collect();
+    last.reverse();
+    last
+}
+
 fn load_config(args: &ServerArgs) -> Result<ServerConfig, corral_server::ConfigError> {
-    let mut cfg = match &args.config {
-        Some(path) => ServerConfig::from_file(path)?,
-        None => ServerConfig::default(),
-    };
+    let mut cfg = ServerConfig::load(args.config.as_deref(), &system_properties(args))?;
     if let Some(p) = args.port {
         cfg.client_port = p;
     }

@@ -101,9 +101,11 @@ fn ensemble(dir: &std::path::Path) -> Vec<Member> {
 fn wait_for_leader(members: &[Member], alive: &[usize]) -> usize {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        for &i in alive {
-            if members[i].mode() == "leader" {
-                return i;
+        // Every one of them serving (a member that is not says no Mode), one of them leading.
+        let modes: Vec<String> = alive.iter().map(|i| members[*i].mode()).collect();
+        if let Some(at) = modes.iter().position(|m| m == "leader") {
+            if modes.iter().all(|m| !m.is_empty()) {
+                return alive[at];
             }
         }
         assert!(Instant::now() < deadline, "no leader among {alive:?}");

@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 mod leader_stats;
+mod lease;
 mod log_store;
 mod network;
 mod node;
@@ -19,8 +20,11 @@ mod timings;
 mod types;
 
 pub use leader_stats::{LeaderCounters, LeaderView};
+pub use lease::{less_drift, LeaseTimes, CLOCK_DRIFT_PERCENT};
+pub use network::TouchAnswer;
 pub use node::{
     handle, recover, start, Member, ReplicaConfig, ReplicaHandle, ReplicationError, Role, Storage,
+    Touched,
 };
 pub use state_machine::{
     seed_data_dir, AppliedMark, Applying, SeedError, SnapshotStarted, SnapshotTaker, ToCore,

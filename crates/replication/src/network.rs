@@ -2,6 +2,7 @@
 //! session liveness), as postcard records in 4-byte length-prefixed frames over TCP, one request
 //! at a time per connection. Connections are made lazily and dropped on any error.
 
+use crate::lease::Lease;
 use crate::types::{decode, encode, CorralNode, NodeId, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -26,8 +27,17 @@ pub enum PeerRequest {
     Propose(Vec<Vec<u8>>),
     /// The leader's read index, for `sync`.
     ReadIndex,
-    /// Sessions alive at the sender.
-    Touch(Vec<i64>),
+    /// A follower's or observer's touch round (see [`TouchRound`]).
+    Touch(TouchRound),
+}
+
+/// What a follower or observer tells the leader every round: the sessions its clients were heard
+/// from since its last granted round, each with how many milliseconds ago. The leader keeps each
+/// of them alive for its timeout from then, and grants the round (renewing the sender's lease)
+/// only while it can vouch that it is the only leader.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TouchRound {
+    pub sessions: Vec<(i64, u32)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -38,7 +48,16 @@ pub enum PeerResponse {
     /// Whether the receiver took the proposals (it is the leader).
     Proposed(bool),
     ReadIndex(Option<u64>),
-    Touched,
+    Touched(TouchAnswer),
+}
+
+/// The leader's answer to a touch round.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TouchAnswer {
+    /// The leader vouched for the round: the sender may serve on it.
+    pub granted: bool,
+    /// Sessions of the round the leader does not know, or is closing.
+    pub unknown: Vec<i64>,
 }
 
 pub async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
@@ -130,11 +149,14 @@ impl CallError {
 /// ZooKeeper does), falling back to the address recorded in the replicated membership.
 pub struct NetFactory {
     pub addrs: std::sync::Arc<std::collections::BTreeMap<NodeId, String>>,
+    /// Where accepted AppendEntries are recorded, as the leader's lease.
+    pub lease: std::sync::Arc<Lease>,
 }
 
 pub struct PeerConn {
     target: NodeId,
     client: PeerClient,
+    lease: std::sync::Arc<Lease>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetFactory {
@@ -145,6 +167,7 @@ impl RaftNetworkFactory<TypeConfig> for NetFactory {
         PeerConn {
             target,
             client: PeerClient::new(addr),
+            lease: self.lease.clone(),
         }
     }
 }
@@ -162,12 +185,22 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, CorralNode, RaftError<NodeId>>>
     {
+        // The instant this request vouches for, should the target accept it: its send time.
+        let sent_at = std::time::Instant::now();
+        let term = rpc.vote.leader_id().term;
         match self
             .client
             .call(&PeerRequest::Append(rpc), option.hard_ttl())
             .await
         {
-            Ok(PeerResponse::Append(Ok(r))) => Ok(r),
+            Ok(PeerResponse::Append(Ok(r))) => {
+                // Any answer but HigherVote means the target took this member as its leader (and
+                // refuses other candidates for a while): evidence for the lease.
+                if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                    self.lease.acked(term, self.target, sent_at);
+                }
+                Ok(r)
+            }
             Ok(PeerResponse::Append(Err(e))) => Err(RPCError::RemoteError(
                 openraft::error::RemoteError::new(self.target, e),
             )),

@@ -7,15 +7,18 @@
 //! the proposer forwards its queue to the leader. A proposal that cannot be placed (no leader for
 //! a while) is dropped; its proposer's core fails the waiting request when the leader changes.
 
+use crate::lease::{Lease, LeaseTimes};
 use crate::log_store::LogStore;
 use crate::network::{
     read_frame, write_frame, CallError, NetFactory, PeerClient, PeerRequest, PeerResponse,
+    TouchAnswer, TouchRound,
 };
 use crate::state_machine::{mark_of, AppliedMark, StateMachine, ToCore};
 use crate::types::{decode, encode, CorralNode, NodeId, Payload, Raft};
 use corral_storage::snapshot::SnapshotStore;
 use corral_tree::{Batch, DataTree, TreeConfig};
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::raft::AppendEntriesResponse;
 use openraft::{Config, ServerState, SnapshotMeta, SnapshotPolicy};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -30,6 +33,11 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 const MAX_PAYLOAD_ENTRIES: u64 = 32;
 /// How long a proposal waits for a leader before it is dropped.
 const LEADER_WAIT: Duration = Duration::from_secs(3);
+/// How long a touch round waits for the leader's answer; a late grant would vouch for little.
+const TOUCH_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long the successor waits after a dead leader is found before it asks for votes, so the
+/// other members have given up their vote lease too.
+const SUCCESSOR_DELAY: Duration = Duration::from_millis(15);
 
 /// A member as the configuration names it (`server.N=host:peerPort:electionPort[:observer]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +57,23 @@ pub struct ReplicaConfig {
     pub snapshot_retain: usize,
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
+    /// Also openraft's leader lease: a voter that accepted a leader refuses other candidates
+    /// for this long.
     pub election_timeout_max_ms: u64,
+    /// How long quorum contact lets this member serve (see [`crate::lease`]).
+    pub lease: LeaseTimes,
+    /// How long a lagging member may take to receive a snapshot (initLimit × tickTime).
+    pub install_snapshot_timeout_ms: u64,
+}
+
+impl ReplicaConfig {
+    fn voters(&self) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .filter(|(_, m)| !m.observer)
+            .map(|(id, _)| *id)
+            .collect()
+    }
 }
 
 /// What a member is, in ZooKeeper's words.
@@ -223,6 +247,18 @@ pub struct ReplicaHandle {
     members: Arc<BTreeMap<NodeId, Member>>,
     timings: Arc<crate::ReplicaTimings>,
     leader_counters: Arc<crate::LeaderCounters>,
+    lease: Arc<Lease>,
+    /// Connections to the leader for touch rounds and read indexes, kept open between calls.
+    peers: Arc<tokio::sync::Mutex<HashMap<NodeId, PeerClient>>>,
+}
+
+/// A touch round's outcome, for the core.
+#[derive(Debug)]
+pub struct Touched {
+    /// When the round was sent: what a grant vouches for.
+    pub sent_at: Instant,
+    /// `None` when no leader answered.
+    pub answer: Option<TouchAnswer>,
 }
 
 impl ReplicaHandle {
@@ -306,26 +342,59 @@ impl ReplicaHandle {
             let (read, _) = raft.get_read_log_id().await.ok()?;
             return Some(read.map_or(0, |l| l.index));
         }
-        let addr = &self.members.get(&leader)?.raft_addr;
-        match PeerClient::new(addr)
-            .call(&PeerRequest::ReadIndex, Duration::from_secs(5))
+        match self
+            .call_peer(leader, &PeerRequest::ReadIndex, Duration::from_secs(5))
             .await
         {
-            Ok(PeerResponse::ReadIndex(i)) => i,
+            Some(PeerResponse::ReadIndex(i)) => i,
             _ => None,
         }
     }
 
-    /// Tells the leader which of this member's sessions are alive.
-    pub async fn touch(&self, sessions: Vec<i64>) {
-        let Some(leader) = self.leader().filter(|l| *l != self.id) else {
-            return;
+    /// Sends a touch round to the leader: the sessions heard from, with how long ago (ms).
+    /// A granted round renews this member's lease.
+    pub async fn touch(&self, sessions: Vec<(i64, u32)>) -> Touched {
+        let sent_at = Instant::now();
+        let answer = match self.leader().filter(|l| *l != self.id) {
+            Some(leader) => {
+                let round = PeerRequest::Touch(TouchRound { sessions });
+                match self.call_peer(leader, &round, TOUCH_TIMEOUT).await {
+                    Some(PeerResponse::Touched(answer)) => Some(answer),
+                    _ => None,
+                }
+            }
+            None => None,
         };
-        if let Some(m) = self.members.get(&leader) {
-            let _ = PeerClient::new(&m.raft_addr)
-                .call(&PeerRequest::Touch(sessions), Duration::from_secs(2))
-                .await;
+        if answer.as_ref().is_some_and(|a| a.granted) {
+            self.lease.granted(sent_at);
         }
+        Touched { sent_at, answer }
+    }
+
+    async fn call_peer(
+        &self,
+        to: NodeId,
+        req: &PeerRequest,
+        ttl: Duration,
+    ) -> Option<PeerResponse> {
+        let addr = &self.members.get(&to)?.raft_addr;
+        let mut peers = self.peers.lock().await;
+        let client = peers.entry(to).or_insert_with(|| PeerClient::new(addr));
+        client.call(req, ttl).await.ok()
+    }
+
+    /// Until when this member may serve clients, on the quorum contact it has had.
+    pub fn serving_until(&self, now: Instant) -> Option<Instant> {
+        self.lease.serving_until(now)
+    }
+
+    /// While leading: the latest instant a quorum of voters acknowledged this member.
+    pub fn quorum_acked(&self, now: Instant) -> Option<Instant> {
+        self.lease.quorum_acked(now)
+    }
+
+    pub fn lease_times(&self) -> LeaseTimes {
+        self.lease.times()
     }
 
     /// Asks Raft to snapshot now (the core counts applied writes against `snapCount`).
@@ -361,6 +430,8 @@ pub fn handle(cfg: &ReplicaConfig) -> (ReplicaHandle, mpsc::UnboundedReceiver<Ve
         members: Arc::new(cfg.members.clone()),
         timings: Default::default(),
         leader_counters: Default::default(),
+        lease: Arc::new(Lease::new(cfg.id, cfg.voters(), cfg.lease)),
+        peers: Default::default(),
     };
     (handle, proposals)
 }
@@ -378,7 +449,7 @@ pub async fn start(
         heartbeat_interval: cfg.heartbeat_ms,
         election_timeout_min: cfg.election_timeout_min_ms,
         election_timeout_max: cfg.election_timeout_max_ms,
-        install_snapshot_timeout: 10_000,
+        install_snapshot_timeout: cfg.install_snapshot_timeout_ms,
         // The core decides when to snapshot (every snapCount writes) and what log to keep.
         snapshot_policy: SnapshotPolicy::Never,
         max_in_snapshot_log_to_keep: u64::MAX,
@@ -414,6 +485,7 @@ pub async fn start(
         .collect();
     let network = NetFactory {
         addrs: Arc::new(addrs),
+        lease: handle.lease.clone(),
     };
     recovered.log.timings = handle.timings.clone();
     let raft = Raft::new(cfg.id, Arc::new(raft_config), network, recovered.log, sm)
@@ -453,7 +525,7 @@ pub async fn start(
         proposals,
         core.clone(),
     ));
-    tokio::spawn(watch_role(raft, cfg.members, core));
+    tokio::spawn(watch_role(raft, cfg.members, handle.lease.clone(), core));
     Ok(())
 }
 
@@ -583,18 +655,38 @@ async fn add_observers(raft: Raft, members: BTreeMap<NodeId, Member>) {
 }
 
 /// Reports role and leader changes to the core.
-async fn watch_role(raft: Raft, members: BTreeMap<NodeId, Member>, core: mpsc::Sender<ToCore>) {
+async fn watch_role(
+    raft: Raft,
+    members: BTreeMap<NodeId, Member>,
+    lease: Arc<Lease>,
+    core: mpsc::Sender<ToCore>,
+) {
     let mut metrics = raft.metrics();
     let voters = members.values().filter(|m| !m.observer).count();
     let mut last = None;
+    let mut last_voters = Vec::new();
     loop {
-        let (state, leader, fatal, member, term) = {
+        let (state, leader, fatal, member, term, voter_ids) = {
             let m = metrics.borrow();
-            let member = m.membership_config.membership().get_node(&m.id).is_some();
+            let membership = m.membership_config.membership();
+            let member = membership.get_node(&m.id).is_some();
             let fatal =
                 matches!(&m.running_state, Err(f) if !matches!(f, openraft::error::Fatal::Stopped));
-            (m.state, m.current_leader, fatal, member, m.current_term)
+            let voter_ids: Vec<NodeId> = membership.voter_ids().collect();
+            (
+                m.state,
+                m.current_leader,
+                fatal,
+                member,
+                m.current_term,
+                voter_ids,
+            )
         };
+        // The quorum a lease needs follows the replicated membership (empty before the first).
+        if voter_ids != last_voters && !voter_ids.is_empty() {
+            lease.set_voters(voter_ids.clone());
+            last_voters = voter_ids;
+        }
         if fatal {
             tracing::error!(
                 "the replicated log stopped after a storage failure; writes are refused"
@@ -657,13 +749,22 @@ async fn serve_peer(
     handle: ReplicaHandle,
     core: mpsc::Sender<ToCore>,
 ) {
+    // The leader whose AppendEntries this connection carried and this member accepted.
+    let mut leader_link = None;
     while let Ok(bytes) = read_frame(&mut s).await {
         let Ok(req) = decode::<PeerRequest>(&bytes) else {
             tracing::warn!("undecodable peer request; closing the connection");
             return;
         };
         let resp = match req {
-            PeerRequest::Append(r) => PeerResponse::Append(raft.append_entries(r).await),
+            PeerRequest::Append(r) => {
+                let from = r.vote.leader_id().voted_for();
+                let resp = raft.append_entries(r).await;
+                if matches!(&resp, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
+                    leader_link = from;
+                }
+                PeerResponse::Append(resp)
+            }
             PeerRequest::Vote(r) => PeerResponse::Vote(raft.vote(r).await),
             PeerRequest::Snapshot(r) => PeerResponse::Snapshot(raft.install_snapshot(r).await),
             PeerRequest::Propose(items) => {
@@ -682,13 +783,86 @@ async fn serve_peer(
                     Err(_) => None,
                 })
             }
-            PeerRequest::Touch(sessions) => {
-                let _ = core.send(ToCore::Touch { sessions }).await;
-                PeerResponse::Touched
+            PeerRequest::Touch(round) => {
+                PeerResponse::Touched(answer_touch(&raft, &handle, &core, round).await)
             }
         };
         if write_frame(&mut s, &encode(&resp)).await.is_err() {
+            break;
+        }
+    }
+    if let Some(leader) = leader_link {
+        suspect_leader(raft, handle, leader).await;
+    }
+}
+
+/// The leader's side of a touch round: the core keeps the sessions alive, then the round is
+/// granted if this member still leads and may vouch that no other leader exists.
+async fn answer_touch(
+    raft: &Raft,
+    handle: &ReplicaHandle,
+    core: &mpsc::Sender<ToCore>,
+    round: TouchRound,
+) -> TouchAnswer {
+    let (reply, unknown) = tokio::sync::oneshot::channel();
+    let touch = ToCore::Touch {
+        sessions: round.sessions,
+        reply,
+    };
+    if core.send(touch).await.is_err() {
+        return TouchAnswer::default();
+    }
+    let unknown = unknown.await.unwrap_or_default();
+    let leading_term = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        (m.state == ServerState::Leader && m.current_leader == Some(handle.id))
+            .then_some(m.current_term)
+    };
+    let granted = leading_term.is_some_and(|term| handle.lease.exclusive(term, Instant::now()));
+    TouchAnswer { granted, unknown }
+}
+
+/// The connection that carried the leader's AppendEntries closed. If the leader's peer port now
+/// refuses connections, its process is gone (a SIGKILL, a crash): rather than wait out the vote
+/// lease and an election timeout, the members elect at once. A leader that is merely
+/// unreachable (a partition) is left to the timers: only a refused connection proves it cannot
+/// be serving anyone.
+async fn suspect_leader(raft: Raft, handle: ReplicaHandle, leader: NodeId) {
+    if raft.metrics().borrow().current_leader != Some(leader) || leader == handle.id {
+        return;
+    }
+    let Some(addr) = handle.members.get(&leader).map(|m| m.raft_addr.clone()) else {
+        return;
+    };
+    let probe = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(&addr)).await;
+    let refused = matches!(&probe, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+    if !refused {
+        return;
+    }
+    let voters: Vec<NodeId> = {
+        let m = raft.metrics();
+        let m = m.borrow();
+        if m.current_leader != Some(leader) {
             return;
+        }
+        m.membership_config.membership().voter_ids().collect()
+    };
+    if !voters.contains(&handle.id) {
+        return;
+    }
+    tracing::info!(
+        leader,
+        "the leader's peer port refuses connections: it is gone; electing now"
+    );
+    // Every voter's first election gives up the vote lease it held for the dead leader (its vote
+    // is no longer a leader's); the successor's second one, a term later, can then win at once.
+    let _ = raft.trigger().elect().await;
+    let successor = voters.iter().copied().filter(|v| *v != leader).min();
+    if successor == Some(handle.id) {
+        tokio::time::sleep(SUCCESSOR_DELAY).await;
+        if raft.metrics().borrow().current_leader.is_none() {
+            let _ = raft.trigger().elect().await;
         }
     }
 }

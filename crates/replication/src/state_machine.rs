@@ -62,9 +62,12 @@ pub enum ToCore {
     AppliedState {
         reply: oneshot::Sender<AppliedMark>,
     },
-    /// Sessions seen alive by another member (the leader decides expiry).
+    /// A touch round from another member (the leader decides expiry): sessions heard from,
+    /// each with how many milliseconds before the round was sent. The core keeps each alive
+    /// for its timeout from then and replies with the sessions it does not know or is closing.
     Touch {
-        sessions: Vec<i64>,
+        sessions: Vec<(i64, u32)>,
+        reply: oneshot::Sender<Vec<i64>>,
     },
     /// Proposals of this member that no leader took: their clients must be told.
     Lost {

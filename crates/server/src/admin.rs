@@ -3,7 +3,7 @@
 //! No HTTP here: [`crate::admin_http`] carries these answers over the wire.
 
 use crate::core::Core;
-use crate::four_letter::VERSION_LINE;
+use crate::four_letter::{NOT_SERVING, VERSION_LINE};
 use crate::metrics;
 use crate::stats::op_abbrev;
 use serde_json::{json, Map, Value};
@@ -91,10 +91,28 @@ fn object(v: Value) -> Map<String, Value> {
     }
 }
 
+/// The admin commands ZooKeeper answers while it does not serve clients; the others answer
+/// with an error saying so.
+const ANSWERED_WHEN_NOT_SERVING: &[&str] = &[
+    "environment",
+    "get_trace_mask",
+    "monitor",
+    "set_trace_mask",
+    "system_properties",
+    "zabstate",
+    "is_read_only",
+    "ruok",
+];
+
 impl Core {
     pub fn admin(&mut self, query: AdminQuery) -> AdminReply {
         match query {
             AdminQuery::Command(name) => match primary_name(&name) {
+                Some(primary)
+                    if !self.answers_status() && !ANSWERED_WHEN_NOT_SERVING.contains(&primary) =>
+                {
+                    json_reply(Map::new(), primary, Some(NOT_SERVING.into()))
+                }
                 Some(primary) => match self.admin_command(primary) {
                     Ok(body) => json_reply(body, primary, None),
                     Err(e) => json_reply(Map::new(), primary, Some(e)),
@@ -125,6 +143,8 @@ impl Core {
     fn not_ready_because(&self) -> Option<&'static str> {
         if self.is_draining() {
             Some("stopping")
+        } else if !self.serving.is_serving() {
+            Some("not serving: no contact with a quorum within the lease")
         } else if self.leader_id().is_none() {
             Some("no leader is known")
         } else {
@@ -168,7 +188,7 @@ impl Core {
             "initial_configuration" => {
                 json!({ "initial_configuration": self.cfg.initial_text })
             }
-            "is_read_only" => json!({ "read_only": false }),
+            "is_read_only" => json!({ "read_only": !self.serving.is_serving() }),
             "last_snapshot" => {
                 let (zxid, secs) = self.last_snapshot();
                 json!({ "zxid": format!("{zxid:x}"), "timestamp": secs })
@@ -220,7 +240,7 @@ impl Core {
             }
             "zabstate" => {
                 let voting = self.replica.members().len() > 1;
-                let state = if voting { self.role.zk_mode() } else { "" };
+                let state = if voting { self.mode() } else { "" };
                 json!({ "voting": voting, "zabstate": state.to_uppercase() })
             }
             _ => unreachable!("every primary name is handled"),
@@ -309,7 +329,7 @@ impl Core {
             json!({ "last_buffer_size": -1, "min_buffer_size": -1, "max_buffer_size": -1 });
         object(json!({
             "version": VERSION_LINE,
-            "read_only": false,
+            "read_only": !self.serving.is_serving(),
             "server_stats": {
                 "packets_sent": self.stats.packets_sent,
                 "packets_received": self.stats.packets_received,
@@ -318,7 +338,7 @@ impl Core {
                 "data_dir_size": data,
                 "log_dir_size": log,
                 "provider_null": false,
-                "server_state": self.role.zk_mode(),
+                "server_state": self.mode(),
                 "last_processed_zxid": self.tree.last_zxid(),
                 "outstanding_requests": self.outstanding_requests(),
                 "avg_latency": l.avg(),

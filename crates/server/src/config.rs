@@ -35,6 +35,11 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub tick_time_ms: u32,
+    /// Ticks a member may go without quorum contact and still serve (`syncLimit`; the lease is
+    /// also bounded by `minSessionTimeout`).
+    pub sync_limit: u32,
+    /// Ticks a lagging member may take to receive a snapshot from the leader (`initLimit`).
+    pub init_limit: u32,
     pub client_port: u16,
     pub client_address: IpAddr,
     pub data_dir: PathBuf,
@@ -69,6 +74,10 @@ pub struct ServerConfig {
     pub admin_addr: Option<SocketAddr>,
     /// Whether hard quotas refuse writes (`zookeeper.enforceQuota`); soft ones are only logged.
     pub enforce_quota: bool,
+    /// ZooKeeper's read-only mode (`-Dreadonlymode.enabled=true`): a member that is not serving
+    /// still takes sessions that ask for read-only access, answers their reads and refuses
+    /// their writes.
+    pub read_only_mode: bool,
     /// The configuration file as read, for the admin `initial_configuration` command.
     pub initial_text: String,
     /// Keys that were in the file but mean nothing to Corral, for the start-up warning.
@@ -136,6 +145,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             tick_time_ms: 2000,
+            // ZooKeeper's sample zoo.cfg.
+            sync_limit: 5,
+            init_limit: 10,
             client_port: 2181,
             client_address: IpAddr::from([127, 0, 0, 1]),
             data_dir: PathBuf::from("./corral-data"),
@@ -155,6 +167,7 @@ impl Default for ServerConfig {
             my_id: 1,
             admin_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
             enforce_quota: false,
+            read_only_mode: false,
             initial_text: String::new(),
             ignored_keys: Vec::new(),
         }
@@ -163,9 +176,10 @@ impl Default for ServerConfig {
 
 /// Keys ZooKeeper knows that Corral accepts without acting on them (yet).
 const KNOWN_BUT_UNUSED: &[&str] = &[
-    "initLimit",
-    "syncLimit",
     "dataLogDir",
+    // Corral's read-only sessions are always local; it has no other local sessions.
+    "localSessionsEnabled",
+    "localSessionsUpgradingEnabled",
     "autopurge.purgeInterval",
     "standaloneEnabled",
     "reconfigEnabled",
@@ -173,13 +187,73 @@ const KNOWN_BUT_UNUSED: &[&str] = &[
     "metricsProvider.className",
 ];
 
+/// The JVM system properties (`-Dname=value`) Corral reads, as ZooKeeper's operators pass them
+/// in `SERVER_JVMFLAGS` or `JVMFLAGS`. Each is read as the zoo.cfg key of the same name.
+pub const KNOWN_PROPERTIES: &[&str] = &[
+    "readonlymode.enabled",
+    "zookeeper.extendedTypesEnabled",
+    "znode.container.checkIntervalMs",
+    "zookeeper.DigestAuthenticationProvider.superDigest",
+    "jute.maxbuffer",
+    "zookeeper.jute.maxbuffer",
+    "zookeeper.nio.sessionlessCnxnTimeout",
+    "zookeeper.enforceQuota",
+    "zookeeper.admin.enableServer",
+    "zookeeper.admin.serverPort",
+    "zookeeper.admin.serverAddress",
+    "zookeeper.4lw.commands.whitelist",
+];
+
+/// The `-Dname=value` properties in JVM flags as a start-up script passes them (the value of
+/// `SERVER_JVMFLAGS`, say), split on whitespace and with quotes around a value removed. Other
+/// flags (`-Xmx1g`, `-XX:...`) are skipped.
+pub fn jvm_properties(flags: &str) -> Vec<(String, String)> {
+    flags
+        .split_whitespace()
+        .filter_map(|f| f.strip_prefix("-D"))
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (
+                k.to_owned(),
+                v.trim_matches(|c| c == '"' || c == '\'').to_owned(),
+            ),
+            // `-Dflag` alone is the property set to "" in Java; as a boolean it means nothing.
+            None => (p.to_owned(), String::new()),
+        })
+        .collect()
+}
+
 impl ServerConfig {
     /// Reads a zoo.cfg file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        Self::load(Some(path), &[])
+    }
+
+    /// Builds the configuration from an optional zoo.cfg and JVM system properties. A property
+    /// Corral knows counts as the zoo.cfg line of the same name; a key the file sets as well
+    /// keeps the file's value, as ZooKeeper's copy of zoo.cfg keys into system properties does.
+    /// Properties Corral does not know are ignored: JVM flags carry many.
+    pub fn load(path: Option<&Path>, properties: &[(String, String)]) -> Result<Self, ConfigError> {
+        let (mut pairs, text) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                (Self::parse_lines(path, &text)?, text)
+            }
+            None => (BTreeMap::new(), String::new()),
+        };
+        for (key, value) in properties {
+            if KNOWN_PROPERTIES.contains(&key.as_str()) {
+                pairs.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+        let mut cfg = Self::from_pairs(&pairs)?;
+        cfg.initial_text = text;
+        Ok(cfg)
+    }
+
+    fn parse_lines(path: &Path, text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
         let mut pairs = BTreeMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
@@ -195,9 +269,7 @@ impl ServerConfig {
             };
             pairs.insert(k.trim().to_owned(), v.trim().to_owned());
         }
-        let mut cfg = Self::from_pairs(&pairs)?;
-        cfg.initial_text = text;
-        Ok(cfg)
+        Ok(pairs)
     }
 
     /// Builds a configuration from key/value pairs, over ZooKeeper's defaults.
@@ -211,6 +283,8 @@ impl ServerConfig {
         for (key, value) in pairs {
             match key.as_str() {
                 "tickTime" => c.tick_time_ms = parse_positive(key, value)?,
+                "syncLimit" => c.sync_limit = parse_positive(key, value)?,
+                "initLimit" => c.init_limit = parse_positive(key, value)?,
                 "clientPort" => c.client_port = parse(key, value)?,
                 "clientPortAddress" => c.client_address = parse(key, value)?,
                 "dataDir" => c.data_dir = PathBuf::from(value),
@@ -247,6 +321,7 @@ impl ServerConfig {
                 "enforceQuota" | "zookeeper.enforceQuota" => {
                     c.enforce_quota = parse_bool(key, value)?
                 }
+                "readonlymode.enabled" => c.read_only_mode = parse_bool(key, value)?,
                 "snapCount" => c.snap_count = parse_positive(key, value)?,
                 "logSegmentBytes" => c.log_segment_bytes = parse_positive(key, value)?,
                 "autopurge.snapRetainCount" => c.snap_retain_count = parse_positive(key, value)?,
@@ -517,6 +592,59 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no server.N"));
+    }
+
+    #[test]
+    fn jvm_flags_give_the_properties_corral_knows_and_skip_the_rest() {
+        let props = jvm_properties(
+            "-Xmx2g -Dreadonlymode.enabled=true -XX:+UseG1GC \
+             -Dzookeeper.DigestAuthenticationProvider.superDigest=\"super:D/InIHSb7yEEbrWz8b9l71RjZJU=\" \
+             -Dlog4j.configuration=file:/etc/zk/log4j.properties -Dzookeeper.extendedTypesEnabled=true \
+             -Dznode.container.checkIntervalMs=500",
+        );
+        assert_eq!(props.len(), 5);
+        let c = ServerConfig::load(None, &props).unwrap();
+        assert!(c.read_only_mode && c.extended_types);
+        assert_eq!(c.container_check_interval_ms, 500);
+        assert_eq!(
+            c.super_digest.as_deref(),
+            Some("super:D/InIHSb7yEEbrWz8b9l71RjZJU=")
+        );
+        assert!(c.ignored_keys.is_empty(), "{:?}", c.ignored_keys);
+        // A bad value is an error naming the property.
+        let err = ServerConfig::load(None, &jvm_properties("-Dreadonlymode.enabled=maybe"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("readonlymode.enabled") && err.contains("maybe"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zoo_cfg_keeps_its_value_over_a_property() {
+        let dir = std::env::temp_dir().join(format!("corral-props-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("zoo.cfg");
+        std::fs::write(
+            &path,
+            "zookeeper.extendedTypesEnabled=false\ntickTime=1000\n",
+        )
+        .unwrap();
+        let props =
+            jvm_properties("-Dzookeeper.extendedTypesEnabled=true -Dreadonlymode.enabled=true");
+        let c = ServerConfig::load(Some(&path), &props).unwrap();
+        assert!(!c.extended_types && c.read_only_mode);
+        assert_eq!(c.tick_time_ms, 1000);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn sync_and_init_limits_are_read() {
+        let c =
+            ServerConfig::from_pairs(&pairs(&[("syncLimit", "2"), ("initLimit", "7")])).unwrap();
+        assert_eq!((c.sync_limit, c.init_limit), (2, 7));
+        assert!(ServerConfig::from_pairs(&pairs(&[("syncLimit", "0")])).is_err());
     }
 
     #[test]

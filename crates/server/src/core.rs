@@ -15,6 +15,8 @@
 //! from liveness the other members report; `apply` itself reads no clock.
 
 use crate::config::ServerConfig;
+use crate::read_only::{self, ReadOnly};
+use crate::serving::{self, Change, Serving};
 use crate::session::{self, SessionIds};
 use crate::stats::{ConnStats, ServerStats};
 use crate::watch::{ConnId, WatchKind, WatchManager, WatcherType};
@@ -24,7 +26,7 @@ use corral_proto::frame::{connect_response_frame, Handshake};
 use corral_proto::message::encode_frame;
 use corral_proto::records::*;
 use corral_proto::{DecodeError, ErrorCode, EventType, MultiResult, OpCode, Request, Response};
-use corral_replication::{AppliedMark, Applying, ReplicaHandle, Role, ToCore};
+use corral_replication::{AppliedMark, Applying, ReplicaHandle, Role, ToCore, Touched};
 use corral_tree::{acl, DataTree, Entry, Proposal, Txn};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -51,6 +53,8 @@ pub type Outbox = mpsc::UnboundedSender<Outgoing>;
 
 /// How long a proposal may wait for its entry before its client is told the connection is lost.
 const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The longest interval between a follower's touch rounds (a quarter tick when shorter).
+const TOUCH_EVERY_MAX_MS: u64 = 100;
 
 /// Messages from connections (and the core's own helper tasks) to the core.
 pub enum CoreMsg {
@@ -93,6 +97,20 @@ pub enum CoreMsg {
         out: Outbox,
         index: Option<u64>,
     },
+    /// A touch round's outcome, on a follower or observer.
+    Touched {
+        touched: Touched,
+        /// The sessions the round reported, each with when it was last heard from.
+        sessions: Vec<(i64, Instant)>,
+    },
+    /// The leader's answer to a reconnect this (not leading) member asked it to revalidate.
+    Revalidated {
+        conn: ConnId,
+        peer: SocketAddr,
+        handshake: Handshake,
+        out: Outbox,
+        touched: Touched,
+    },
     /// The leader's read index for a `sync` (none: no leader could be asked).
     SyncIndex {
         conn: ConnId,
@@ -105,8 +123,31 @@ pub enum CoreMsg {
 
 struct LiveSession {
     timeout_ms: i32,
+    /// When the leader expires it unless heard from: last heard plus the timeout.
     deadline: Instant,
     conn: Option<ConnId>,
+    /// While this member does not lead: how long the leader is known to keep the session alive
+    /// (from granted touch rounds). Its connection here is closed before then.
+    confirmed: Option<Instant>,
+}
+
+impl LiveSession {
+    fn new(timeout_ms: i32, heard: Instant, conn: Option<ConnId>) -> Self {
+        LiveSession {
+            timeout_ms,
+            deadline: heard + Duration::from_millis(timeout_ms.max(0) as u64),
+            conn,
+            confirmed: None,
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.max(0) as u64)
+    }
+
+    fn heard(&self) -> Instant {
+        self.deadline - self.timeout()
+    }
 }
 
 /// A request held back until the connection's earlier writes are applied.
@@ -117,6 +158,35 @@ struct Queued {
     received: Instant,
     /// For a read or sync: the connection's writes it must see (its `writes_seen` when it came).
     after: u64,
+}
+
+impl Conn {
+    /// `creating`: the session's creation is still to be applied; nothing may be answered
+    /// before its connect response (the creation counts as a write the connection's reads and
+    /// auth replies wait for).
+    fn new(
+        session_id: i64,
+        out: Outbox,
+        peer: SocketAddr,
+        timeout_ms: i32,
+        read_only: bool,
+        creating: bool,
+    ) -> Self {
+        Conn {
+            session_id,
+            out,
+            auth: vec![Id::new("ip", &peer.ip().to_string())],
+            peer,
+            stats: ConnStats::new(),
+            timeout_ms,
+            read_only,
+            in_flight: 0,
+            writes_seen: u64::from(creating),
+            writes_resolved: 0,
+            syncs_in_flight: 0,
+            queued: VecDeque::new(),
+        }
+    }
 }
 
 impl Queued {
@@ -132,6 +202,8 @@ pub(crate) struct Conn {
     pub peer: SocketAddr,
     pub stats: ConnStats,
     pub timeout_ms: i32,
+    /// A read-only session (read-only mode): local to this member, writes refused.
+    pub read_only: bool,
     in_flight: usize,
     /// Writes received on this connection, and how many of them are applied or refused. A read
     /// may be answered once every write before it is resolved: right after the apply of the last
@@ -232,6 +304,17 @@ pub struct Core {
     pub(crate) leading_since: Option<Instant>,
     /// The zxid and time (seconds since the epoch) of the last snapshot started here.
     last_snapshot: (i64, i64),
+    /// Whether this member may serve clients now (see `serving`).
+    pub(crate) serving: Serving,
+    /// Read-only mode, while this member does not serve (see `read_only`).
+    pub(crate) read_only: ReadOnly,
+    /// Tells whoever listens (the server's start-up) whether this member serves.
+    serving_tx: tokio::sync::watch::Sender<bool>,
+    /// A touch round is on its way to the leader.
+    touching: bool,
+    next_touch: Instant,
+    /// How often a follower or observer sends a touch round and checks its sessions.
+    touch_every: Duration,
 }
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -265,6 +348,29 @@ pub(crate) fn encode_reply(
         },
         out,
     );
+}
+
+/// A connect response for a live session. `read_only`: the byte after it, sent when the client
+/// sent one (mirrored as ZooKeeper does: 1 only from a read-only session).
+fn session_frame(session_id: i64, timeout_ms: i32, read_only: Option<bool>) -> Bytes {
+    let resp = ConnectResponse {
+        protocol_version: 0,
+        time_out: timeout_ms,
+        session_id,
+        passwd: Bytes::copy_from_slice(&session::password(session_id)),
+    };
+    Bytes::from(connect_response_frame(&resp, read_only))
+}
+
+/// ZooKeeper's answer for a session that has expired (or a wrong password): timeout 0.
+fn expired_frame(read_only: Option<bool>) -> Bytes {
+    let resp = ConnectResponse {
+        protocol_version: 0,
+        time_out: 0,
+        session_id: 0,
+        passwd: Bytes::from_static(&[0; 16]),
+    };
+    Bytes::from(connect_response_frame(&resp, read_only))
 }
 
 /// The zxid of an event that no change fired.
@@ -301,19 +407,16 @@ impl Core {
         let now = Instant::now();
         let sessions = tree
             .sessions()
-            .map(|(id, timeout_ms)| {
-                let deadline = now + Duration::from_millis(timeout_ms.max(0) as u64);
-                (
-                    id,
-                    LiveSession {
-                        timeout_ms,
-                        deadline,
-                        conn: None,
-                    },
-                )
-            })
+            .map(|(id, timeout_ms)| (id, LiveSession::new(timeout_ms, now, None)))
             .collect();
+        let touch_every =
+            Duration::from_millis((cfg.tick_time_ms as u64 / 4).clamp(10, TOUCH_EVERY_MAX_MS));
         let server_id = replica.id().min(255) as u8;
+        let read_only = ReadOnly::new(
+            cfg.read_only_mode,
+            Duration::from_millis(cfg.tick_time_ms.into()),
+            now,
+        );
         Core {
             cfg,
             tree,
@@ -344,7 +447,18 @@ impl Core {
             leaderless_since: Some(Instant::now()),
             leading_since: None,
             last_snapshot: (0, now_ms() / 1000),
+            serving: Serving::new(),
+            read_only,
+            serving_tx: tokio::sync::watch::Sender::new(false),
+            touching: false,
+            next_touch: now,
+            touch_every,
         }
+    }
+
+    /// Follows whether this member serves clients.
+    pub fn serving_watch(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.serving_tx.subscribe()
     }
 
     /// Runs until `shutdown` fires.
@@ -357,7 +471,13 @@ impl Core {
         let tick = Duration::from_millis((self.cfg.tick_time_ms as u64 / 2).clamp(10, 500));
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Wakes the core when its lease ends or a touch round is due.
+        let mut alarm = Box::pin(tokio::time::sleep_until(self.next_alarm().into()));
         loop {
+            let wake = self.next_alarm();
+            if alarm.deadline() != wake.into() {
+                alarm.as_mut().reset(wake.into());
+            }
             tokio::select! {
                 msg = replication.recv() => match msg {
                     Some(msg) => self.replicated(msg),
@@ -368,6 +488,7 @@ impl Core {
                     None => break,
                 },
                 _ = ticker.tick() => self.tick(Instant::now()),
+                _ = &mut alarm => self.alarm(Instant::now()),
                 _ = &mut shutdown => break,
             }
         }
@@ -377,6 +498,9 @@ impl Core {
     }
 
     pub fn handle(&mut self, msg: CoreMsg) {
+        // Before anything is answered: a member that wakes from a long pause (SIGSTOP, a
+        // stalled VM) past its lease must not answer a single request first.
+        self.check_serving(Instant::now());
         match msg {
             CoreMsg::Connect {
                 conn,
@@ -429,6 +553,14 @@ impl Core {
             CoreMsg::Admin { query, reply } => {
                 let _ = reply.send(self.admin(query));
             }
+            CoreMsg::Touched { touched, sessions } => self.touched(touched, sessions),
+            CoreMsg::Revalidated {
+                conn,
+                peer,
+                handshake,
+                out,
+                touched,
+            } => self.revalidated(conn, peer, handshake, out, touched),
             CoreMsg::SyncIndex {
                 conn,
                 xid,
@@ -486,13 +618,8 @@ impl Core {
             ToCore::AppliedState { reply } => {
                 let _ = reply.send(self.mark.clone());
             }
-            ToCore::Touch { sessions } => {
-                let now = Instant::now();
-                for id in sessions {
-                    if let Some(s) = self.sessions.get_mut(&id) {
-                        s.deadline = now + Duration::from_millis(s.timeout_ms as u64);
-                    }
-                }
+            ToCore::Touch { sessions, reply } => {
+                let _ = reply.send(self.touch_sessions(Instant::now(), sessions));
             }
             ToCore::Lost { seqs } => {
                 // The outcome is unknown to the client, as after a ZooKeeper connection loss.
@@ -505,18 +632,24 @@ impl Core {
                 self.closing.clear();
             }
             ToCore::Stopped { why } => self.stop_writes(&why),
-            ToCore::Role { role, leader, term } => self.role_changed(role, leader, term),
+            ToCore::Role { role, leader, term } => {
+                self.role_changed(role, leader, term);
+                self.check_serving(Instant::now());
+            }
         }
     }
 
     fn role_changed(&mut self, role: Role, leader: Option<u64>, term: u64) {
         tracing::info!(mode = role.zk_mode(), ?leader, "role");
+        let now = Instant::now();
         if role.leads() && !self.role.leads() {
             // As after a ZooKeeper leader election: every session gets a fresh timeout.
-            let now = Instant::now();
             for s in self.sessions.values_mut() {
-                s.deadline = now + Duration::from_millis(s.timeout_ms as u64);
+                s.deadline = now + s.timeout();
             }
+        }
+        if self.role.leads() && !role.leads() {
+            self.confirm_after_leading(now);
         }
         if role.leads() != self.role.leads() || term != self.term {
             self.leading_since = role.leads().then(Instant::now);
@@ -528,9 +661,201 @@ impl Core {
             // (Those that arrive under the new term are skipped by every member.)
             self.drop_pending();
         }
+        if leader.is_some() && leader != self.leader {
+            // A new leader: report to it (and earn a lease from it) at once.
+            self.next_touch = now;
+        }
         self.term = term;
         self.role = role;
         self.note_leader(leader);
+    }
+
+    /// Applies the serving rule at `now` (see `serving`): starts or stops serving clients.
+    fn check_serving(&mut self, now: Instant) {
+        let knows_leader = self.leader.is_some();
+        let replica = &self.replica;
+        match self
+            .serving
+            .check(now, knows_leader, || replica.serving_until(now))
+        {
+            Change::Same => {}
+            Change::Started => {
+                tracing::info!(mode = self.role.zk_mode(), "serving clients");
+                self.serving_tx.send_replace(true);
+            }
+            Change::Stopped => {
+                self.serving_tx.send_replace(false);
+                self.stopped_serving();
+            }
+        }
+        match self.read_only.check(now, self.serving.is_serving()) {
+            read_only::Mode::Same => {}
+            read_only::Mode::Started => {
+                tracing::warn!("read-only mode: serving read-only clients until a quorum is back");
+            }
+            read_only::Mode::Ended => {
+                // As ZooKeeper's read-only server shutting down: its clients reconnect, and
+                // find a read-write member (this one, now).
+                let conns = self.read_only.take_connections();
+                tracing::info!(
+                    connections = conns.len(),
+                    "read-only mode over: closing read-only connections"
+                );
+                for conn in conns {
+                    self.close_connection(conn);
+                }
+            }
+        }
+    }
+
+    /// Whether status requests get real answers: while serving, and in read-only mode.
+    pub(crate) fn answers_status(&self) -> bool {
+        self.serving.is_serving() || self.read_only.is_active()
+    }
+
+    /// The lease ran out: every client is disconnected, so that it knows its session (and
+    /// whatever lock it holds) may be gone, and tries another member.
+    fn stopped_serving(&mut self) {
+        tracing::warn!(
+            connections = self.conns.len(),
+            lease_ms = self.replica.lease_times().serve.as_millis() as u64,
+            "not serving: no contact with a quorum within the lease; closing client connections"
+        );
+        let conns: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.read_only)
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in conns {
+            self.close_connection(conn);
+        }
+        for w in std::mem::take(&mut self.reconnects) {
+            let _ = w.out.send(Outgoing::Close);
+        }
+        self.syncs.clear();
+    }
+
+    /// When the core must wake up on its own: its lease ends, a touch round is due, or
+    /// read-only mode starts.
+    fn next_alarm(&self) -> Instant {
+        [self.serving.until(), self.read_only.starts_at()]
+            .into_iter()
+            .flatten()
+            .fold(self.next_touch, Instant::min)
+    }
+
+    fn alarm(&mut self, now: Instant) {
+        self.check_serving(now);
+        if now >= self.next_touch {
+            self.next_touch = now + self.touch_every;
+            if !self.role.leads() {
+                self.touch_round(now);
+                self.close_unconfirmed(now);
+            }
+        }
+    }
+
+    /// A follower or observer reports the sessions heard from since its last granted round;
+    /// the leader's grant renews this member's lease.
+    fn touch_round(&mut self, now: Instant) {
+        if self.touching {
+            return;
+        }
+        self.touching = true;
+        let sessions: Vec<(i64, Instant)> = self
+            .active
+            .drain()
+            .filter_map(|id| self.sessions.get(&id).map(|s| (id, s.heard())))
+            .collect();
+        let ages = sessions
+            .iter()
+            .map(|(id, heard)| {
+                (
+                    *id,
+                    now.saturating_duration_since(*heard).as_millis() as u32,
+                )
+            })
+            .collect();
+        let replica = self.replica.clone();
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            let touched = replica.touch(ages).await;
+            let _ = inbox.send(CoreMsg::Touched { touched, sessions }).await;
+        });
+    }
+
+    /// A touch round came back: a grant confirms the reported sessions until a timeout after
+    /// they were heard from; otherwise they are reported again next round.
+    fn touched(&mut self, touched: Touched, sessions: Vec<(i64, Instant)>) {
+        self.touching = false;
+        let granted = touched.answer.is_some_and(|a| a.granted);
+        for (id, heard) in sessions {
+            if !granted {
+                self.active.insert(id);
+            } else if let Some(s) = self.sessions.get_mut(&id) {
+                let until = heard + s.timeout();
+                s.confirmed = Some(s.confirmed.map_or(until, |c| c.max(until)));
+            }
+        }
+    }
+
+    /// The leader's side of a touch round: each known session is kept alive for its timeout
+    /// from when the member last heard from it. Returns those it does not know or is closing.
+    fn touch_sessions(&mut self, now: Instant, sessions: Vec<(i64, u32)>) -> Vec<i64> {
+        let mut unknown = Vec::new();
+        for (id, age_ms) in sessions {
+            match self.sessions.get_mut(&id) {
+                Some(s) if !self.closing.contains(&id) => {
+                    let heard = now
+                        .checked_sub(Duration::from_millis(age_ms.into()))
+                        .unwrap_or(now);
+                    s.deadline = s.deadline.max(heard + s.timeout());
+                }
+                _ => unknown.push(id),
+            }
+        }
+        unknown
+    }
+
+    /// On a member that does not lead: closes each client connection whose session the
+    /// leader has not been confirmed to keep alive much longer, before it could expire it.
+    fn close_unconfirmed(&mut self, now: Instant) {
+        let every = self.touch_every;
+        let drift = corral_replication::CLOCK_DRIFT_PERCENT;
+        let due: Vec<ConnId> = self
+            .sessions
+            .values()
+            .filter_map(|s| {
+                let conn = s.conn?;
+                let unconfirmed = match s.confirmed {
+                    Some(c) => serving::past_confirmation(now, c, s.timeout(), every, drift),
+                    None => true,
+                };
+                unconfirmed.then_some(conn)
+            })
+            .collect();
+        for conn in due {
+            tracing::info!(
+                conn,
+                "closing a connection whose session the leader no longer confirms"
+            );
+            self.close_connection(conn);
+        }
+    }
+
+    /// This member stops leading. Its sessions are safe until a timeout after the earliest
+    /// moment another leader could have been elected: its last quorum acknowledgement plus the
+    /// time no voter would vote for anyone else. Past that, it needs touch rounds.
+    fn confirm_after_leading(&mut self, now: Instant) {
+        let exclusive = self.replica.lease_times().exclusive;
+        let safe_from = self.replica.quorum_acked(now).map(|q| q + exclusive);
+        for s in self.sessions.values_mut() {
+            s.confirmed = Some(match safe_from {
+                Some(from) => s.deadline.min(from + s.timeout()),
+                None => now,
+            });
+        }
     }
 
     fn note_leader(&mut self, leader: Option<u64>) {
@@ -595,11 +920,9 @@ impl Core {
             }
         }
         for (id, timeout_ms) in live {
-            self.sessions.entry(id).or_insert(LiveSession {
-                timeout_ms,
-                deadline: now + Duration::from_millis(timeout_ms as u64),
-                conn: None,
-            });
+            self.sessions
+                .entry(id)
+                .or_insert_with(|| LiveSession::new(timeout_ms, now, None));
         }
     }
 
@@ -712,11 +1035,9 @@ impl Core {
         let applied = self.tree.apply(&entry);
         if let Some((id, timeout_ms)) = created {
             // Known everywhere, so the leader can expire it whichever member it is on.
-            self.sessions.entry(id).or_insert(LiveSession {
-                timeout_ms,
-                deadline: Instant::now() + Duration::from_millis(timeout_ms as u64),
-                conn: None,
-            });
+            self.sessions
+                .entry(id)
+                .or_insert_with(|| LiveSession::new(timeout_ms, Instant::now(), None));
         }
         for event in &applied.events {
             for conn in self.watches.trigger(&event.path, event.kind) {
@@ -821,15 +1142,10 @@ impl Core {
     }
 
     fn close_connection(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.remove(&conn) {
+        if let Some(c) = self.conns.get(&conn) {
             let _ = c.out.send(Outgoing::Close);
-            self.watches.drop_connection(conn);
-            if let Some(s) = self.sessions.get_mut(&c.session_id) {
-                if s.conn == Some(conn) {
-                    s.conn = None;
-                }
-            }
         }
+        self.connection_closed(conn);
     }
 
     /// `rechecked`: this member has applied the leader's read index since the client asked, so
@@ -853,110 +1169,191 @@ impl Core {
             let _ = out.send(Outgoing::Close);
             return;
         }
-        let timeout_ms = self.cfg.negotiate_timeout(req.time_out);
-        let read_only = hs.read_only.map(|_| false);
-        let is_new = req.session_id == 0;
-        let session_id = if is_new {
-            self.ids.next_id()
-        } else {
-            let id = req.session_id;
-            // Like ZooKeeper, a reconnect first closes the session's current connection, even
-            // when the password then turns out to be wrong.
-            if let Some(old) = self.sessions.get(&id).and_then(|s| s.conn) {
+        if !self.serving.is_serving() {
+            if self.read_only.is_active() && hs.read_only == Some(true) {
+                return self.connect_read_only(conn, peer, hs, out);
+            }
+            // As ZooKeeper's member without a quorum: the connection closes unanswered, and the
+            // client tries another server.
+            tracing::debug!(%peer, "not serving: closing a new connection");
+            let _ = out.send(Outgoing::Close);
+            return;
+        }
+        if req.session_id == 0 {
+            return self.create_session(conn, peer, hs, out);
+        }
+        let id = req.session_id;
+        // Like ZooKeeper, a reconnect first closes the session's current connection, even
+        // when the password then turns out to be wrong.
+        if let Some(old) = self.sessions.get(&id).and_then(|s| s.conn) {
+            self.close_connection(old);
+        }
+        let known = self.tree.session_timeout(id).is_some() && !self.closing.contains(&id);
+        let password_ok = req.passwd.as_ref() == session::password(id);
+        if !known && password_ok && !rechecked && !self.closing.contains(&id) {
+            // This member may not have applied the session's creation yet (it lags, or is
+            // replaying after a restart): "expired" is final for a client, so first catch up
+            // with the leader's commit point.
+            let replica = self.replica.clone();
+            let inbox = self.inbox.clone();
+            tokio::spawn(async move {
+                let index = replica.read_index().await;
+                let msg = CoreMsg::ConnectIndex {
+                    conn,
+                    peer,
+                    handshake: hs,
+                    out,
+                    index,
+                };
+                let _ = inbox.send(msg).await;
+            });
+            return;
+        }
+        if !known || !password_ok {
+            tracing::info!(%peer, session = format_args!("{id:#x}"), "session expired or password wrong");
+            let _ = out.send(Outgoing::Frame(expired_frame(hs.read_only.map(|_| false))));
+            let _ = out.send(Outgoing::Close);
+            return;
+        }
+        if self.role.leads() {
+            return self.resume_session(conn, peer, hs, out, None);
+        }
+        // As ZooKeeper's Learner.validateSession: only the leader can say the session is still
+        // alive, and keep it so for a timeout from now. A touch round naming it asks both.
+        let replica = self.replica.clone();
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            let touched = replica.touch(vec![(id, 0)]).await;
+            let msg = CoreMsg::Revalidated {
+                conn,
+                peer,
+                handshake: hs,
+                out,
+                touched,
+            };
+            let _ = inbox.send(msg).await;
+        });
+    }
+
+    /// The leader's answer to a reconnect's revalidation.
+    fn revalidated(
+        &mut self,
+        conn: ConnId,
+        peer: SocketAddr,
+        hs: Handshake,
+        out: Outbox,
+        touched: Touched,
+    ) {
+        let id = hs.request.session_id;
+        let alive = touched
+            .answer
+            .as_ref()
+            .is_some_and(|a| a.granted && !a.unknown.contains(&id));
+        if !alive || !self.serving.is_serving() || self.closing.contains(&id) {
+            // No leader vouched for it (or it is being closed): the client tries again, here or
+            // elsewhere, and learns of an expiry once this member has applied it.
+            tracing::debug!(%peer, session = format_args!("{id:#x}"), "reconnect not revalidated; closing");
+            let _ = out.send(Outgoing::Close);
+            return;
+        }
+        self.resume_session(conn, peer, hs, out, Some(touched.sent_at));
+    }
+
+    /// Attaches a known session to a new connection and answers it. `vouched_at`: when the
+    /// leader's revalidation was asked (on a member that does not lead).
+    fn resume_session(
+        &mut self,
+        conn: ConnId,
+        peer: SocketAddr,
+        hs: Handshake,
+        out: Outbox,
+        vouched_at: Option<Instant>,
+    ) {
+        let id = hs.request.session_id;
+        let timeout_ms = self.cfg.negotiate_timeout(hs.request.time_out);
+        let mut session = LiveSession::new(timeout_ms, Instant::now(), Some(conn));
+        session.confirmed = vouched_at.map(|at| at + session.timeout());
+        if let Some(old) = self.sessions.insert(id, session).and_then(|s| s.conn) {
+            // Another reconnect of the same session got here first.
+            self.close_connection(old);
+        }
+        self.active.insert(id);
+        let conn_state = Conn::new(id, out.clone(), peer, timeout_ms, false, false);
+        self.conns.insert(conn, conn_state);
+        let frame = session_frame(id, timeout_ms, hs.read_only.map(|_| false));
+        let _ = out.send(Outgoing::Frame(frame));
+    }
+
+    /// A client asking for read-only access while this member is in read-only mode.
+    fn connect_read_only(&mut self, conn: ConnId, peer: SocketAddr, hs: Handshake, out: Outbox) {
+        let now = Instant::now();
+        let timeout_ms = self.cfg.negotiate_timeout(hs.request.time_out);
+        let timeout = Duration::from_millis(timeout_ms as u64);
+        let id = hs.request.session_id;
+        let password_ok = hs.request.passwd.as_ref() == session::password(id);
+        let session_id = if id == 0 {
+            let id = self.ids.next_id();
+            self.read_only.open(id, timeout, conn, now);
+            tracing::info!(%peer, session = format_args!("{id:#x}"), "read-only session");
+            id
+        } else if self.read_only.knows(id) && password_ok {
+            if let Some(Some(old)) = self.read_only.resume(id, conn, now) {
                 self.close_connection(old);
             }
-            let known = self.tree.session_timeout(id).is_some() && !self.closing.contains(&id);
-            let password_ok = req.passwd.as_ref() == session::password(id);
-            if !known && password_ok && !rechecked && !self.closing.contains(&id) {
-                // This member may not have applied the session's creation yet (it lags, or is
-                // replaying after a restart): "expired" is final for a client, so first catch up
-                // with the leader's commit point.
-                let replica = self.replica.clone();
-                let inbox = self.inbox.clone();
-                tokio::spawn(async move {
-                    let index = replica.read_index().await;
-                    let msg = CoreMsg::ConnectIndex {
-                        conn,
-                        peer,
-                        handshake: hs,
-                        out,
-                        index,
-                    };
-                    let _ = inbox.send(msg).await;
-                });
-                return;
-            }
-            if !known || !password_ok {
-                tracing::info!(%peer, session = format_args!("{id:#x}"), "session expired or password wrong");
-                let resp = ConnectResponse {
-                    protocol_version: 0,
-                    time_out: 0,
-                    session_id: 0,
-                    passwd: Bytes::from_static(&[0; 16]),
-                };
-                let frame = connect_response_frame(&resp, read_only);
-                let _ = out.send(Outgoing::Frame(Bytes::from(frame)));
-                let _ = out.send(Outgoing::Close);
-                return;
-            }
             id
-        };
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms as u64);
-        self.sessions.insert(
-            session_id,
-            LiveSession {
-                timeout_ms,
-                deadline,
-                conn: Some(conn),
-            },
-        );
-        self.active.insert(session_id);
-        let resp = ConnectResponse {
-            protocol_version: 0,
-            time_out: timeout_ms,
-            session_id,
-            passwd: Bytes::copy_from_slice(&session::password(session_id)),
-        };
-        let frame = Bytes::from(connect_response_frame(&resp, read_only));
-        self.conns.insert(
-            conn,
-            Conn {
-                session_id,
-                out: out.clone(),
-                auth: vec![Id::new("ip", &peer.ip().to_string())],
-                peer,
-                stats: ConnStats::new(),
-                timeout_ms,
-                in_flight: 0,
-                // A new session's creation is a write the connection's reads (and its auth
-                // replies) must wait for: nothing may be answered before the connect response.
-                writes_seen: u64::from(is_new),
-                writes_resolved: 0,
-                syncs_in_flight: 0,
-                queued: VecDeque::new(),
-            },
-        );
-        if is_new {
-            tracing::debug!(%peer, session = format_args!("{session_id:#x}"), timeout_ms, "creating session");
-            let origin = Origin::Connect { conn, frame };
-            self.propose(
-                session_id,
-                Vec::new(),
-                Txn::CreateSession { timeout_ms },
-                origin,
-            );
+        } else if self.tree.session_timeout(id).is_some() {
+            // A replicated session cannot be kept alive from here (ZooKeeper: "Refusing global
+            // session reconnection in RO mode"): the client tries the other members.
+            tracing::debug!(%peer, session = format_args!("{id:#x}"), "read-only mode: refusing a replicated session");
+            let _ = out.send(Outgoing::Close);
+            return;
         } else {
-            let _ = out.send(Outgoing::Frame(frame));
-        }
+            // A read-only session of another member, or of an earlier run: gone.
+            let _ = out.send(Outgoing::Frame(expired_frame(Some(false))));
+            let _ = out.send(Outgoing::Close);
+            return;
+        };
+        let conn_state = Conn::new(session_id, out.clone(), peer, timeout_ms, true, false);
+        self.conns.insert(conn, conn_state);
+        let _ = out.send(Outgoing::Frame(session_frame(
+            session_id,
+            timeout_ms,
+            Some(true),
+        )));
+    }
+
+    fn create_session(&mut self, conn: ConnId, peer: SocketAddr, hs: Handshake, out: Outbox) {
+        let session_id = self.ids.next_id();
+        let timeout_ms = self.cfg.negotiate_timeout(hs.request.time_out);
+        let now = Instant::now();
+        let mut session = LiveSession::new(timeout_ms, now, Some(conn));
+        // The leader applies the creation after this, and keeps it a timeout from then.
+        session.confirmed = Some(now + session.timeout());
+        self.sessions.insert(session_id, session);
+        self.active.insert(session_id);
+        let conn_state = Conn::new(session_id, out, peer, timeout_ms, false, true);
+        self.conns.insert(conn, conn_state);
+        let frame = session_frame(session_id, timeout_ms, hs.read_only.map(|_| false));
+        tracing::debug!(%peer, session = format_args!("{session_id:#x}"), timeout_ms, "creating session");
+        let origin = Origin::Connect { conn, frame };
+        self.propose(
+            session_id,
+            Vec::new(),
+            Txn::CreateSession { timeout_ms },
+            origin,
+        );
     }
 
     fn connection_closed(&mut self, conn: ConnId) {
-        if let Some(c) = self.conns.remove(&conn) {
-            self.watches.drop_connection(conn);
-            if let Some(s) = self.sessions.get_mut(&c.session_id) {
-                if s.conn == Some(conn) {
-                    s.conn = None;
-                }
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        self.watches.drop_connection(conn);
+        if c.read_only {
+            self.read_only.detach(c.session_id, conn);
+        } else if let Some(s) = self.sessions.get_mut(&c.session_id) {
+            if s.conn == Some(conn) {
+                s.conn = None;
             }
         }
     }
@@ -979,12 +1376,10 @@ impl Core {
                 self.closing.clear();
             }
         }
+        for conn in self.read_only.expire(now) {
+            self.close_connection(conn);
+        }
         if !self.role.leads() {
-            let active: Vec<i64> = self.active.drain().collect();
-            if !active.is_empty() {
-                let replica = self.replica.clone();
-                tokio::spawn(async move { replica.touch(active).await });
-            }
             return;
         }
         self.active.clear();
@@ -1025,13 +1420,22 @@ impl Core {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        // A read-write session is answered only while serving, a read-only one only while not:
+        // otherwise its connection is being closed, and nothing more is answered.
+        if c.read_only == self.serving.is_serving() {
+            return;
+        }
         c.stats.received += 1;
         c.stats.last_op = OpCode::from_i32(op);
         c.stats.last_cxid = xid;
         self.stats.packets_received += 1;
-        self.active.insert(c.session_id);
-        if let Some(s) = self.sessions.get_mut(&c.session_id) {
-            s.deadline = Instant::now() + Duration::from_millis(s.timeout_ms as u64);
+        if c.read_only {
+            self.read_only.heard(c.session_id, Instant::now());
+        } else {
+            self.active.insert(c.session_id);
+            if let Some(s) = self.sessions.get_mut(&c.session_id) {
+                s.deadline = Instant::now() + s.timeout();
+            }
         }
         // A connection's reads wait for its earlier writes. Its writes are proposed at once,
         // past reads still waiting (those are answered as soon as the writes before them are
@@ -1118,6 +1522,9 @@ impl Core {
                 );
             }
         };
+        if self.conns[&conn].read_only && self.refused_read_only(conn, xid, &request, received) {
+            return;
+        }
         match request {
             Request::Auth(p) => self.auth(conn, xid, p),
             Request::Sync(r) => self.sync(conn, xid, r.path, received),
@@ -1149,6 +1556,32 @@ impl Core {
                 self.finish(conn, xid, self.tree.last_zxid(), result, received);
             }
         }
+    }
+
+    /// A read-only session's request that is not answered from the tree: writes and `sync` get
+    /// NotReadOnly, as from ZooKeeper's read-only server; closing the session is local.
+    /// Returns whether the request was handled here.
+    fn refused_read_only(
+        &mut self,
+        conn: ConnId,
+        xid: i32,
+        request: &Request,
+        received: Instant,
+    ) -> bool {
+        let zxid = self.tree.last_zxid();
+        match request {
+            Request::CloseSession => {
+                let id = self.conns[&conn].session_id;
+                self.read_only.close(id);
+                self.finish(conn, xid, zxid, Ok(Response::Empty), received);
+                self.close_connection(conn);
+            }
+            r if r.is_write() || matches!(r, Request::Sync(_)) => {
+                self.finish(conn, xid, zxid, Err(ErrorCode::NotReadOnly), received);
+            }
+            _ => return false,
+        }
+        true
     }
 
     /// `sync`: answered once this member has applied what the leader had committed when asked.
@@ -1421,6 +1854,17 @@ impl Core {
         }
         for (p, kind) in fire {
             self.send(conn, notification_frame(&p, kind, NO_ZXID));
+        }
+    }
+
+    /// This member's mode in ZooKeeper's words, as srvr and the admin commands show it. A member
+    /// that serves without knowing a leader (an election is on; its lease holds) serves as a
+    /// follower.
+    pub(crate) fn mode(&self) -> &'static str {
+        match self.role {
+            _ if !self.serving.is_serving() && self.read_only.is_active() => "read-only",
+            Role::Looking if self.serving.is_serving() => Role::Follower.zk_mode(),
+            role => role.zk_mode(),
         }
     }
 

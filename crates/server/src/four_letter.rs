@@ -14,6 +14,19 @@ pub const VERSION_LINE: &str = concat!(
     ", built on 2026-11-25 00:00 UTC"
 );
 
+/// What ZooKeeper answers, to most status requests, while it is not serving clients.
+pub const NOT_SERVING: &str = "This ZooKeeper instance is not currently serving requests";
+
+/// The line ZooKeeper's srvr and stat add in read-only mode.
+const READ_ONLY_LINE: &str = "READ-ONLY mode; serving only read-only clients";
+
+/// The words ZooKeeper answers with [`NOT_SERVING`] while it does not serve (ruok, envi and
+/// isro are answered regardless).
+const NEED_A_SERVING_MEMBER: &[&str] = &[
+    "conf", "cons", "crst", "dirs", "dump", "stat", "srvr", "srst", "wchs", "wchc", "wchp", "mntr",
+    "hash",
+];
+
 /// The first four bytes of a connection, if they spell a four-letter word.
 pub fn parse_word(first4: &[u8]) -> Option<&'static str> {
     crate::config::ALL_FOUR_LETTER_WORDS
@@ -39,15 +52,26 @@ impl Core {
         if !self.cfg.four_letter_allowed(word) {
             return format!("{word} is not executed because it is not in the whitelist.\n");
         }
+        if !self.answers_status() && NEED_A_SERVING_MEMBER.contains(&word) {
+            return format!("{NOT_SERVING}\n");
+        }
+        // ZooKeeper's read-only server says so under its version line.
+        let version = if self.serving.is_serving() {
+            format!("Zookeeper version: {VERSION_LINE}\n")
+        } else {
+            format!("Zookeeper version: {VERSION_LINE}\n{READ_ONLY_LINE}\n")
+        };
         match word {
             "ruok" => "imok".into(),
-            "isro" => "rw".into(),
-            "srvr" => format!(
-                "Zookeeper version: {VERSION_LINE}\n{}",
-                self.server_summary()
-            ),
+            "isro" => match (self.serving.is_serving(), self.read_only.is_active()) {
+                (true, _) => "rw",
+                (false, true) => "ro",
+                (false, false) => "null",
+            }
+            .into(),
+            "srvr" => format!("{version}{}", self.server_summary()),
             "stat" => {
-                let mut out = format!("Zookeeper version: {VERSION_LINE}\nClients:\n");
+                let mut out = format!("{version}Clients:\n");
                 for line in self.connection_lines(false) {
                     out.push_str(&line);
                     out.push('\n');
@@ -130,7 +154,7 @@ impl Core {
             // ZooKeeper counts the connection asking.
             self.conns.len() + 1,
             self.tree.last_zxid(),
-            self.role.zk_mode(),
+            self.mode(),
             // ZooKeeper's count includes its "" alias of the root.
             self.tree.node_count() + 1,
         )
@@ -247,7 +271,7 @@ impl Core {
             Metric::new(
                 "server_state",
                 "standalone, leader, follower or observer",
-                Value::Text(self.role.zk_mode().into()),
+                Value::Text(self.mode().into()),
             ),
             Metric::new("ephemerals_count", "ephemeral znodes", count(ephemerals)),
             Metric::new(

@@ -4,7 +4,7 @@ use crate::admin_http::AdminServer;
 use crate::config::ServerConfig;
 use crate::connection;
 use crate::core::{Core, CoreMsg};
-use corral_replication::{Member, ReplicaConfig, ReplicaHandle, ReplicationError};
+use corral_replication::{LeaseTimes, Member, ReplicaConfig, ReplicaHandle, ReplicationError};
 use corral_tree::TreeConfig;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -17,6 +17,17 @@ use tokio::task::JoinHandle;
 
 /// Requests queued from connections to the core before readers wait.
 const CORE_QUEUE: usize = 16 * 1024;
+
+/// How long a standalone server waits to serve before it opens its client port anyway.
+const STANDALONE_START: Duration = Duration::from_secs(10);
+
+/// Raft's timers, fixed rather than derived from tickTime: a leader that dies is replaced at
+/// once (its followers see its peer port refuse connections), one cut off within about
+/// `2 × ELECTION_TIMEOUT_MAX_MS`. A voter refuses other candidates for
+/// `ELECTION_TIMEOUT_MAX_MS` after it last heard from its leader (openraft's leader lease).
+const HEARTBEAT_MS: u64 = 50;
+const ELECTION_TIMEOUT_MIN_MS: u64 = 250;
+const ELECTION_TIMEOUT_MAX_MS: u64 = 350;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -83,7 +94,19 @@ pub fn replica_config(cfg: &ServerConfig) -> ReplicaConfig {
             })
             .collect()
     };
-    // Failover well within a second: see ARCHITECTURE.md.
+    // See ARCHITECTURE.md, "The serving rule": these times and the lease must keep its
+    // inequality, which `LeaseTimes::is_safe` checks.
+    let tick_ms = u64::from(cfg.tick_time_ms);
+    let lease = LeaseTimes::new(
+        tick_ms,
+        u64::from(cfg.sync_limit),
+        u64::from(cfg.min_session_timeout_ms),
+        ELECTION_TIMEOUT_MAX_MS,
+    );
+    debug_assert!(lease.is_safe(
+        ELECTION_TIMEOUT_MAX_MS,
+        u64::from(cfg.min_session_timeout_ms)
+    ));
     ReplicaConfig {
         id: cfg.my_id,
         members,
@@ -94,9 +117,11 @@ pub fn replica_config(cfg: &ServerConfig) -> ReplicaConfig {
         },
         segment_bytes: cfg.log_segment_bytes,
         snapshot_retain: cfg.snap_retain_count,
-        heartbeat_ms: 100,
-        election_timeout_min_ms: 250,
-        election_timeout_max_ms: 350,
+        heartbeat_ms: HEARTBEAT_MS,
+        election_timeout_min_ms: ELECTION_TIMEOUT_MIN_MS,
+        election_timeout_max_ms: ELECTION_TIMEOUT_MAX_MS,
+        lease,
+        install_snapshot_timeout_ms: tick_ms * u64::from(cfg.init_limit),
     }
 }
 
@@ -130,11 +155,25 @@ impl Server {
         let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE);
         let (to_core, from_replication) = mpsc::channel(1024);
         let (core_stop, core_stop_rx) = oneshot::channel();
+        let standalone = rcfg.members.len() == 1;
         let core = Core::new(cfg.clone(), tree, mark, replica.clone(), core_tx.clone());
+        let mut serving = core.serving_watch();
         let core = tokio::spawn(core.run(core_rx, from_replication, core_stop_rx));
         corral_replication::start(rcfg, storage, replica.clone(), proposals, to_core)
             .await
             .map_err(ServerError::Replication)?;
+        if standalone {
+            // A standalone server serves as soon as it has elected itself (milliseconds): its
+            // first clients should not be turned away for the want of that. An ensemble member
+            // waits for its peers, which may not have started yet.
+            let elected = serving.wait_for(|s| *s);
+            if tokio::time::timeout(STANDALONE_START, elected)
+                .await
+                .is_err()
+            {
+                tracing::warn!("not serving yet; accepting connections anyway");
+            }
+        }
         let admin = match cfg.admin_addr {
             // As ZooKeeper: an admin server that cannot start is reported, not fatal.
             Some(addr) => match AdminServer::start(addr, core_tx.clone()).await {

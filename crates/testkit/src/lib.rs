@@ -12,6 +12,8 @@ use corral_proto::{ErrorCode, Jute, OpCode, Request, Response};
 use corral_server::{Server, ServerConfig};
 
 pub mod linearizable;
+pub mod lock;
+pub mod netns;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -272,11 +274,16 @@ impl RawClient {
     }
 
     pub fn call(&mut self, req: Request) -> Reply {
+        self.try_call(req).expect("reply")
+    }
+
+    /// A request and its reply; `Err` when the connection failed or timed out first.
+    pub fn try_call(&mut self, req: Request) -> std::io::Result<Reply> {
         let xid = self.next_xid;
         self.next_xid += 1;
         let op = req.op_code();
         self.send(xid, &req);
-        self.read_reply(xid, op).expect("reply")
+        self.read_reply(xid, op)
     }
 
     pub fn ping(&mut self) -> Reply {

@@ -157,12 +157,38 @@ pub fn record(
     until: std::time::Instant,
     workload: Workload,
 ) -> Vec<Event> {
+    record_paced(
+        addrs,
+        path,
+        clients,
+        until,
+        workload,
+        std::time::Duration::ZERO,
+    )
+}
+
+/// As [`record`], each client pausing `pace` between operations: a longer run with a history
+/// the checker still goes through quickly.
+pub fn record_paced(
+    addrs: &[std::net::SocketAddr],
+    path: &str,
+    clients: usize,
+    until: std::time::Instant,
+    workload: Workload,
+    pace: std::time::Duration,
+) -> Vec<Event> {
     let epoch = std::time::Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|c| {
             let addrs = addrs.to_vec();
             let path = path.to_owned();
-            std::thread::spawn(move || client_loop(c, &addrs, &path, until, epoch, workload))
+            let run = Run {
+                until,
+                epoch,
+                workload,
+                pace,
+            };
+            std::thread::spawn(move || client_loop(c, &addrs, &path, run))
         })
         .collect();
     threads
@@ -171,14 +197,22 @@ pub fn record(
         .collect()
 }
 
-fn client_loop(
-    client: usize,
-    addrs: &[std::net::SocketAddr],
-    path: &str,
+/// How one client runs.
+#[derive(Clone, Copy)]
+struct Run {
     until: std::time::Instant,
     epoch: std::time::Instant,
     workload: Workload,
-) -> Vec<Event> {
+    pace: std::time::Duration,
+}
+
+fn client_loop(client: usize, addrs: &[std::net::SocketAddr], path: &str, run: Run) -> Vec<Event> {
+    let Run {
+        until,
+        epoch,
+        workload,
+        pace,
+    } = run;
     use crate::{set_data, RawClient};
     use corral_proto::{ErrorCode, OpCode, PathRequest, PathWatchRequest, Request, Response};
     let now = || epoch.elapsed().as_nanos() as u64;
@@ -294,6 +328,9 @@ fn client_loop(
         };
         if outcome == Outcome::Unknown {
             conn = None;
+        }
+        if !pace.is_zero() {
+            std::thread::sleep(pace);
         }
         history.push(Event {
             client,

@@ -1,0 +1,634 @@
+//! The nemesis suite: real `corral` processes, each in its own network namespace, cut apart,
+//! paused and killed while clients run a lock recipe, a register and a counter against them.
+//!
+//! Each member runs inside a namespace of `corral_testkit::netns`: its peers reach it over a
+//! network the test cuts (packets dropped silently, as in a real partition), its clients (this
+//! test's threads, in the root namespace) over a link no fault touches, so a member cut off from
+//! its quorum still has its clients, which is when the serving rule matters. The settings are
+//! the issue's own, scaled down: tickTime 500 ms, syncLimit 2, lock sessions of 2 s.
+//!
+//! Checked every run:
+//! - no two lock holders overlap, a holder counting until its client sees Disconnected;
+//! - the register's and the counter's histories are linearizable;
+//! - a member cut off from its quorum stops serving within its lease;
+//! - after healing, every member holds the same tree, the lock clients' ephemerals are gone
+//!   with their sessions, and the lock is taken again.
+//!
+//! Every test prints its seed and the schedule the seed gave; `CORRAL_NEMESIS_SEED=<seed>` replays
+//! a schedule. The tests need root (`ip netns`); without it they say so and pass.
+
+use corral_proto::{PathRequest, Request, Response};
+use corral_testkit::linearizable::{self, State, Workload};
+use corral_testkit::lock::{self, LockConfig};
+use corral_testkit::netns::{self, Network};
+use corral_testkit::{create, get_children, try_four_letter, RawClient};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const TICK_MS: u64 = 500;
+const SYNC_LIMIT: u64 = 2;
+/// The lease: min(syncLimit × tickTime, minSessionTimeout = 2 ticks), less 1% drift.
+const LEASE: Duration = Duration::from_millis(990);
+/// openraft's vote lease (election_timeout_max): no new leader is elected sooner after the
+/// last quorum acknowledgement.
+const VOTE_LEASE: Duration = Duration::from_millis(350);
+/// The shortest session the majority could expire: minSessionTimeout, 2 ticks.
+const MIN_SESSION: Duration = Duration::from_millis(2 * TICK_MS);
+const LOCK_SESSION_MS: i32 = 2000;
+
+/// The tests share the machine's two cores: one at a time keeps their timing honest.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+struct Member {
+    client: SocketAddr,
+    cfg: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A 3-member ensemble, one member per network namespace.
+struct Cluster {
+    members: Vec<Member>,
+    dir: PathBuf,
+    // Dropped last: it kills whatever still runs in its namespaces.
+    net: Network,
+}
+
+impl Cluster {
+    fn start(net: Network) -> Cluster {
+        let dir = corral_testkit::temp_data_dir();
+        let n = net.hosts();
+        // Each cluster of this run on its own client port: clients of an earlier test that
+        // failed (and left its threads running) cannot reach a later test's members, which may
+        // be given the same addresses.
+        static CLUSTERS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        let port = 2181 + CLUSTERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let servers: String = (0..n)
+            .map(|j| format!("server.{}={}:2888:3888\n", j + 1, net.peer_addr(j)))
+            .collect();
+        let members = (0..n)
+            .map(|i| {
+                let data = dir.join(format!("m{}", i + 1));
+                std::fs::create_dir_all(&data).unwrap();
+                std::fs::write(data.join("myid"), format!("{}\n", i + 1)).unwrap();
+                let cfg = dir.join(format!("zoo{}.cfg", i + 1));
+                let text = format!(
+                    "tickTime={TICK_MS}\ninitLimit=10\nsyncLimit={SYNC_LIMIT}\ndataDir={}\n\
+                     clientPort={port}\nclientPortAddress={}\n4lw.commands.whitelist=*\n\
+                     maxClientCnxns=0\nadmin.enableServer=false\n{servers}",
+                    data.display(),
+                    net.client_addr(i)
+                );
+                std::fs::write(&cfg, text).unwrap();
+                Member {
+                    client: SocketAddr::new(net.client_addr(i).into(), port),
+                    cfg,
+                    log: dir.join(format!("m{}.log", i + 1)),
+                    child: None,
+                }
+            })
+            .collect();
+        let mut cluster = Cluster { members, dir, net };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .unwrap();
+        let child = self
+            .net
+            .command(i, env!("CARGO_BIN_EXE_corral"))
+            .args(["server", "--config"])
+            .arg(&m.cfg)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        m.child = Some(child);
+    }
+
+    fn addrs(&self) -> Vec<SocketAddr> {
+        self.members.iter().map(|m| m.client).collect()
+    }
+
+    fn pid(&self, i: usize) -> i32 {
+        self.members[i].child.as_ref().expect("running").id() as i32
+    }
+
+    fn signal(&self, i: usize, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid(i).to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} member {}", i + 1);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// srvr's Mode line, or "" while the member does not serve (or cannot be reached).
+    fn mode(&self, i: usize) -> String {
+        try_four_letter(self.members[i].client, "srvr")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Mode: ").map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// Waits until all of `among` serve and one of them leads; returns the leader.
+    fn wait_for_leader(&self, among: &[usize]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let modes: Vec<String> = among.iter().map(|i| self.mode(*i)).collect();
+            if let Some(at) = modes.iter().position(|m| m == "leader") {
+                if modes.iter().all(|m| !m.is_empty()) {
+                    return among[at];
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no serving leader among {among:?}: {modes:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// How long after `since` member `i` stopped serving (srvr says so); panics past `within`.
+    fn stops_serving(&self, i: usize, since: Instant, within: Duration) -> Duration {
+        loop {
+            let answer = try_four_letter(self.members[i].client, "srvr").unwrap_or_default();
+            if answer.starts_with("This ZooKeeper instance is not currently serving requests") {
+                return since.elapsed();
+            }
+            assert!(
+                since.elapsed() < within,
+                "member {} still serving {:?} after it was cut off:\n{answer}",
+                i + 1,
+                since.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("--- member {} ---\n{}\n", i + 1, tail.join("\n"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            if let Some(c) = &self.members[i].child {
+                // A paused member must wake to die promptly.
+                let _ = Command::new("kill")
+                    .args(["-CONT", &c.id().to_string()])
+                    .status();
+            }
+            self.kill(i);
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The seed of this run (`CORRAL_NEMESIS_SEED` replays one), printed with the test's name.
+fn seed(test: &str) -> u64 {
+    let seed = std::env::var("CORRAL_NEMESIS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{test}: seed {seed} (replay with CORRAL_NEMESIS_SEED={seed})");
+    seed
+}
+
+/// A small deterministic generator: the schedule is a function of the seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo))
+    }
+}
+
+/// How long linearizability clients pause between operations: histories of a few thousand
+/// operations, which the checker goes through in a second or two.
+const PACE: Duration = Duration::from_millis(5);
+
+/// The clients' work during the faults, running on threads until `until`.
+struct Workloads {
+    until: Instant,
+    lock: LockConfig,
+    locks: std::thread::JoinHandle<Vec<lock::Holding>>,
+    /// A client that took the lock through the member a fault hit, and held it until it saw
+    /// Disconnected.
+    long_holder: Option<std::thread::JoinHandle<Option<lock::Holding>>>,
+    register: std::thread::JoinHandle<Vec<linearizable::Event>>,
+    counter: std::thread::JoinHandle<Vec<linearizable::Event>>,
+}
+
+impl Workloads {
+    fn start(cluster: &Cluster, seed: u64, until: Instant) -> Workloads {
+        let leader = cluster.wait_for_leader(&[0, 1, 2]);
+        let mut c = RawClient::connect(cluster.members[leader].client);
+        for path in ["/lock", "/register", "/counter"] {
+            let data: &[u8] = if path == "/lock" { b"" } else { b"0" };
+            assert_eq!(c.call(create(path, data, 0)).err, 0);
+        }
+        let addrs = cluster.addrs();
+        let cfg = LockConfig {
+            path: "/lock".into(),
+            clients: 4,
+            session_timeout_ms: LOCK_SESSION_MS,
+            hold_ms: (100, 600),
+            seed,
+        };
+        let locks = {
+            let addrs = addrs.clone();
+            let cfg = cfg.clone();
+            std::thread::spawn(move || lock::run(&addrs, &cfg, until))
+        };
+        let record = |path: &'static str, workload| {
+            let addrs = addrs.clone();
+            std::thread::spawn(move || {
+                linearizable::record_paced(&addrs, path, 3, until, workload, PACE)
+            })
+        };
+        Workloads {
+            until,
+            lock: cfg,
+            locks,
+            long_holder: None,
+            register: record("/register", Workload::Register),
+            counter: record("/counter", Workload::Counter),
+        }
+    }
+
+    /// Has a client take the lock through `member` and hold it until it sees Disconnected;
+    /// returns once it holds the lock.
+    fn hold_through(&mut self, cluster: &Cluster, member: usize) {
+        let (acquired, held) = std::sync::mpsc::channel();
+        let addr = cluster.members[member].client;
+        let (cfg, until) = (self.lock.clone(), self.until);
+        self.long_holder = Some(std::thread::spawn(move || {
+            lock::hold_until_lost(addr, &cfg, until, acquired)
+        }));
+        held.recv_timeout(Duration::from_secs(20))
+            .expect("a client of the member took the lock");
+    }
+
+    /// Joins the clients and checks what they saw. `fault`: when the member of the long
+    /// holder was hit, if one was.
+    fn check(self, cluster: &Cluster, fault: Option<Instant>, healed_at: Instant) {
+        let mut holdings = self.locks.join().expect("lock clients");
+        if let (Some(t), Some(fault)) = (self.long_holder, fault) {
+            let long = t.join().expect("long holder").expect("it held the lock");
+            assert!(
+                long.lost,
+                "the client of the member hit never saw Disconnected"
+            );
+            let noticed = long.to.saturating_duration_since(fault);
+            eprintln!("lock: the member's client saw Disconnected {noticed:?} after the fault");
+            let taken_over = holdings
+                .iter()
+                .filter(|h| h.from > long.to && h.from < healed_at)
+                .count();
+            assert!(
+                taken_over > 0,
+                "the majority's clients never took the lock over"
+            );
+            holdings.push(long);
+        }
+        if let Some((a, b)) = lock::overlap(&holdings) {
+            panic!(
+                "two clients held the lock at once: client {} (session {:#x}, {:?} long, \
+                 lost: {}) until {:?} after client {} (session {:#x}) took it\n{}",
+                a.client,
+                a.session,
+                a.to - a.from,
+                a.lost,
+                a.to - b.from,
+                b.client,
+                b.session,
+                cluster.logs()
+            );
+        }
+        let after_heal = holdings.iter().filter(|h| h.from > healed_at).count();
+        let lost = holdings.iter().filter(|h| h.lost).count();
+        eprintln!(
+            "lock: {} holdings ({lost} ended by Disconnected), {after_heal} after healing",
+            holdings.len()
+        );
+        assert!(after_heal > 0, "nobody took the lock after healing");
+        let start = State {
+            value: 0,
+            version: 0,
+        };
+        for (name, t) in [("register", self.register), ("counter", self.counter)] {
+            let history = t.join().expect("linearizability clients");
+            let checking = Instant::now();
+            let answered = history.iter().filter(|e| e.answered != u64::MAX).count();
+            eprintln!("{name}: {} operations, {answered} answered", history.len());
+            assert!(answered > 10, "the {name} made no progress");
+            if let Err(e) = linearizable::check(&history, start) {
+                panic!("{name} history not linearizable: {e}");
+            }
+            eprintln!("{name}: checked in {:?}", checking.elapsed());
+        }
+    }
+}
+
+/// After healing: every member holds the same lock children (none: the lock clients closed
+/// their sessions) once synced, and the data the workloads wrote.
+fn converged(cluster: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let views: Vec<Option<(Vec<String>, Vec<u8>)>> =
+            (0..3).map(|i| view(cluster.members[i].client)).collect();
+        let settled = views
+            .iter()
+            .all(|v| v.as_ref().is_some_and(|(kids, _)| kids.is_empty()));
+        if settled && views.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members did not converge (lock children, counter): {views:?}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A member's synced view: the lock's children and the counter's value.
+fn view(addr: SocketAddr) -> Option<(Vec<String>, Vec<u8>)> {
+    let mut c = RawClient::resume(addr, 0, bytes::Bytes::from_static(&[0; 16]), 0, 4000).ok()?;
+    let synced = c.try_call(Request::Sync(PathRequest { path: "/".into() }));
+    if !synced.is_ok_and(|r| r.err == 0) {
+        return None;
+    }
+    let Ok(Some(Response::GetChildren(mut kids))) =
+        c.try_call(get_children("/lock", false)).map(|r| r.body)
+    else {
+        return None;
+    };
+    kids.sort();
+    let counter = match c.try_call(corral_testkit::get_data("/counter", false)) {
+        Ok(r) => match r.body {
+            Some(Response::GetData(d)) => d.data.map(|b| b.to_vec()).unwrap_or_default(),
+            _ => return None,
+        },
+        Err(_) => return None,
+    };
+    let _ = c.try_call(Request::CloseSession);
+    Some((kids, counter))
+}
+
+/// The network for a test, or why there can be none here.
+fn network(test: &str) -> Option<Network> {
+    if let Some(why) = netns::unavailable() {
+        eprintln!("{test}: skipped: {why}");
+        return None;
+    }
+    Some(Network::new(3).expect("network namespaces"))
+}
+
+/// The earliest a member cut off at `cut` could see a session of its clients expired by the
+/// majority: a new leader, then a fresh shortest session. It must stop serving before then.
+fn expiry_bound() -> Duration {
+    VOTE_LEASE + MIN_SESSION
+}
+
+/// Cuts a member off from the other two, while the workloads run; it must stop serving within
+/// its lease, and the lock stays safe. `pick` chooses which member from the leader.
+fn isolate_one(test: &str, pick: impl Fn(usize) -> usize) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(net) = network(test) else { return };
+    let seed = seed(test);
+    let mut rng = Rng(seed | 1);
+    let cluster = Cluster::start(net);
+    let cut_for = rng.millis(3000, 5000);
+    let until = Instant::now() + Duration::from_secs(4) + cut_for + Duration::from_secs(6);
+    let mut work = Workloads::start(&cluster, seed, until);
+    std::thread::sleep(rng.millis(1000, 2000));
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let victim = pick(leader);
+    work.hold_through(&cluster, victim);
+    eprintln!(
+        "{test}: schedule: isolate member {} (leader {}) for {cut_for:?}",
+        victim + 1,
+        leader + 1
+    );
+    let cut = Instant::now();
+    cluster.net.isolate(victim);
+    let stopped = cluster.stops_serving(victim, cut, expiry_bound());
+    eprintln!(
+        "{test}: the cut-off member stopped serving {stopped:?} after the cut (lease {LEASE:?})"
+    );
+    let others: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    cluster.wait_for_leader(&others);
+    std::thread::sleep(cut_for.saturating_sub(cut.elapsed()));
+    cluster.net.heal_all();
+    let healed = Instant::now();
+    cluster.wait_for_leader(&[0, 1, 2]);
+    work.check(&cluster, Some(cut), healed);
+    converged(&cluster);
+}
+
+#[test]
+fn lock_stays_safe_when_the_leader_is_cut_off() {
+    isolate_one("leader cut off", |leader| leader);
+}
+
+#[test]
+fn lock_stays_safe_when_a_follower_is_cut_off() {
+    isolate_one("follower cut off", |leader| (leader + 1) % 3);
+}
+
+#[test]
+fn lock_stays_safe_while_the_majority_moves() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let test = "moving split";
+    let Some(net) = network(test) else { return };
+    let seed = seed(test);
+    let mut rng = Rng(seed | 1);
+    let cluster = Cluster::start(net);
+    // Three splits, each leaving a different member in the minority.
+    let first = rng.below(3) as usize;
+    let schedule: Vec<(usize, Duration, Duration)> = (0..3)
+        .map(|k| {
+            (
+                (first + k) % 3,
+                rng.millis(2000, 3500),
+                rng.millis(1000, 2500),
+            )
+        })
+        .collect();
+    eprintln!("{test}: schedule (minority member, cut, healed after): {schedule:?}");
+    let total: Duration = schedule.iter().map(|(_, c, h)| *c + *h).sum();
+    let until = Instant::now() + Duration::from_secs(3) + total + Duration::from_secs(5);
+    let work = Workloads::start(&cluster, seed, until);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut healed = Instant::now();
+    for (minority, cut_for, heal_for) in schedule {
+        let majority: Vec<usize> = (0..3).filter(|i| *i != minority).collect();
+        let cut = Instant::now();
+        cluster.net.split(&[&majority, &[minority]]);
+        cluster.stops_serving(minority, cut, expiry_bound());
+        std::thread::sleep(cut_for.saturating_sub(cut.elapsed()));
+        cluster.net.heal_all();
+        healed = Instant::now();
+        std::thread::sleep(heal_for);
+    }
+    cluster.wait_for_leader(&[0, 1, 2]);
+    work.check(&cluster, None, healed);
+    converged(&cluster);
+}
+
+/// A paused leader (SIGSTOP, as a long GC pause or a stalled VM would pause it) that wakes after
+/// its lease has run out must not answer a single request before it learns of the new term.
+#[test]
+fn a_paused_leader_answers_nothing_when_it_wakes_after_its_lease() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let test = "paused leader";
+    let Some(net) = network(test) else { return };
+    let seed = seed(test);
+    let mut rng = Rng(seed | 1);
+    let cluster = Cluster::start(net);
+    let pause = rng.millis(3000, 4500);
+    let until = Instant::now() + Duration::from_secs(3) + pause + Duration::from_secs(6);
+    let mut work = Workloads::start(&cluster, seed, until);
+    std::thread::sleep(Duration::from_secs(1));
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    work.hold_through(&cluster, leader);
+    eprintln!(
+        "{test}: schedule: SIGSTOP leader {} for {pause:?}",
+        leader + 1
+    );
+    // A client of the leader, with a long session, whose requests sent during the pause wait
+    // in the leader's socket for it to wake.
+    let mut probe = RawClient::resume(
+        cluster.members[leader].client,
+        0,
+        bytes::Bytes::from_static(&[0; 16]),
+        0,
+        10_000,
+    )
+    .unwrap();
+    cluster.signal(leader, "-STOP");
+    let stopped = Instant::now();
+    std::thread::sleep(LEASE + VOTE_LEASE);
+    probe.send(7, &Request::Ping);
+    probe.send(8, &corral_testkit::get_data("/register", false));
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    cluster.wait_for_leader(&others);
+    std::thread::sleep(pause.saturating_sub(stopped.elapsed()));
+    cluster.signal(leader, "-CONT");
+    let woke = Instant::now();
+    probe
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    match corral_testkit::read_frame(&mut probe.stream) {
+        Ok(frame) => panic!(
+            "the woken leader answered {} bytes {:?} after it woke, past its lease",
+            frame.len(),
+            woke.elapsed()
+        ),
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the woken leader neither answered nor closed the connection"
+        ),
+    }
+    cluster.wait_for_leader(&[0, 1, 2]);
+    work.check(&cluster, Some(stopped), woke);
+    converged(&cluster);
+}
+
+/// SIGKILL of members, leader or not, restarted after a moment.
+#[test]
+fn lock_stays_safe_through_kills() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let test = "kills";
+    let Some(net) = network(test) else { return };
+    let seed = seed(test);
+    let mut rng = Rng(seed | 1);
+    let mut cluster = Cluster::start(net);
+    let schedule: Vec<(bool, Duration, Duration)> = (0..3)
+        .map(|_| {
+            (
+                rng.below(2) == 0,
+                rng.millis(500, 2000),
+                rng.millis(1500, 3000),
+            )
+        })
+        .collect();
+    eprintln!("{test}: schedule (the leader?, down for, up for): {schedule:?}");
+    let total: Duration = schedule.iter().map(|(_, d, u)| *d + *u).sum();
+    let until = Instant::now() + Duration::from_secs(3) + total + Duration::from_secs(6);
+    let work = Workloads::start(&cluster, seed, until);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut healed = Instant::now();
+    for (the_leader, down, up) in schedule {
+        let leader = cluster.wait_for_leader(&[0, 1, 2]);
+        let victim = if the_leader { leader } else { (leader + 1) % 3 };
+        eprintln!(
+            "{test}: SIGKILL member {} (leader {})",
+            victim + 1,
+            leader + 1
+        );
+        cluster.kill(victim);
+        std::thread::sleep(down);
+        cluster.spawn(victim);
+        healed = Instant::now();
+        std::thread::sleep(up);
+    }
+    cluster.wait_for_leader(&[0, 1, 2]);
+    work.check(&cluster, None, healed);
+    converged(&cluster);
+}
