@@ -632,3 +632,53 @@ fn lock_stays_safe_through_kills() {
     work.check(&cluster, None, healed);
     converged(&cluster);
 }
+
+/// SIGTERM stops a member cut off from its quorum within a few seconds, leader or follower:
+/// nothing it waits for (writes in flight, replication to unreachable peers) holds it up.
+#[test]
+fn a_cut_off_member_stops_promptly_on_sigterm() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let test = "sigterm while cut off";
+    let Some(net) = network(test) else { return };
+    let mut cluster = Cluster::start(net);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let follower = (leader + 1) % 3;
+    for victim in [leader, follower] {
+        // A write in flight on the member when it is cut off: the stop must not wait for it.
+        let mut c = RawClient::connect(cluster.members[victim].client);
+        let cut = Instant::now();
+        cluster.net.isolate(victim);
+        c.send(1, &create(&format!("/in-flight-{victim}"), b"", 0));
+        cluster.stops_serving(victim, cut, expiry_bound());
+        cluster.signal(victim, "-TERM");
+        let asked = Instant::now();
+        let child = cluster.members[victim].child.as_mut().unwrap();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(3),
+                "member {} still running 3 s after SIGTERM\n{}",
+                victim + 1,
+                cluster.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        eprintln!(
+            "{test}: member {} ({}) exited {status} {:?} after SIGTERM",
+            victim + 1,
+            if victim == leader {
+                "leader"
+            } else {
+                "follower"
+            },
+            asked.elapsed()
+        );
+        assert!(status.success(), "a graceful stop exits 0");
+        cluster.members[victim].child = None;
+        cluster.net.heal_all();
+        cluster.spawn(victim);
+        cluster.wait_for_leader(&[0, 1, 2]);
+    }
+}

@@ -5,7 +5,9 @@
 //! forwarded by other members) into one Raft entry stamped with the leader's clock, and writes it
 //! with one `client_write`; while that is in flight the next batch gathers. On any other member
 //! the proposer forwards its queue to the leader. A proposal that cannot be placed (no leader for
-//! a while) is dropped; its proposer's core fails the waiting request when the leader changes.
+//! a while) is dropped and its proposer's core told, so its client loses the connection. One that
+//! may have been taken is left to the core, which proposes it again, stamped with a newer term,
+//! once that term's first entry shows the old one lost it.
 
 use crate::lease::{Lease, LeaseTimes};
 use crate::log_store::LogStore;
@@ -35,6 +37,9 @@ const MAX_PAYLOAD_ENTRIES: u64 = 32;
 const LEADER_WAIT: Duration = Duration::from_secs(3);
 /// How long a touch round waits for the leader's answer; a late grant would vouch for little.
 const TOUCH_TIMEOUT: Duration = Duration::from_millis(500);
+/// How many times, and how long each, a member looks whether its leader's peer port is gone.
+const PROBES: usize = 5;
+const PROBE_TIMEOUT: Duration = Duration::from_millis(50);
 /// How long the successor waits after a dead leader is found before it asks for votes, so the
 /// other members have given up their vote lease too.
 const SUCCESSOR_DELAY: Duration = Duration::from_millis(15);
@@ -242,7 +247,7 @@ fn newest_usable_snapshot(
 #[derive(Clone)]
 pub struct ReplicaHandle {
     id: NodeId,
-    outbox: mpsc::UnboundedSender<Vec<u8>>,
+    outbox: mpsc::UnboundedSender<bytes::Bytes>,
     raft: Arc<OnceLock<Raft>>,
     members: Arc<BTreeMap<NodeId, Member>>,
     timings: Arc<crate::ReplicaTimings>,
@@ -308,23 +313,18 @@ impl ReplicaHandle {
     }
 
     /// Queues an encoded proposal (`Proposal::to_framed_bytes`); false once replication stopped.
-    pub fn propose(&self, framed: Vec<u8>) -> bool {
+    pub fn propose(&self, framed: bytes::Bytes) -> bool {
         self.outbox.send(framed).is_ok()
     }
 
-    /// The term to stamp a proposal with: the current term while this member knows a leader,
-    /// 0 ("any") while it knows none (at start-up, during an election). A deposed leader still
-    /// believes it leads, so what it decided stays bound to its term.
+    /// The term to stamp a proposal with: the current term (at least 1). A deposed leader still
+    /// believes it leads, so what it decided stays bound to its term. (0, "any term", is never
+    /// stamped any more; entries logged so by earlier versions still apply as before.)
     pub fn term(&self) -> u64 {
-        self.raft.get().map_or(0, |r| {
-            let m = r.metrics();
-            let m = m.borrow();
-            if m.current_leader.is_some() {
-                m.current_term
-            } else {
-                0
-            }
-        })
+        self.raft
+            .get()
+            .map_or(0, |r| r.metrics().borrow().current_term)
+            .max(1)
     }
 
     fn leader(&self) -> Option<NodeId> {
@@ -421,7 +421,7 @@ impl ReplicaHandle {
 }
 
 /// Creates the handle the core needs before Raft starts (Raft asks the core for its state).
-pub fn handle(cfg: &ReplicaConfig) -> (ReplicaHandle, mpsc::UnboundedReceiver<Vec<u8>>) {
+pub fn handle(cfg: &ReplicaConfig) -> (ReplicaHandle, mpsc::UnboundedReceiver<bytes::Bytes>) {
     let (outbox, proposals) = mpsc::unbounded_channel();
     let handle = ReplicaHandle {
         id: cfg.id,
@@ -441,7 +441,7 @@ pub async fn start(
     cfg: ReplicaConfig,
     mut recovered: Storage,
     handle: ReplicaHandle,
-    proposals: mpsc::UnboundedReceiver<Vec<u8>>,
+    proposals: mpsc::UnboundedReceiver<bytes::Bytes>,
     core: mpsc::Sender<ToCore>,
 ) -> Result<(), ReplicationError> {
     let raft_config = Config {
@@ -546,7 +546,7 @@ fn origin_of(framed: &[u8]) -> Option<(u64, u64)> {
 async fn proposer(
     raft: Raft,
     handle: ReplicaHandle,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut rx: mpsc::UnboundedReceiver<bytes::Bytes>,
     core: mpsc::Sender<ToCore>,
 ) {
     let mut peers: HashMap<NodeId, PeerClient> = HashMap::new();
@@ -589,7 +589,7 @@ async fn proposer(
                         let client = peers
                             .entry(l)
                             .or_insert_with(|| PeerClient::new(&m.raft_addr));
-                        let req = PeerRequest::Propose(items.clone());
+                        let req = PeerRequest::Propose(items.iter().map(|b| b.to_vec()).collect());
                         match client.call(&req, Duration::from_secs(2)).await {
                             Ok(PeerResponse::Proposed(true)) => Placement::Placed,
                             // Refused outright, or never reached: nothing was taken; try again.
@@ -603,12 +603,17 @@ async fn proposer(
                 None => Placement::Retry,
             };
             match attempt {
-                Placement::Placed => break,
+                // Taken, or perhaps taken: once an entry of a newer term is applied, the core
+                // proposes again whatever the old term lost.
+                Placement::Placed | Placement::Unknown => break,
                 Placement::Retry if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                _ => {
-                    tracing::warn!(proposals = items.len(), "writes with an unknown outcome or no leader; their clients lose the connection");
+                Placement::Retry => {
+                    tracing::warn!(
+                        proposals = items.len(),
+                        "no leader took these writes; their clients lose the connection"
+                    );
                     let seqs = items
                         .iter()
                         .filter_map(|f| origin_of(f))
@@ -628,7 +633,8 @@ enum Placement {
     Placed,
     /// Nothing was taken; it may be tried again.
     Retry,
-    /// It may or may not commit; it must not be proposed again.
+    /// It may or may not commit; it must not be proposed again here (its proposer's core does,
+    /// stamped anew, once a newer term shows it lost).
     Unknown,
 }
 
@@ -771,7 +777,7 @@ async fn serve_peer(
                 let leads = raft.metrics().borrow().current_leader == Some(handle.id);
                 if leads {
                     for i in items {
-                        handle.propose(i);
+                        handle.propose(bytes::Bytes::from(i));
                     }
                 }
                 PeerResponse::Proposed(leads)
@@ -791,6 +797,7 @@ async fn serve_peer(
             break;
         }
     }
+    tracing::debug!(?leader_link, "a peer connection closed");
     if let Some(leader) = leader_link {
         suspect_leader(raft, handle, leader).await;
     }
@@ -823,21 +830,51 @@ async fn answer_touch(
     TouchAnswer { granted, unknown }
 }
 
+/// Whether nothing listens at a peer's address any more: its process is gone. A connection
+/// refused says so; one reset (while connecting or once accepted) met the listener of a process
+/// still being torn down (its connections close before its listener does), so look again. A
+/// peer that cannot be reached at all (a partition) is not gone.
+async fn peer_is_gone(addr: &str) -> bool {
+    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset};
+    use tokio::io::AsyncReadExt;
+    for _ in 0..PROBES {
+        match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Err(e)) if e.kind() == ConnectionRefused => return true,
+            Ok(Err(e)) if e.kind() == ConnectionReset => {}
+            Ok(Ok(mut s)) => {
+                // A live peer server waits for a request; a dying listener resets at once.
+                let mut byte = [0u8; 1];
+                match tokio::time::timeout(PROBE_TIMEOUT, s.read(&mut byte)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => {}
+                    _ => return false,
+                }
+            }
+            _ => return false,
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
 /// The connection that carried the leader's AppendEntries closed. If the leader's peer port now
 /// refuses connections, its process is gone (a SIGKILL, a crash): rather than wait out the vote
 /// lease and an election timeout, the members elect at once. A leader that is merely
 /// unreachable (a partition) is left to the timers: only a refused connection proves it cannot
 /// be serving anyone.
 async fn suspect_leader(raft: Raft, handle: ReplicaHandle, leader: NodeId) {
-    if raft.metrics().borrow().current_leader != Some(leader) || leader == handle.id {
+    let current = raft.metrics().borrow().current_leader;
+    if current != Some(leader) || leader == handle.id {
+        tracing::debug!(
+            leader,
+            ?current,
+            "the leader's link closed, but it no longer leads"
+        );
         return;
     }
     let Some(addr) = handle.members.get(&leader).map(|m| m.raft_addr.clone()) else {
         return;
     };
-    let probe = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(&addr)).await;
-    let refused = matches!(&probe, Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused);
-    if !refused {
+    if !peer_is_gone(&addr).await {
         return;
     }
     let voters: Vec<NodeId> = {

@@ -247,6 +247,16 @@ impl Origin {
     }
 }
 
+/// A proposal of this member waiting for its entry.
+struct Pending {
+    origin: Origin,
+    /// The term its one live copy is stamped with: a copy stamped otherwise is skipped by apply.
+    term: u64,
+    /// Its encoding, to propose it again under a newer term once the term it was stamped with
+    /// is known to have lost it.
+    framed: Bytes,
+}
+
 /// A reconnect waiting until this member has applied the leader's read index, to decide whether
 /// the session it names exists.
 struct ConnectWait {
@@ -287,7 +297,7 @@ pub struct Core {
     term: u64,
     /// This member's proposals not yet applied, by sequence number (ordered, so refusals go out
     /// in request order).
-    pending: BTreeMap<u64, Origin>,
+    pending: BTreeMap<u64, Pending>,
     /// When each of `pending` was proposed, oldest first, to time out proposals lost on the way.
     proposed_at: VecDeque<(u64, Instant)>,
     next_seq: u64,
@@ -622,9 +632,10 @@ impl Core {
                 let _ = reply.send(self.touch_sessions(Instant::now(), sessions));
             }
             ToCore::Lost { seqs } => {
-                // The outcome is unknown to the client, as after a ZooKeeper connection loss.
+                // No leader took them: the client learns of it as a lost connection, as from
+                // ZooKeeper without a leader (nothing was appended, so nothing is applied later).
                 for seq in seqs {
-                    if let Some(conn) = self.pending.remove(&seq).and_then(|o| o.conn()) {
+                    if let Some(conn) = self.pending.remove(&seq).and_then(|p| p.origin.conn()) {
                         self.close_connection(conn);
                     }
                 }
@@ -656,10 +667,11 @@ impl Core {
         }
         let term_changed = self.term != 0 && term != self.term;
         if (self.leader.is_some() && leader != self.leader) || term_changed {
-            // Writes given to the old leader may or may not commit: their clients learn of it as
-            // a lost connection, as with ZooKeeper, and find the outcome after reconnecting.
-            // (Those that arrive under the new term are skipped by every member.)
-            self.drop_pending();
+            // Expiries decided under the old leader are decided again by the new one. Clients'
+            // writes wait: once an entry of a newer term is applied, those the old term lost are
+            // proposed again (see `new_term_applied`), so a failover costs them time, not the
+            // connection.
+            self.forget_expiry_decisions();
         }
         if leader.is_some() && leader != self.leader {
             // A new leader: report to it (and earn a lease from it) at once.
@@ -873,26 +885,69 @@ impl Core {
         self.leader = leader;
     }
 
-    /// During a graceful stop: done once nothing this member proposed is waiting.
+    /// During a graceful stop: done once nothing this member proposed is waiting, or at once
+    /// when it does not serve (the clients of its writes in flight were already disconnected).
     fn check_drained(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() || !self.serving.is_serving() {
             if let Some(done) = self.draining.take() {
                 let _ = done.send(());
             }
         }
     }
 
-    /// Forgets this member's unapplied proposals; their clients lose the connection. Expiries
-    /// among them are decided again by whoever leads.
-    fn drop_pending(&mut self) {
-        let lost: Vec<ConnId> = std::mem::take(&mut self.pending)
-            .into_values()
-            .filter_map(|o| o.conn())
+    /// Forgets the expiries and reaps this member proposed: whoever leads decides them again.
+    fn forget_expiry_decisions(&mut self) {
+        self.pending
+            .retain(|_, p| !matches!(p.origin, Origin::Nobody));
+        self.closing.clear();
+    }
+
+    /// The first entry of `term` was applied: every entry of an older term that will ever be
+    /// applied has been. A proposal still stamped with an older term has lost its copy for good
+    /// (a copy stamped so is skipped in any later entry), so it is proposed again, stamped anew.
+    fn new_term_applied(&mut self, term: u64) {
+        let lost: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.term < term)
+            .map(|(seq, _)| *seq)
             .collect();
-        for conn in lost {
+        let now_term = self.replica.term().max(term);
+        for seq in lost {
+            self.proposal_lost(seq, now_term);
+        }
+    }
+
+    /// A pending proposal's live copy is known never to be applied. A client's write whose
+    /// connection is still open is proposed again under `term`; anything else is forgotten
+    /// (an expiry is decided again; a client told its connection was lost must not have the
+    /// write applied later).
+    fn proposal_lost(&mut self, seq: u64, term: u64) {
+        let Some(p) = self.pending.get(&seq) else {
+            return;
+        };
+        let client_waits = p.origin.conn().is_some_and(|c| self.conns.contains_key(&c));
+        if client_waits && term > p.term && !self.refusing_writes {
+            tracing::debug!(
+                seq,
+                from = p.term,
+                to = term,
+                "proposing again under a new term"
+            );
+            let mut framed = p.framed.to_vec();
+            Proposal::restamp(&mut framed, term);
+            let framed = Bytes::from(framed);
+            if !self.replica.propose(framed.clone()) {
+                return self.stop_writes("the replicated log has stopped");
+            }
+            let p = self.pending.get_mut(&seq).expect("looked up above");
+            p.term = term;
+            p.framed = framed;
+            return;
+        }
+        if let Some(conn) = self.pending.remove(&seq).and_then(|p| p.origin.conn()) {
             self.close_connection(conn);
         }
-        self.closing.clear();
     }
 
     /// After a snapshot replaced the tree: sessions follow the tree, except those whose creation
@@ -903,7 +958,7 @@ impl Core {
         let creating: HashSet<i64> = self
             .pending
             .values()
-            .filter_map(|o| match o {
+            .filter_map(|p| match &p.origin {
                 Origin::Connect { conn, .. } => self.conns.get(conn).map(|c| c.session_id),
                 _ => None,
             })
@@ -933,22 +988,29 @@ impl Core {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        let term = self.replica.term();
         let proposal = Proposal {
             origin_server: self.replica.id(),
             origin_seq: seq,
-            term: self.replica.term(),
+            term,
             session_id,
             auth,
             txn,
         };
-        if !self.replica.propose(proposal.to_framed_bytes()) {
+        let framed = Bytes::from(proposal.to_framed_bytes());
+        if !self.replica.propose(framed.clone()) {
             self.stop_writes("the replicated log has stopped");
             return self.refuse(origin);
         }
         if let Some(c) = origin.conn().and_then(|c| self.conns.get_mut(&c)) {
             c.in_flight += 1;
         }
-        self.pending.insert(seq, origin);
+        let pending = Pending {
+            origin,
+            term,
+            framed,
+        };
+        self.pending.insert(seq, pending);
         self.proposed_at.push_back((seq, Instant::now()));
     }
 
@@ -988,11 +1050,11 @@ impl Core {
         }
         tracing::error!(%why, "refusing writes until restart; reads go on");
         self.refusing_writes = true;
-        for (_, origin) in std::mem::take(&mut self.pending) {
-            if let Some(c) = origin.conn().and_then(|c| self.conns.get_mut(&c)) {
+        for (_, p) in std::mem::take(&mut self.pending) {
+            if let Some(c) = p.origin.conn().and_then(|c| self.conns.get_mut(&c)) {
                 c.in_flight = c.in_flight.saturating_sub(1);
             }
-            self.refuse(origin);
+            self.refuse(p.origin);
         }
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
@@ -1003,24 +1065,35 @@ impl Core {
     /// Applies one committed log entry: each proposal of its batch gets the next zxid.
     fn apply_entry(&mut self, applying: Applying) {
         let entry_term = applying.mark.term();
+        if entry_term > self.mark.term() {
+            self.new_term_applied(entry_term);
+        }
         if let Some(batch) = applying.batch {
             for proposal in batch.proposals {
                 let mine = proposal.origin_server == self.replica.id();
                 let seq = proposal.origin_seq;
                 if proposal.term != 0 && proposal.term != entry_term {
-                    // Proposed under a leader that is gone: skipped here and everywhere.
-                    let lost = mine.then(|| self.pending.remove(&seq)).flatten();
-                    if let Some(conn) = lost.and_then(|o| o.conn()) {
-                        self.close_connection(conn);
+                    // Proposed under another leader: skipped here and everywhere. If it was this
+                    // member's live copy, the write is proposed again under the current term.
+                    let live = mine
+                        && self
+                            .pending
+                            .get(&seq)
+                            .is_some_and(|p| p.term == proposal.term);
+                    if live {
+                        self.proposal_lost(seq, self.replica.term().max(entry_term));
                     }
                     continue;
                 }
-                let entry = proposal.into_entry(self.tree.last_zxid() + 1, batch.time_ms);
                 let origin = if mine {
-                    self.pending.remove(&seq)
+                    self.pending.remove(&seq).map(|p| {
+                        debug_assert_eq!(p.term, proposal.term, "only the live copy applies");
+                        p.origin
+                    })
                 } else {
                     None
                 };
+                let entry = proposal.into_entry(self.tree.last_zxid() + 1, batch.time_ms);
                 self.apply(entry, origin.unwrap_or(Origin::Nobody));
             }
         }
@@ -1368,9 +1441,9 @@ impl Core {
                 break;
             }
             self.proposed_at.pop_front();
-            if let Some(origin) = self.pending.remove(&seq) {
+            if let Some(p) = self.pending.remove(&seq) {
                 tracing::warn!(seq, "a write went unanswered; closing its connection");
-                if let Some(conn) = origin.conn() {
+                if let Some(conn) = p.origin.conn() {
                     self.close_connection(conn);
                 }
                 self.closing.clear();

@@ -172,19 +172,29 @@ impl Batch {
 impl Batch {
     /// A batch's bytes from proposals already encoded with [`Proposal::to_framed_bytes`], so a
     /// leader batches forwarded proposals without decoding them.
-    pub fn encode_framed(time_ms: i64, framed: &[Vec<u8>]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + framed.iter().map(Vec::len).sum::<usize>());
+    pub fn encode_framed<F: AsRef<[u8]>>(time_ms: i64, framed: &[F]) -> Vec<u8> {
+        let bytes: usize = framed.iter().map(|f| f.as_ref().len()).sum();
+        let mut out = Vec::with_capacity(16 + bytes);
         out.push(ENTRY_VERSION);
         time_ms.encode(&mut out);
         (framed.len() as i32).encode(&mut out);
         for f in framed {
-            out.extend_from_slice(f);
+            out.extend_from_slice(f.as_ref());
         }
         out
     }
 }
 
 impl Proposal {
+    /// Where the term sits in [`Proposal::to_framed_bytes`]: after the origin server and sequence.
+    const TERM_AT: std::ops::Range<usize> = 16..24;
+
+    /// Stamps an encoded proposal with another term (the proposal proposed again under a new
+    /// leader); the rest of its bytes are unchanged.
+    pub fn restamp(framed: &mut [u8], term: u64) {
+        framed[Self::TERM_AT].copy_from_slice(&(term as i64).to_be_bytes());
+    }
+
     pub fn to_framed_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         self.encode_framed(&mut out);
@@ -565,6 +575,22 @@ mod tests {
             .collect();
         assert_eq!(Batch::encode_framed(42, &framed), batch.to_bytes());
         assert!(Batch::decode(&batch.to_bytes()[..10]).is_err());
+        // Restamped, a proposal decodes the same but for its term.
+        let mut restamped = framed.clone();
+        for f in &mut restamped {
+            Proposal::restamp(f, 9);
+        }
+        let again = Batch::decode(&Batch::encode_framed(42, &restamped)).unwrap();
+        for (a, b) in again.proposals.iter().zip(&batch.proposals) {
+            assert_eq!(a.term, 9);
+            assert_eq!(
+                Proposal {
+                    term: 2,
+                    ..a.clone()
+                },
+                *b
+            );
+        }
     }
 
     #[test]
