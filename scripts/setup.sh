@@ -11,6 +11,8 @@ missing=()
 [ -r /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 [ -x /usr/lib/zookeeper/bin/cli_mt ] || missing+=(zookeeper-bin)
 command -v nc >/dev/null || missing+=(netcat-openbsd)
+# The nemesis tests put ensemble members in network namespaces (ip netns).
+command -v ip >/dev/null || missing+=(iproute2)
 command -v java >/dev/null || missing+=(default-jre-headless)
 command -v npm >/dev/null || missing+=(npm)
 command -v python3 >/dev/null || missing+=(python3)

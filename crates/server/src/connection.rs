@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use corral_proto::frame::{FrameDecoder, Handshake};
 use corral_proto::{Jute, Request, RequestHeader};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -21,6 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most bytes gathered into one write.
 const MAX_WRITE_BATCH: usize = 1 << 20;
+/// How long a connection whose session was closed waits for its client to close it first.
+const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 pub async fn serve(
     stream: TcpStream,
@@ -67,7 +69,8 @@ pub async fn serve(
 
     let (out, outbox) = mpsc::unbounded_channel();
     let (closed_tx, mut closed) = oneshot::channel();
-    tokio::spawn(write_loop(wr, outbox, closed_tx));
+    let (client_gone, client_gone_rx) = oneshot::channel();
+    tokio::spawn(write_loop(wr, outbox, closed_tx, client_gone_rx));
     let connect = CoreMsg::Connect {
         conn,
         peer,
@@ -114,6 +117,7 @@ pub async fn serve(
             _ = &mut closed => break,
         }
     }
+    let _ = client_gone.send(());
     let _ = core.send(CoreMsg::Closed { conn }).await;
 }
 
@@ -121,9 +125,11 @@ async fn write_loop(
     mut wr: OwnedWriteHalf,
     mut outbox: mpsc::UnboundedReceiver<Outgoing>,
     closed: oneshot::Sender<()>,
+    client_gone: oneshot::Receiver<()>,
 ) {
     let mut batch = Vec::new();
     let mut close = false;
+    let mut linger = false;
     while let Some(first) = outbox.recv().await {
         let mut next = Some(first);
         while let Some(msg) = next.take() {
@@ -134,6 +140,11 @@ async fn write_loop(
                 }
                 Outgoing::Close => {
                     close = true;
+                    break;
+                }
+                Outgoing::SessionClosed => {
+                    close = true;
+                    linger = true;
                     break;
                 }
             }
@@ -148,6 +159,9 @@ async fn write_loop(
         if close {
             break;
         }
+    }
+    if linger {
+        let _ = tokio::time::timeout(SESSION_CLOSE_GRACE, client_gone).await;
     }
     let _ = wr.shutdown().await;
     let _ = closed.send(());

@@ -47,6 +47,11 @@ pub enum Outgoing {
     },
     /// Flush what was queued, then close the connection.
     Close,
+    /// The session was closed at the client's request: flush the reply, then close once the
+    /// client has (it does as soon as it reads the reply), or after a grace period. A server
+    /// that closes first races the client's own close, and ZooKeeper's Java client then logs an
+    /// EndOfStreamException warning.
+    SessionClosed,
 }
 
 pub type Outbox = mpsc::UnboundedSender<Outgoing>;
@@ -1150,7 +1155,7 @@ impl Core {
                 received,
             } => {
                 self.finish(conn, xid, applied.zxid, Ok(Response::Empty), received);
-                self.close_connection(conn);
+                self.session_closed(conn);
             }
         }
         if let Some(closed) = applied.closed_session {
@@ -1212,6 +1217,14 @@ impl Core {
             self.stats.packets_sent += 1;
             let _ = c.out.send(Outgoing::Frame(frame));
         }
+    }
+
+    /// The connection's session was closed at its client's request (the reply is queued).
+    fn session_closed(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get(&conn) {
+            let _ = c.out.send(Outgoing::SessionClosed);
+        }
+        self.connection_closed(conn);
     }
 
     fn close_connection(&mut self, conn: ConnId) {
@@ -1647,7 +1660,7 @@ impl Core {
                 let id = self.conns[&conn].session_id;
                 self.read_only.close(id);
                 self.finish(conn, xid, zxid, Ok(Response::Empty), received);
-                self.close_connection(conn);
+                self.session_closed(conn);
             }
             r if r.is_write() || matches!(r, Request::Sync(_)) => {
                 self.finish(conn, xid, zxid, Err(ErrorCode::NotReadOnly), received);
