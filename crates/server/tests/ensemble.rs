@@ -489,3 +489,33 @@ fn watches_follow_a_client_to_another_member() {
         ("/mw-same", EventType::NodeDataChanged as i32)
     );
 }
+
+/// A member that says it serves (srvr shows a Mode) takes a new session at that very moment:
+/// srvr and the connect are answered from one serving state, so no client is turned away right
+/// after being told the member leads or follows.
+#[test]
+fn a_member_that_shows_a_mode_takes_sessions() {
+    let cfgs = ensemble_configs(3, 0);
+    let servers: Vec<TestServer> = cfgs.into_iter().map(TestServer::start_with).collect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut checked = [false; 3];
+    while checked.iter().any(|c| !c) {
+        assert!(Instant::now() < deadline, "members never served: {checked:?}");
+        for (i, s) in servers.iter().enumerate() {
+            if checked[i] {
+                continue;
+            }
+            let answer = four_letter(s.addr, "srvr");
+            if answer.contains("Mode: ") {
+                let c = RawClient::resume(s.addr, 0, Bytes::from_static(&[0; 16]), 0, 4000);
+                assert!(c.is_ok(), "member {} said it serves, then refused a session", i + 1);
+                checked[i] = true;
+            } else {
+                assert!(
+                    answer.starts_with("This ZooKeeper instance is not currently serving"),
+                    "{answer}"
+                );
+            }
+        }
+    }
+}
