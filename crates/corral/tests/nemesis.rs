@@ -37,7 +37,12 @@ const LEASE: Duration = Duration::from_millis(990);
 const VOTE_LEASE: Duration = Duration::from_millis(350);
 /// The shortest session the majority could expire: minSessionTimeout, 2 ticks.
 const MIN_SESSION: Duration = Duration::from_millis(2 * TICK_MS);
+/// The lock clients' sessions. A fault lasts at least 4.5 s: long enough for the majority to
+/// elect (up to 0.7 s), expire the sessions of the member hit (a fresh 2 s) and hand the lock on.
 const LOCK_SESSION_MS: i32 = 2000;
+/// How long the clients go on after the last fault is healed: time to elect, rejoin and take the
+/// lock again, with room for a loaded machine.
+const AFTER_HEALING: Duration = Duration::from_secs(8);
 
 /// The tests share the machine's two cores: one at a time keeps their timing honest.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -259,8 +264,6 @@ const PACE: Duration = Duration::from_millis(5);
 
 /// The clients' work during the faults, running on threads until `until`.
 struct Workloads {
-    until: Instant,
-    lock: LockConfig,
     locks: std::thread::JoinHandle<Vec<lock::Holding>>,
     /// A client that took the lock through the member a fault hit, and held it until it saw
     /// Disconnected.
@@ -270,7 +273,15 @@ struct Workloads {
 }
 
 impl Workloads {
-    fn start(cluster: &Cluster, seed: u64, until: Instant) -> Workloads {
+    /// Starts the clients, to run for `run_for`. `hold_through`: a member through which one
+    /// client takes the lock first and holds it until it sees Disconnected (the member a fault
+    /// will hit); it holds the lock when this returns.
+    fn start(
+        cluster: &Cluster,
+        seed: u64,
+        hold_through: Option<usize>,
+        run_for: Duration,
+    ) -> Workloads {
         let leader = cluster.wait_for_leader(&[0, 1, 2]);
         let mut c = RawClient::connect(cluster.members[leader].client);
         for path in ["/lock", "/register", "/counter"] {
@@ -285,6 +296,21 @@ impl Workloads {
             hold_ms: (100, 600),
             seed,
         };
+        // The long holder goes first, alone in the queue: it holds the lock at once, and the
+        // run's length does not depend on how long it waited.
+        let holder_until = Instant::now() + run_for + Duration::from_secs(2);
+        let long_holder = hold_through.map(|member| {
+            let (acquired, held) = std::sync::mpsc::channel();
+            let addr = cluster.members[member].client;
+            let cfg = cfg.clone();
+            let t = std::thread::spawn(move || {
+                lock::hold_until_lost(addr, &cfg, holder_until, acquired)
+            });
+            held.recv_timeout(Duration::from_secs(20))
+                .expect("a client of the member took the lock");
+            t
+        });
+        let until = Instant::now() + run_for;
         let locks = {
             let addrs = addrs.clone();
             let cfg = cfg.clone();
@@ -297,26 +323,11 @@ impl Workloads {
             })
         };
         Workloads {
-            until,
-            lock: cfg,
             locks,
-            long_holder: None,
+            long_holder,
             register: record("/register", Workload::Register),
             counter: record("/counter", Workload::Counter),
         }
-    }
-
-    /// Has a client take the lock through `member` and hold it until it sees Disconnected;
-    /// returns once it holds the lock.
-    fn hold_through(&mut self, cluster: &Cluster, member: usize) {
-        let (acquired, held) = std::sync::mpsc::channel();
-        let addr = cluster.members[member].client;
-        let (cfg, until) = (self.lock.clone(), self.until);
-        self.long_holder = Some(std::thread::spawn(move || {
-            lock::hold_until_lost(addr, &cfg, until, acquired)
-        }));
-        held.recv_timeout(Duration::from_secs(20))
-            .expect("a client of the member took the lock");
     }
 
     /// Joins the clients and checks what they saw. `fault`: when the member of the long
@@ -361,7 +372,14 @@ impl Workloads {
             "lock: {} holdings ({lost} ended by Disconnected), {after_heal} after healing",
             holdings.len()
         );
-        assert!(after_heal > 0, "nobody took the lock after healing");
+        if after_heal == 0 {
+            let last = holdings.iter().map(|h| h.from).max();
+            panic!(
+                "nobody took the lock after healing; the last took it {:?} before\n{}",
+                last.map(|l| healed_at.saturating_duration_since(l)),
+                cluster.logs()
+            );
+        }
         let start = State {
             value: 0,
             version: 0,
@@ -449,13 +467,13 @@ fn isolate_one(test: &str, pick: impl Fn(usize) -> usize) {
     let seed = seed(test);
     let mut rng = Rng(seed | 1);
     let cluster = Cluster::start(net);
-    let cut_for = rng.millis(3000, 5000);
-    let until = Instant::now() + Duration::from_secs(4) + cut_for + Duration::from_secs(6);
-    let mut work = Workloads::start(&cluster, seed, until);
-    std::thread::sleep(rng.millis(1000, 2000));
+    let cut_for = rng.millis(4500, 6000);
+    let before = rng.millis(1000, 2000);
     let leader = cluster.wait_for_leader(&[0, 1, 2]);
     let victim = pick(leader);
-    work.hold_through(&cluster, victim);
+    let run_for = before + cut_for + AFTER_HEALING;
+    let work = Workloads::start(&cluster, seed, Some(victim), run_for);
+    std::thread::sleep(before);
     eprintln!(
         "{test}: schedule: isolate member {} (leader {}) for {cut_for:?}",
         victim + 1,
@@ -508,8 +526,8 @@ fn lock_stays_safe_while_the_majority_moves() {
         .collect();
     eprintln!("{test}: schedule (minority member, cut, healed after): {schedule:?}");
     let total: Duration = schedule.iter().map(|(_, c, h)| *c + *h).sum();
-    let until = Instant::now() + Duration::from_secs(3) + total + Duration::from_secs(5);
-    let work = Workloads::start(&cluster, seed, until);
+    let run_for = Duration::from_secs(1) + total + AFTER_HEALING;
+    let work = Workloads::start(&cluster, seed, None, run_for);
     std::thread::sleep(Duration::from_secs(1));
     let mut healed = Instant::now();
     for (minority, cut_for, heal_for) in schedule {
@@ -537,12 +555,11 @@ fn a_paused_leader_answers_nothing_when_it_wakes_after_its_lease() {
     let seed = seed(test);
     let mut rng = Rng(seed | 1);
     let cluster = Cluster::start(net);
-    let pause = rng.millis(3000, 4500);
-    let until = Instant::now() + Duration::from_secs(3) + pause + Duration::from_secs(6);
-    let mut work = Workloads::start(&cluster, seed, until);
-    std::thread::sleep(Duration::from_secs(1));
+    let pause = rng.millis(4500, 6000);
     let leader = cluster.wait_for_leader(&[0, 1, 2]);
-    work.hold_through(&cluster, leader);
+    let run_for = Duration::from_secs(1) + pause + AFTER_HEALING;
+    let work = Workloads::start(&cluster, seed, Some(leader), run_for);
+    std::thread::sleep(Duration::from_secs(1));
     eprintln!(
         "{test}: schedule: SIGSTOP leader {} for {pause:?}",
         leader + 1
@@ -610,8 +627,8 @@ fn lock_stays_safe_through_kills() {
         .collect();
     eprintln!("{test}: schedule (the leader?, down for, up for): {schedule:?}");
     let total: Duration = schedule.iter().map(|(_, d, u)| *d + *u).sum();
-    let until = Instant::now() + Duration::from_secs(3) + total + Duration::from_secs(6);
-    let work = Workloads::start(&cluster, seed, until);
+    let run_for = Duration::from_secs(1) + total + AFTER_HEALING;
+    let work = Workloads::start(&cluster, seed, None, run_for);
     std::thread::sleep(Duration::from_secs(1));
     let mut healed = Instant::now();
     for (the_leader, down, up) in schedule {

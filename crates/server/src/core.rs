@@ -256,7 +256,9 @@ impl Origin {
 struct Pending {
     origin: Origin,
     /// The term its one live copy is stamped with: a copy stamped otherwise is skipped by apply.
-    term: u64,
+    /// `None` once its fate is unknown here (a snapshot installed over it may already hold it):
+    /// it is answered if applied, never proposed again.
+    term: Option<u64>,
     /// Its encoding, to propose it again under a newer term once the term it was stamped with
     /// is known to have lost it.
     framed: Bytes,
@@ -626,6 +628,11 @@ impl Core {
                 );
                 self.tree = *tree;
                 self.mark = mark;
+                // The snapshot may hold some of this member's proposals, applied without it
+                // seeing them: none of them may be proposed again.
+                for p in self.pending.values_mut() {
+                    p.term = None;
+                }
                 self.resync_sessions();
                 let _ = done.send(());
                 self.finish_syncs();
@@ -914,7 +921,7 @@ impl Core {
         let lost: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.term < term)
+            .filter(|(_, p)| p.term.is_some_and(|t| t < term))
             .map(|(seq, _)| *seq)
             .collect();
         let now_term = self.replica.term().max(term);
@@ -932,10 +939,11 @@ impl Core {
             return;
         };
         let client_waits = p.origin.conn().is_some_and(|c| self.conns.contains_key(&c));
-        if client_waits && term > p.term && !self.refusing_writes {
+        let stamped = p.term.unwrap_or(u64::MAX);
+        if client_waits && term > stamped && !self.refusing_writes {
             tracing::debug!(
                 seq,
-                from = p.term,
+                from = stamped,
                 to = term,
                 "proposing again under a new term"
             );
@@ -946,7 +954,7 @@ impl Core {
                 return self.stop_writes("the replicated log has stopped");
             }
             let p = self.pending.get_mut(&seq).expect("looked up above");
-            p.term = term;
+            p.term = Some(term);
             p.framed = framed;
             return;
         }
@@ -1012,7 +1020,7 @@ impl Core {
         }
         let pending = Pending {
             origin,
-            term,
+            term: Some(term),
             framed,
         };
         self.pending.insert(seq, pending);
@@ -1084,7 +1092,7 @@ impl Core {
                         && self
                             .pending
                             .get(&seq)
-                            .is_some_and(|p| p.term == proposal.term);
+                            .is_some_and(|p| p.term == Some(proposal.term));
                     if live {
                         self.proposal_lost(seq, self.replica.term().max(entry_term));
                     }
@@ -1092,7 +1100,10 @@ impl Core {
                 }
                 let origin = if mine {
                     self.pending.remove(&seq).map(|p| {
-                        debug_assert_eq!(p.term, proposal.term, "only the live copy applies");
+                        debug_assert!(
+                            p.term.is_none() || p.term == Some(proposal.term),
+                            "only the live copy applies"
+                        );
                         p.origin
                     })
                 } else {

@@ -41,12 +41,15 @@ impl WatchKind {
     }
 }
 
-/// Which watches a removeWatches or checkWatches names (`WatcherType`).
+/// Which watches a removeWatches or checkWatches names (`WatcherType`, with 3.9's two
+/// persistent types).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatcherType {
     Children,
     Data,
     Any,
+    Persistent,
+    PersistentRecursive,
 }
 
 impl WatcherType {
@@ -55,14 +58,21 @@ impl WatcherType {
             1 => Some(WatcherType::Children),
             2 => Some(WatcherType::Data),
             3 => Some(WatcherType::Any),
+            4 => Some(WatcherType::Persistent),
+            5 => Some(WatcherType::PersistentRecursive),
             _ => None,
         }
     }
 
+    /// As ZooKeeper's `DataTree.removeWatch` and `containsWatcher`: Children and Data name only
+    /// the one-shot watches of getChildren and getData/exists; the persistent kinds are named by
+    /// their own types, or by Any.
     fn covers(self, kind: WatchKind) -> bool {
         match self {
-            WatcherType::Children => matches!(kind, WatchKind::Child | WatchKind::Persistent),
-            WatcherType::Data => kind != WatchKind::Child,
+            WatcherType::Children => kind == WatchKind::Child,
+            WatcherType::Data => kind == WatchKind::Data,
+            WatcherType::Persistent => kind == WatchKind::Persistent,
+            WatcherType::PersistentRecursive => kind == WatchKind::Recursive,
             WatcherType::Any => true,
         }
     }
@@ -278,6 +288,57 @@ mod tests {
         assert_eq!(w.counts().0, 2);
         w.drop_connection(2);
         assert_eq!(w.trigger("/a/b/c", NodeCreated), Vec::<ConnId>::new());
+    }
+
+    #[test]
+    fn each_type_removes_only_its_own_watches() {
+        use WatchKind::*;
+        let all = [Data, Child, Persistent, Recursive];
+        let cases = [
+            (WatcherType::Children, vec![Child]),
+            (WatcherType::Data, vec![Data]),
+            (WatcherType::Persistent, vec![Persistent]),
+            (WatcherType::PersistentRecursive, vec![Recursive]),
+            (WatcherType::Any, all.to_vec()),
+        ];
+        for (which, removed) in cases {
+            // Every mix of the four kinds on one path, by one connection.
+            for mask in 0u8..16 {
+                let mut w = WatchManager::default();
+                let present: Vec<WatchKind> = (0..4)
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| all[i])
+                    .collect();
+                for k in &present {
+                    w.add(1, "/a", *k);
+                }
+                let hit = present.iter().any(|k| removed.contains(k));
+                assert_eq!(w.contains(1, "/a", which), hit, "{which:?} {present:?}");
+                assert_eq!(w.remove(1, "/a", which), hit, "{which:?} {present:?}");
+                let left: Vec<WatchKind> = present
+                    .iter()
+                    .copied()
+                    .filter(|k| !removed.contains(k))
+                    .collect();
+                for k in all {
+                    let kept = left.contains(&k);
+                    let named = match k {
+                        Data => WatcherType::Data,
+                        Child => WatcherType::Children,
+                        Persistent => WatcherType::Persistent,
+                        Recursive => WatcherType::PersistentRecursive,
+                    };
+                    assert_eq!(
+                        w.contains(1, "/a", named),
+                        kept,
+                        "{which:?} {present:?} {k:?}"
+                    );
+                }
+                // What remains still fires: a persistent watch on NodeChildrenChanged.
+                let fires = left.contains(&Persistent) || left.contains(&Child);
+                assert_eq!(!w.trigger("/a", NodeChildrenChanged).is_empty(), fires);
+            }
+        }
     }
 
     #[test]

@@ -500,7 +500,10 @@ fn a_member_that_shows_a_mode_takes_sessions() {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut checked = [false; 3];
     while checked.iter().any(|c| !c) {
-        assert!(Instant::now() < deadline, "members never served: {checked:?}");
+        assert!(
+            Instant::now() < deadline,
+            "members never served: {checked:?}"
+        );
         for (i, s) in servers.iter().enumerate() {
             if checked[i] {
                 continue;
@@ -508,7 +511,11 @@ fn a_member_that_shows_a_mode_takes_sessions() {
             let answer = four_letter(s.addr, "srvr");
             if answer.contains("Mode: ") {
                 let c = RawClient::resume(s.addr, 0, Bytes::from_static(&[0; 16]), 0, 4000);
-                assert!(c.is_ok(), "member {} said it serves, then refused a session", i + 1);
+                assert!(
+                    c.is_ok(),
+                    "member {} said it serves, then refused a session",
+                    i + 1
+                );
                 checked[i] = true;
             } else {
                 assert!(

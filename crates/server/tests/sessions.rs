@@ -271,6 +271,73 @@ fn persistent_recursive_watch_sees_descendants_but_not_child_changes() {
     assert_eq!(r.code(), ErrorCode::NoWatcher);
 }
 
+/// The sequence: removeWatches(Data) does not touch a persistent watch, which goes on
+/// firing; the 3.9 types remove persistent and recursive watches one by one; Any removes the rest.
+#[test]
+fn watches_are_removed_by_their_own_type() {
+    let server = TestServer::start();
+    let mut c0 = RawClient::connect(server.addr);
+    let mut c1 = RawClient::connect(server.addr);
+    let remove = |c: &mut RawClient, watcher_type| {
+        c.call(Request::RemoveWatches(WatchTypeRequest {
+            path: "/w".into(),
+            watcher_type,
+        }))
+        .code()
+    };
+    assert_eq!(c0.call(create("/w", b"", 0)).err, 0);
+    for mode in [0, 1] {
+        let r = c1.call(Request::AddWatch(AddWatchRequest {
+            path: "/w".into(),
+            mode,
+        }));
+        assert_eq!(r.err, 0);
+    }
+    assert_eq!(
+        remove(&mut c1, 2),
+        ErrorCode::NoWatcher,
+        "Data names no persistent watch"
+    );
+    assert_eq!(
+        remove(&mut c1, 1),
+        ErrorCode::NoWatcher,
+        "Children names no recursive watch"
+    );
+    assert_eq!(c0.call(create("/w/x", b"", 0)).err, 0);
+    let mut events: Vec<(i32, String)> = (0..2)
+        .map(|_| c1.next_event().unwrap())
+        .map(|e| (e.event_type, e.path))
+        .collect();
+    events.sort();
+    assert_eq!(
+        events,
+        vec![
+            (EventType::NodeCreated as i32, "/w/x".to_string()),
+            (EventType::NodeChildrenChanged as i32, "/w".to_string()),
+        ]
+    );
+    assert_eq!(remove(&mut c1, 4), ErrorCode::Ok, "Persistent");
+    assert_eq!(remove(&mut c1, 4), ErrorCode::NoWatcher);
+    // The recursive watch remains, and fires.
+    assert_eq!(c0.call(set_data("/w/x", b"v", -1)).err, 0);
+    let e = c1.next_event().unwrap();
+    assert_eq!(
+        (e.event_type, e.path.as_str()),
+        (EventType::NodeDataChanged as i32, "/w/x")
+    );
+    assert_eq!(remove(&mut c1, 5), ErrorCode::Ok, "PersistentRecursive");
+    assert_eq!(
+        remove(&mut c1, 3),
+        ErrorCode::NoWatcher,
+        "nothing is left for Any"
+    );
+    assert_eq!(
+        remove(&mut c1, 6),
+        ErrorCode::MarshallingError,
+        "no such type"
+    );
+}
+
 #[test]
 fn watcher_without_read_permission_is_not_notified() {
     let server = TestServer::start();
