@@ -44,11 +44,16 @@ const LOCK_SESSION_MS: i32 = 2000;
 /// lock again, with room for a loaded machine.
 const AFTER_HEALING: Duration = Duration::from_secs(8);
 
+/// Where a member's admin HTTP server listens: its client address, this far above the client port.
+const ADMIN_PORT_OFFSET: u16 = 1000;
+
 /// The tests share the machine's two cores: one at a time keeps their timing honest.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 struct Member {
     client: SocketAddr,
+    /// The admin HTTP server, for `/ready`.
+    admin: SocketAddr,
     cfg: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -83,13 +88,16 @@ impl Cluster {
                 let text = format!(
                     "tickTime={TICK_MS}\ninitLimit=10\nsyncLimit={SYNC_LIMIT}\ndataDir={}\n\
                      clientPort={port}\nclientPortAddress={}\n4lw.commands.whitelist=*\n\
-                     maxClientCnxns=0\nadmin.enableServer=false\n{servers}",
+                     maxClientCnxns=0\nadmin.serverAddress={}\nadmin.serverPort={}\n{servers}",
                     data.display(),
-                    net.client_addr(i)
+                    net.client_addr(i),
+                    net.client_addr(i),
+                    port + ADMIN_PORT_OFFSET
                 );
                 std::fs::write(&cfg, text).unwrap();
                 Member {
                     client: SocketAddr::new(net.client_addr(i).into(), port),
+                    admin: SocketAddr::new(net.client_addr(i).into(), port + ADMIN_PORT_OFFSET),
                     cfg,
                     log: dir.join(format!("m{}.log", i + 1)),
                     child: None,
@@ -180,7 +188,10 @@ impl Cluster {
         loop {
             let answer = try_four_letter(self.members[i].client, "srvr").unwrap_or_default();
             if answer.starts_with("This ZooKeeper instance is not currently serving requests") {
-                return since.elapsed();
+                let took = since.elapsed();
+                let ready = self.ready_status(i);
+                assert_eq!(ready, 503, "/ready of a member that does not serve");
+                return took;
             }
             assert!(
                 since.elapsed() < within,
@@ -190,6 +201,21 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The HTTP status of the member's admin `/ready`.
+    fn ready_status(&self, i: usize) -> u16 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.members[i].admin).expect("admin port");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET /ready HTTP/1.0\r\nHost: corral\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0)
     }
 
     fn logs(&self) -> String {
@@ -491,6 +517,9 @@ fn isolate_one(test: &str, pick: impl Fn(usize) -> usize) {
     cluster.net.heal_all();
     let healed = Instant::now();
     cluster.wait_for_leader(&[0, 1, 2]);
+    for i in 0..3 {
+        assert_eq!(cluster.ready_status(i), 200, "/ready of member {}", i + 1);
+    }
     work.check(&cluster, Some(cut), healed);
     converged(&cluster);
 }
