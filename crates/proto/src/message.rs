@@ -312,6 +312,52 @@ impl Response {
         }
     }
 
+    /// The length of [`Response::encode`]'s output, computed without encoding: what a reply
+    /// queued for a client's socket will cost, counted before it is encoded.
+    pub fn encoded_len(&self) -> usize {
+        const STAT: usize = 68;
+        const INT: usize = 4;
+        let string = |s: &str| INT + s.len();
+        let strings = |v: &[String]| INT + v.iter().map(|s| string(s)).sum::<usize>();
+        match self {
+            Response::Empty => 0,
+            Response::Path(p) => string(p),
+            Response::Create2(r) => string(&r.path) + STAT,
+            Response::Stat(_) => STAT,
+            Response::GetData(r) => INT + r.data.as_ref().map_or(0, |d| d.len()) + STAT,
+            Response::GetChildren(c) | Response::Ephemerals(c) => strings(c),
+            Response::GetChildren2(r) => strings(&r.children) + STAT,
+            Response::GetAcl(r) => {
+                let acl: usize = r
+                    .acl
+                    .iter()
+                    .map(|a| INT + string(&a.id.scheme) + string(&a.id.id))
+                    .sum();
+                INT + acl + STAT
+            }
+            Response::Count(_) | Response::ErrorBody(_) => INT,
+            Response::Raw(body) => body.len(),
+            Response::WhoAmI(c) => {
+                INT + c
+                    .iter()
+                    .map(|i| string(&i.auth_scheme) + string(&i.user))
+                    .sum::<usize>()
+            }
+            Response::Multi(results) => {
+                // Each result has a 9-byte header (op, done, err), and the list an end marker.
+                const HEADER: usize = 9;
+                let body: usize = results
+                    .iter()
+                    .map(|r| match r {
+                        MultiResult::Ok(_, body) => HEADER + body.encoded_len(),
+                        MultiResult::Error(_) => HEADER + INT,
+                    })
+                    .sum();
+                body + HEADER
+            }
+        }
+    }
+
     /// Decodes the body of a successful reply to a request of type `op`.
     pub fn decode(op: OpCode, body: &[u8]) -> Result<Response, DecodeError> {
         let r = &mut Reader::new(body);

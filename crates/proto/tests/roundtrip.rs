@@ -251,6 +251,8 @@ proptest! {
     fn responses_round_trip((op, resp) in response()) {
         let mut body = Vec::new();
         resp.encode(&mut body);
+        // What the server counts a queued reply as is exactly its encoding.
+        prop_assert_eq!(resp.encoded_len(), body.len());
         prop_assert_eq!(Response::decode(op, &body).unwrap(), resp);
     }
 

@@ -78,6 +78,8 @@ pub struct ServerConfig {
     /// still takes sessions that ask for read-only access, answers their reads and refuses
     /// their writes.
     pub read_only_mode: bool,
+    /// What one client, and all of them, may make the server hold (see `budget`).
+    pub limits: crate::budget::Limits,
     /// The configuration file as read, for the admin `initial_configuration` command.
     pub initial_text: String,
     /// Keys that were in the file but mean nothing to Corral, for the start-up warning.
@@ -168,6 +170,7 @@ impl Default for ServerConfig {
             admin_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
             enforce_quota: false,
             read_only_mode: false,
+            limits: crate::budget::Limits::default(),
             initial_text: String::new(),
             ignored_keys: Vec::new(),
         }
@@ -202,6 +205,10 @@ pub const KNOWN_PROPERTIES: &[&str] = &[
     "zookeeper.admin.serverPort",
     "zookeeper.admin.serverAddress",
     "zookeeper.4lw.commands.whitelist",
+    "zookeeper.globalOutstandingLimit",
+    "zookeeper.request_throttle_max_requests",
+    "zookeeper.request_throttle_stall_time",
+    "zookeeper.request_throttle_drop_stale",
 ];
 
 /// The `-Dname=value` properties in JVM flags as a start-up script passes them (the value of
@@ -280,6 +287,7 @@ impl ServerConfig {
         let mut admin_enabled = true;
         let mut admin_ip = IpAddr::from([0, 0, 0, 0]);
         let mut admin_port = 8080;
+        let mut throttle_max = None;
         for (key, value) in pairs {
             match key.as_str() {
                 "tickTime" => c.tick_time_ms = parse_positive(key, value)?,
@@ -322,6 +330,29 @@ impl ServerConfig {
                     c.enforce_quota = parse_bool(key, value)?
                 }
                 "readonlymode.enabled" => c.read_only_mode = parse_bool(key, value)?,
+                "globalOutstandingLimit" | "zookeeper.globalOutstandingLimit" => {
+                    c.limits.global_outstanding = parse_positive(key, value)?
+                }
+                // ZooKeeper's request throttler (3.6+): 0 turns it off, anything else caps the
+                // requests in flight over all connections, as the global limit does.
+                "zookeeper.request_throttle_max_requests" => {
+                    throttle_max = Some(parse::<usize>(key, value)?)
+                }
+                "zookeeper.request_throttle_stall_time"
+                | "zookeeper.request_throttle_drop_stale" => {}
+                "corral.maxOutstandingRequests" => {
+                    c.limits.max_outstanding = parse_positive(key, value)?
+                }
+                "corral.maxOutstandingRequestBytes" => {
+                    c.limits.max_request_bytes = parse_positive(key, value)?
+                }
+                "corral.maxQueuedReplyBytes" => {
+                    c.limits.max_reply_bytes = parse_positive(key, value)?
+                }
+                "corral.slowClientGraceMs" => {
+                    c.limits.stall_grace =
+                        std::time::Duration::from_millis(parse_positive(key, value)?)
+                }
                 "snapCount" => c.snap_count = parse_positive(key, value)?,
                 "logSegmentBytes" => c.log_segment_bytes = parse_positive(key, value)?,
                 "autopurge.snapRetainCount" => c.snap_retain_count = parse_positive(key, value)?,
@@ -339,6 +370,9 @@ impl ServerConfig {
             }
         }
         c.admin_addr = admin_enabled.then_some(SocketAddr::new(admin_ip, admin_port));
+        if let Some(max) = throttle_max.filter(|m| *m > 0) {
+            c.limits.global_outstanding = c.limits.global_outstanding.min(max);
+        }
         // ZooKeeper: the bounds default to 2 and 20 ticks, and -1 means the default.
         c.min_session_timeout_ms = min_timeout.flatten().unwrap_or(2 * c.tick_time_ms);
         c.max_session_timeout_ms = max_timeout.flatten().unwrap_or(20 * c.tick_time_ms);
@@ -637,6 +671,38 @@ mod tests {
         assert!(!c.extended_types && c.read_only_mode);
         assert_eq!(c.tick_time_ms, 1000);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn limits_are_read_and_the_request_throttler_caps_the_global_one() {
+        let c = ServerConfig::from_pairs(&pairs(&[
+            ("globalOutstandingLimit", "500"),
+            ("corral.maxOutstandingRequests", "20"),
+            ("corral.maxOutstandingRequestBytes", "1000"),
+            ("corral.maxQueuedReplyBytes", "2000"),
+            ("corral.slowClientGraceMs", "300"),
+            ("zookeeper.request_throttle_max_requests", "200"),
+            ("zookeeper.request_throttle_stall_time", "100"),
+        ]))
+        .unwrap();
+        let l = c.limits;
+        assert_eq!(
+            (
+                l.global_outstanding,
+                l.max_outstanding,
+                l.max_request_bytes,
+                l.max_reply_bytes
+            ),
+            (200, 20, 1000, 2000)
+        );
+        assert_eq!(l.stall_grace, std::time::Duration::from_millis(300));
+        assert!(c.ignored_keys.is_empty(), "{:?}", c.ignored_keys);
+        // 0 turns ZooKeeper's throttler off: the global limit stands.
+        let c =
+            ServerConfig::from_pairs(&pairs(&[("zookeeper.request_throttle_max_requests", "0")]))
+                .unwrap();
+        assert_eq!(c.limits.global_outstanding, 1000);
+        assert!(ServerConfig::from_pairs(&pairs(&[("corral.maxQueuedReplyBytes", "0")])).is_err());
     }
 
     #[test]

@@ -2,17 +2,21 @@
 //!
 //! The reader takes frames off the socket (closing the connection on a frame larger than
 //! `jute.maxbuffer`, a negative length or a frame too short for its header), decodes them and
-//! hands them to the core in order. The writer drains the connection's outbox, writing whatever
-//! has queued in one go, so a burst of replies costs one syscall. A four-letter word in the first
-//! four bytes is answered as text and the connection closed.
+//! hands them to the core in order, pausing while the connection is over one of its limits
+//! (`budget`): then it reads nothing, and TCP pushes back on the client. The writer drains the
+//! connection's outbox, writing whatever has queued in one go, so a burst of replies costs one
+//! syscall, and tells the budget what it wrote. A four-letter word in the first four bytes is
+//! answered as text and the connection closed.
 
-use crate::core::{CoreMsg, Outgoing};
+use crate::budget::{ConnBudget, Global, Limits};
+use crate::core::{reply_len, CoreMsg, Incoming, Outgoing};
 use crate::four_letter::parse_word;
 use crate::watch::ConnId;
 use bytes::BytesMut;
 use corral_proto::frame::{FrameDecoder, Handshake};
 use corral_proto::{Jute, Request, RequestHeader};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -23,6 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_WRITE_BATCH: usize = 1 << 20;
 /// How long a connection whose session was closed waits for its client to close it first.
 const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// At most one log line per connection this often about its reads being held back.
+const THROTTLE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn serve(
     stream: TcpStream,
@@ -70,20 +76,43 @@ pub async fn serve(
     let (out, outbox) = mpsc::unbounded_channel();
     let (closed_tx, mut closed) = oneshot::channel();
     let (client_gone, client_gone_rx) = oneshot::channel();
-    tokio::spawn(write_loop(wr, outbox, closed_tx, client_gone_rx));
-    let connect = CoreMsg::Connect {
+    let budget = Arc::new(ConnBudget::new(limits.budget, limits.global.clone()));
+    let writer = Writer {
+        conn,
+        budget: budget.clone(),
+        core: core.clone(),
+    };
+    tokio::spawn(writer.run(wr, outbox, closed_tx, client_gone_rx));
+    let connect = CoreMsg::Connect(Incoming {
         conn,
         peer,
         handshake,
         out,
-    };
+        budget: budget.clone(),
+    });
     if core.send(connect).await.is_err() {
         return;
     }
+    let mut throttle_logged: Option<Instant> = None;
     'conn: loop {
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => {
+                    let room = tokio::select! {
+                        over = budget.room_to_read() => over,
+                        _ = budget.aborted() => break 'conn,
+                    };
+                    if let Some(over) = room {
+                        let due = match throttle_logged {
+                            Some(at) => at.elapsed() >= THROTTLE_LOG_EVERY,
+                            None => true,
+                        };
+                        if due {
+                            throttle_logged = Some(Instant::now());
+                            let l = budget.limits();
+                            tracing::info!(%peer, ?over, max_outstanding = l.max_outstanding, max_reply_bytes = l.max_reply_bytes, global_outstanding = l.global_outstanding, "a client's reads held back at a limit");
+                        }
+                    }
                     let received = Instant::now();
                     if frame.len() < 8 {
                         tracing::warn!(%peer, len = frame.len(), "closing: frame too short for a request header");
@@ -91,12 +120,14 @@ pub async fn serve(
                     }
                     let header = RequestHeader::from_bytes(&frame[..8]).expect("8 bytes checked");
                     let request = Request::decode(header.op_type, &frame[8..]);
+                    budget.request_read(frame.len());
                     let msg = CoreMsg::Packet {
                         conn,
                         xid: header.xid,
                         op: header.op_type,
                         request,
                         received,
+                        size: frame.len() as u32,
                     };
                     if core.send(msg).await.is_err() {
                         break 'conn;
@@ -115,65 +146,112 @@ pub async fn serve(
                 Ok(_) => {}
             },
             _ = &mut closed => break,
+            _ = budget.aborted() => break,
         }
     }
     let _ = client_gone.send(());
+    budget.release();
     let _ = core.send(CoreMsg::Closed { conn }).await;
 }
 
-async fn write_loop(
-    mut wr: OwnedWriteHalf,
-    mut outbox: mpsc::UnboundedReceiver<Outgoing>,
-    closed: oneshot::Sender<()>,
-    client_gone: oneshot::Receiver<()>,
-) {
-    let mut batch = Vec::new();
-    let mut close = false;
-    let mut linger = false;
-    while let Some(first) = outbox.recv().await {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Outgoing::Frame(f) => batch.extend_from_slice(&f),
-                Outgoing::Reply { xid, zxid, result } => {
-                    crate::core::encode_reply(xid, zxid, &result, &mut batch)
+/// A connection's writing half and what it tells the budget.
+struct Writer {
+    conn: ConnId,
+    budget: Arc<ConnBudget>,
+    core: mpsc::Sender<CoreMsg>,
+}
+
+impl Writer {
+    /// `write_all`, telling the budget of every part the socket takes: a client that reads
+    /// slowly makes progress, one that reads nothing does not.
+    async fn write_counting(&self, wr: &mut OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
+        while !buf.is_empty() {
+            let n = wr.write(buf).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.budget.sent(n);
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    async fn run(
+        self,
+        mut wr: OwnedWriteHalf,
+        mut outbox: mpsc::UnboundedReceiver<Outgoing>,
+        closed: oneshot::Sender<()>,
+        client_gone: oneshot::Receiver<()>,
+    ) {
+        let mut batch = Vec::new();
+        let mut close = false;
+        let mut linger = false;
+        while let Some(first) = outbox.recv().await {
+            let mut counted = 0;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Outgoing::Frame(f) => {
+                        counted += f.len();
+                        batch.extend_from_slice(&f);
+                    }
+                    Outgoing::Handshake(f) => batch.extend_from_slice(&f),
+                    Outgoing::Reply { xid, zxid, result } => {
+                        counted += reply_len(&result);
+                        crate::core::encode_reply(xid, zxid, &result, &mut batch)
+                    }
+                    Outgoing::Close => {
+                        close = true;
+                        break;
+                    }
+                    Outgoing::SessionClosed => {
+                        close = true;
+                        linger = true;
+                        break;
+                    }
                 }
-                Outgoing::Close => {
-                    close = true;
-                    break;
+                if batch.len() < MAX_WRITE_BATCH {
+                    next = outbox.try_recv().ok();
                 }
-                Outgoing::SessionClosed => {
-                    close = true;
-                    linger = true;
+            }
+            let wrote = tokio::select! {
+                r = self.write_counting(&mut wr, &batch) => r.is_ok(),
+                _ = self.budget.aborted() => false,
+            };
+            if !wrote {
+                break;
+            }
+            batch.clear();
+            if self.budget.written(counted) {
+                // The core held this connection's reads back until its replies drained.
+                let resume = CoreMsg::Resume { conn: self.conn };
+                if self.core.send(resume).await.is_err() {
                     break;
                 }
             }
-            if batch.len() < MAX_WRITE_BATCH {
-                next = outbox.try_recv().ok();
+            if close {
+                break;
             }
         }
-        if wr.write_all(&batch).await.is_err() {
-            break;
+        if linger {
+            let _ = tokio::time::timeout(SESSION_CLOSE_GRACE, client_gone).await;
         }
-        batch.clear();
-        if close {
-            break;
-        }
+        let _ = wr.shutdown().await;
+        let _ = closed.send(());
     }
-    if linger {
-        let _ = tokio::time::timeout(SESSION_CLOSE_GRACE, client_gone).await;
-    }
-    let _ = wr.shutdown().await;
-    let _ = closed.send(());
 }
 
 /// What a connection's limits are, from the server's configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnLimits {
     /// `jute.maxbuffer`: the largest frame accepted.
     pub max_frame_len: usize,
     /// How long a new connection may take to send its connect request.
     pub sessionless_timeout: std::time::Duration,
+    /// What it may hold in the server.
+    pub budget: Limits,
+    /// What all connections hold together.
+    pub global: Arc<Global>,
 }
 
 /// What a connection's first bytes ask for.

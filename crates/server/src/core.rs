@@ -14,6 +14,7 @@
 //! Time is stamped by the leader into each batch; session expiry is decided by the leader only,
 //! from liveness the other members report; `apply` itself reads no clock.
 
+use crate::budget::{ConnBudget, Global};
 use crate::config::ServerConfig;
 use crate::read_only::{self, ReadOnly};
 use crate::serving::{self, Change, Serving};
@@ -45,6 +46,8 @@ pub enum Outgoing {
         zxid: i64,
         result: Result<Response, ErrorCode>,
     },
+    /// A connect response: not a reply to a request, not counted against the budget.
+    Handshake(Bytes),
     /// Flush what was queued, then close the connection.
     Close,
     /// The session was closed at the client's request: flush the reply, then close once the
@@ -63,16 +66,13 @@ const TOUCH_EVERY_MAX_MS: u64 = 100;
 
 /// Messages from connections (and the core's own helper tasks) to the core.
 pub enum CoreMsg {
-    Connect {
-        conn: ConnId,
-        peer: SocketAddr,
-        handshake: Handshake,
-        out: Outbox,
-    },
+    Connect(Incoming),
     Packet {
         conn: ConnId,
         xid: i32,
         op: i32,
+        /// The request's frame length, held against the connection's budget until answered.
+        size: u32,
         request: Result<Request, DecodeError>,
         received: Instant,
     },
@@ -96,11 +96,12 @@ pub enum CoreMsg {
     },
     /// The leader's read index for a reconnect naming a session this member did not know.
     ConnectIndex {
-        conn: ConnId,
-        peer: SocketAddr,
-        handshake: Handshake,
-        out: Outbox,
+        incoming: Incoming,
         index: Option<u64>,
+    },
+    /// A connection the core held back (its replies were over budget) has drained.
+    Resume {
+        conn: ConnId,
     },
     /// A touch round's outcome, on a follower or observer.
     Touched {
@@ -110,10 +111,7 @@ pub enum CoreMsg {
     },
     /// The leader's answer to a reconnect this (not leading) member asked it to revalidate.
     Revalidated {
-        conn: ConnId,
-        peer: SocketAddr,
-        handshake: Handshake,
-        out: Outbox,
+        incoming: Incoming,
         touched: Touched,
     },
     /// The leader's read index for a `sync` (none: no leader could be asked).
@@ -124,6 +122,29 @@ pub enum CoreMsg {
         received: Instant,
         index: Option<u64>,
     },
+}
+
+/// A new connection: who it is, its connect request, and where its answers go.
+pub struct Incoming {
+    pub conn: ConnId,
+    pub peer: SocketAddr,
+    pub handshake: Handshake,
+    pub out: Outbox,
+    pub budget: Arc<ConnBudget>,
+}
+
+impl Incoming {
+    /// Closes the connection unanswered (the client tries another server).
+    fn refuse(self) {
+        let _ = self.out.send(Outgoing::Close);
+    }
+
+    /// Answers "expired" (a session gone, or a wrong password), then closes.
+    fn expired(self) {
+        let read_only = self.handshake.read_only.map(|_| false);
+        let _ = self.out.send(Outgoing::Handshake(expired_frame(read_only)));
+        let _ = self.out.send(Outgoing::Close);
+    }
 }
 
 struct LiveSession {
@@ -171,17 +192,19 @@ impl Conn {
     /// auth replies wait for).
     fn new(
         session_id: i64,
-        out: Outbox,
-        peer: SocketAddr,
+        inc: &Incoming,
         timeout_ms: i32,
         read_only: bool,
         creating: bool,
     ) -> Self {
         Conn {
             session_id,
-            out,
-            auth: vec![Id::new("ip", &peer.ip().to_string())],
-            peer,
+            out: inc.out.clone(),
+            budget: inc.budget.clone(),
+            request_sizes: VecDeque::new(),
+            stalled: (0, None),
+            auth: vec![Id::new("ip", &inc.peer.ip().to_string())],
+            peer: inc.peer,
             stats: ConnStats::new(),
             timeout_ms,
             read_only,
@@ -203,6 +226,14 @@ impl Queued {
 pub(crate) struct Conn {
     pub session_id: i64,
     pub out: Outbox,
+    /// What the connection holds against its limits, shared with its reader and writer.
+    budget: Arc<ConnBudget>,
+    /// The frame lengths of its requests not yet answered, oldest first: replies go out in
+    /// request order, so an answer releases the front one.
+    request_sizes: VecDeque<u32>,
+    /// Bytes its socket had taken at the last check, and since when that has not changed while
+    /// replies were queued.
+    stalled: (u64, Option<Instant>),
     pub auth: Vec<Id>,
     pub peer: SocketAddr,
     pub stats: ConnStats,
@@ -268,10 +299,7 @@ struct Pending {
 /// the session it names exists.
 struct ConnectWait {
     index: u64,
-    conn: ConnId,
-    peer: SocketAddr,
-    handshake: Handshake,
-    out: Outbox,
+    incoming: Incoming,
 }
 
 /// A `sync` waiting for this member to apply the leader's read index.
@@ -327,6 +355,8 @@ pub struct Core {
     pub(crate) read_only: ReadOnly,
     /// Tells whoever listens (the server's start-up) whether this member serves.
     serving_tx: tokio::sync::watch::Sender<bool>,
+    /// What all connections hold against the limits, and how often the limits were reached.
+    pub(crate) limits: Arc<Global>,
     /// A touch round is on its way to the leader.
     touching: bool,
     next_touch: Instant,
@@ -343,6 +373,12 @@ fn reply_frame(xid: i32, zxid: i64, result: &Result<Response, ErrorCode>) -> Byt
     let mut out = Vec::with_capacity(64);
     encode_reply(xid, zxid, result, &mut out);
     Bytes::from(out)
+}
+
+/// The bytes a reply takes in a connection's queue: what [`encode_reply`] writes for it.
+pub(crate) fn reply_len(result: &Result<Response, ErrorCode>) -> usize {
+    const FRAME_AND_HEADER: usize = 4 + 16;
+    FRAME_AND_HEADER + result.as_ref().map_or(0, Response::encoded_len)
 }
 
 /// Appends a framed reply: header, then the body when the request succeeded.
@@ -419,6 +455,7 @@ impl Core {
         mark: AppliedMark,
         replica: ReplicaHandle,
         inbox: mpsc::Sender<CoreMsg>,
+        limits: Arc<Global>,
     ) -> Self {
         let reap_every = Duration::from_millis(cfg.container_check_interval_ms);
         let now = Instant::now();
@@ -467,6 +504,7 @@ impl Core {
             serving: Serving::new(),
             read_only,
             serving_tx: tokio::sync::watch::Sender::new(false),
+            limits,
             touching: false,
             next_touch: now,
             touch_every,
@@ -519,42 +557,28 @@ impl Core {
         // stalled VM) past its lease must not answer a single request first.
         self.check_serving(Instant::now());
         match msg {
-            CoreMsg::Connect {
-                conn,
-                peer,
-                handshake,
-                out,
-            } => self.connect(conn, peer, handshake, out, false),
-            CoreMsg::ConnectIndex {
-                conn,
-                peer,
-                handshake,
-                out,
-                index,
-            } => match index {
+            CoreMsg::Connect(incoming) => self.connect(incoming, false),
+            CoreMsg::ConnectIndex { incoming, index } => match index {
                 Some(index) => {
-                    self.reconnects.push(ConnectWait {
-                        index,
-                        conn,
-                        peer,
-                        handshake,
-                        out,
-                    });
+                    self.reconnects.push(ConnectWait { index, incoming });
                     self.finish_syncs();
                 }
                 // No leader could say: the client tries another server, as after a lost
                 // connection, rather than being told its session is gone.
-                None => {
-                    let _ = out.send(Outgoing::Close);
-                }
+                None => incoming.refuse(),
             },
+            CoreMsg::Resume { conn } => self.drain(conn),
             CoreMsg::Packet {
                 conn,
                 xid,
                 op,
+                size,
                 request,
                 received,
-            } => self.packet(conn, xid, op, request, received),
+            } => {
+                self.limits.taken();
+                self.packet(conn, xid, op, size, request, received)
+            }
             CoreMsg::Closed { conn } => self.connection_closed(conn),
             CoreMsg::Drain { done } => {
                 tracing::info!(
@@ -571,13 +595,7 @@ impl Core {
                 let _ = reply.send(self.admin(query));
             }
             CoreMsg::Touched { touched, sessions } => self.touched(touched, sessions),
-            CoreMsg::Revalidated {
-                conn,
-                peer,
-                handshake,
-                out,
-                touched,
-            } => self.revalidated(conn, peer, handshake, out, touched),
+            CoreMsg::Revalidated { incoming, touched } => self.revalidated(incoming, touched),
             CoreMsg::SyncIndex {
                 conn,
                 xid,
@@ -755,7 +773,7 @@ impl Core {
             self.close_connection(conn);
         }
         for w in std::mem::take(&mut self.reconnects) {
-            let _ = w.out.send(Outgoing::Close);
+            w.incoming.refuse();
         }
         self.syncs.clear();
     }
@@ -1157,7 +1175,7 @@ impl Core {
             }
             Origin::Connect { conn, frame } => {
                 if let Some(c) = self.conns.get(&conn) {
-                    let _ = c.out.send(Outgoing::Frame(frame));
+                    let _ = c.out.send(Outgoing::Handshake(frame));
                 }
             }
             Origin::Close {
@@ -1200,7 +1218,7 @@ impl Core {
             .partition(|w| w.index <= applied);
         self.reconnects = waiting;
         for w in ready {
-            self.connect(w.conn, w.peer, w.handshake, w.out, true);
+            self.connect(w.incoming, true);
         }
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.syncs)
             .into_iter()
@@ -1222,11 +1240,78 @@ impl Core {
         }
     }
 
+    /// Queues a frame (a notification, an auth reply) for a connection.
     fn send(&mut self, conn: ConnId, frame: Bytes) {
+        let bytes = frame.len();
+        self.queue_out(conn, Outgoing::Frame(frame), bytes);
+    }
+
+    /// Queues what goes out on a connection, counted against its budget. A connection whose
+    /// queue has passed its hard cap (a flood of notifications to a client that does not read)
+    /// is closed at once.
+    fn queue_out(&mut self, conn: ConnId, item: Outgoing, bytes: usize) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.stats.sent += 1;
+        self.stats.packets_sent += 1;
+        // Counted before it is handed over: the writer may take it and write it at once, and
+        // must find it counted to uncount it.
+        let over_cap = c.budget.queued(bytes);
+        let _ = c.out.send(item);
+        if over_cap {
+            self.close_slow(conn, "its queued replies passed four times the budget");
+        }
+    }
+
+    /// One request of the connection is answered: its bytes stop counting against its budget.
+    fn answered(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.stats.sent += 1;
-            self.stats.packets_sent += 1;
-            let _ = c.out.send(Outgoing::Frame(frame));
+            let size = c.request_sizes.pop_front().unwrap_or(0);
+            c.budget.answered(size as usize);
+        }
+    }
+
+    /// Closes a connection whose client does not read its replies, saying who it was.
+    fn close_slow(&mut self, conn: ConnId, why: &str) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        tracing::warn!(
+            peer = %c.peer,
+            session = format_args!("{:#x}", c.session_id),
+            queued_bytes = c.budget.reply_bytes(),
+            sent_bytes = c.budget.sent_bytes(),
+            unanswered = c.request_sizes.len(),
+            queued_requests = c.queued.len(),
+            max_queued_reply_bytes = c.budget.limits().max_reply_bytes,
+            "closing a client that does not read its replies: {why}"
+        );
+        self.limits
+            .closed_slow
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Its writer may be blocked writing to a client that takes nothing: stop it there.
+        c.budget.abort();
+        self.close_connection(conn);
+    }
+
+    /// Closes the connections with replies queued whose sockets have taken nothing for the
+    /// grace time: clients that do not read.
+    fn close_stalled(&mut self, now: Instant) {
+        let mut stalled = Vec::new();
+        for (id, c) in self.conns.iter_mut() {
+            let sent = c.budget.sent_bytes();
+            if c.budget.reply_bytes() == 0 || sent != c.stalled.0 {
+                c.stalled = (sent, None);
+                continue;
+            }
+            let since = *c.stalled.1.get_or_insert(now);
+            if now.saturating_duration_since(since) >= c.budget.limits().stall_grace {
+                stalled.push(*id);
+            }
+        }
+        for conn in stalled {
+            self.close_slow(conn, "its socket took nothing for the grace time");
         }
     }
 
@@ -1247,37 +1332,28 @@ impl Core {
 
     /// `rechecked`: this member has applied the leader's read index since the client asked, so
     /// a session it does not know is really gone.
-    fn connect(
-        &mut self,
-        conn: ConnId,
-        peer: SocketAddr,
-        hs: Handshake,
-        out: Outbox,
-        rechecked: bool,
-    ) {
-        let req = &hs.request;
+    fn connect(&mut self, inc: Incoming, rechecked: bool) {
+        let req = &inc.handshake.request;
         if req.last_zxid_seen > self.tree.last_zxid() {
             tracing::warn!(
-                %peer,
+                peer = %inc.peer,
                 client_zxid = format_args!("{:#x}", req.last_zxid_seen),
                 our_zxid = format_args!("{:#x}", self.tree.last_zxid()),
                 "refusing session: the client has seen a later zxid than this server"
             );
-            let _ = out.send(Outgoing::Close);
-            return;
+            return inc.refuse();
         }
         if !self.serving.is_serving() {
-            if self.read_only.is_active() && hs.read_only == Some(true) {
-                return self.connect_read_only(conn, peer, hs, out);
+            if self.read_only.is_active() && inc.handshake.read_only == Some(true) {
+                return self.connect_read_only(inc);
             }
             // As ZooKeeper's member without a quorum: the connection closes unanswered, and the
             // client tries another server.
-            tracing::debug!(%peer, "not serving: closing a new connection");
-            let _ = out.send(Outgoing::Close);
-            return;
+            tracing::debug!(peer = %inc.peer, "not serving: closing a new connection");
+            return inc.refuse();
         }
         if req.session_id == 0 {
-            return self.create_session(conn, peer, hs, out);
+            return self.create_session(inc);
         }
         let id = req.session_id;
         // Like ZooKeeper, a reconnect first closes the session's current connection, even
@@ -1296,10 +1372,7 @@ impl Core {
             tokio::spawn(async move {
                 let index = replica.read_index().await;
                 let msg = CoreMsg::ConnectIndex {
-                    conn,
-                    peer,
-                    handshake: hs,
-                    out,
+                    incoming: inc,
                     index,
                 };
                 let _ = inbox.send(msg).await;
@@ -1307,13 +1380,11 @@ impl Core {
             return;
         }
         if !known || !password_ok {
-            tracing::info!(%peer, session = format_args!("{id:#x}"), "session expired or password wrong");
-            let _ = out.send(Outgoing::Frame(expired_frame(hs.read_only.map(|_| false))));
-            let _ = out.send(Outgoing::Close);
-            return;
+            tracing::info!(peer = %inc.peer, session = format_args!("{id:#x}"), "session expired or password wrong");
+            return inc.expired();
         }
         if self.role.leads() {
-            return self.resume_session(conn, peer, hs, out, None);
+            return self.resume_session(inc, None);
         }
         // As ZooKeeper's Learner.validateSession: only the leader can say the session is still
         // alive, and keep it so for a timeout from now. A touch round naming it asks both.
@@ -1322,10 +1393,7 @@ impl Core {
         tokio::spawn(async move {
             let touched = replica.touch(vec![(id, 0)]).await;
             let msg = CoreMsg::Revalidated {
-                conn,
-                peer,
-                handshake: hs,
-                out,
+                incoming: inc,
                 touched,
             };
             let _ = inbox.send(msg).await;
@@ -1333,15 +1401,8 @@ impl Core {
     }
 
     /// The leader's answer to a reconnect's revalidation.
-    fn revalidated(
-        &mut self,
-        conn: ConnId,
-        peer: SocketAddr,
-        hs: Handshake,
-        out: Outbox,
-        touched: Touched,
-    ) {
-        let id = hs.request.session_id;
+    fn revalidated(&mut self, inc: Incoming, touched: Touched) {
+        let id = inc.handshake.request.session_id;
         let alive = touched
             .answer
             .as_ref()
@@ -1349,90 +1410,94 @@ impl Core {
         if !alive || !self.serving.is_serving() || self.closing.contains(&id) {
             // No leader vouched for it (or it is being closed): the client tries again, here or
             // elsewhere, and learns of an expiry once this member has applied it.
-            tracing::debug!(%peer, session = format_args!("{id:#x}"), "reconnect not revalidated; closing");
-            let _ = out.send(Outgoing::Close);
-            return;
+            tracing::debug!(peer = %inc.peer, session = format_args!("{id:#x}"), "reconnect not revalidated; closing");
+            return inc.refuse();
         }
-        self.resume_session(conn, peer, hs, out, Some(touched.sent_at));
+        self.resume_session(inc, Some(touched.sent_at));
+    }
+
+    /// Registers a new connection's session; `creating`: its creation is still to be applied.
+    fn attach(
+        &mut self,
+        inc: &Incoming,
+        session_id: i64,
+        timeout_ms: i32,
+        read_only: bool,
+        creating: bool,
+    ) {
+        let conn = Conn::new(session_id, inc, timeout_ms, read_only, creating);
+        self.conns.insert(inc.conn, conn);
     }
 
     /// Attaches a known session to a new connection and answers it. `vouched_at`: when the
     /// leader's revalidation was asked (on a member that does not lead).
-    fn resume_session(
-        &mut self,
-        conn: ConnId,
-        peer: SocketAddr,
-        hs: Handshake,
-        out: Outbox,
-        vouched_at: Option<Instant>,
-    ) {
-        let id = hs.request.session_id;
-        let timeout_ms = self.cfg.negotiate_timeout(hs.request.time_out);
-        let mut session = LiveSession::new(timeout_ms, Instant::now(), Some(conn));
+    fn resume_session(&mut self, inc: Incoming, vouched_at: Option<Instant>) {
+        let id = inc.handshake.request.session_id;
+        let timeout_ms = self.cfg.negotiate_timeout(inc.handshake.request.time_out);
+        let mut session = LiveSession::new(timeout_ms, Instant::now(), Some(inc.conn));
         session.confirmed = vouched_at.map(|at| at + session.timeout());
         if let Some(old) = self.sessions.insert(id, session).and_then(|s| s.conn) {
             // Another reconnect of the same session got here first.
             self.close_connection(old);
         }
         self.active.insert(id);
-        let conn_state = Conn::new(id, out.clone(), peer, timeout_ms, false, false);
-        self.conns.insert(conn, conn_state);
-        let frame = session_frame(id, timeout_ms, hs.read_only.map(|_| false));
-        let _ = out.send(Outgoing::Frame(frame));
+        self.attach(&inc, id, timeout_ms, false, false);
+        let frame = session_frame(id, timeout_ms, inc.handshake.read_only.map(|_| false));
+        let _ = inc.out.send(Outgoing::Handshake(frame));
     }
 
     /// A client asking for read-only access while this member is in read-only mode.
-    fn connect_read_only(&mut self, conn: ConnId, peer: SocketAddr, hs: Handshake, out: Outbox) {
+    fn connect_read_only(&mut self, inc: Incoming) {
         let now = Instant::now();
-        let timeout_ms = self.cfg.negotiate_timeout(hs.request.time_out);
+        let req = &inc.handshake.request;
+        let timeout_ms = self.cfg.negotiate_timeout(req.time_out);
         let timeout = Duration::from_millis(timeout_ms as u64);
-        let id = hs.request.session_id;
-        let password_ok = hs.request.passwd.as_ref() == session::password(id);
+        let id = req.session_id;
+        let password_ok = req.passwd.as_ref() == session::password(id);
         let session_id = if id == 0 {
             let id = self.ids.next_id();
-            self.read_only.open(id, timeout, conn, now);
-            tracing::info!(%peer, session = format_args!("{id:#x}"), "read-only session");
+            self.read_only.open(id, timeout, inc.conn, now);
+            tracing::info!(peer = %inc.peer, session = format_args!("{id:#x}"), "read-only session");
             id
         } else if self.read_only.knows(id) && password_ok {
-            if let Some(Some(old)) = self.read_only.resume(id, conn, now) {
+            if let Some(Some(old)) = self.read_only.resume(id, inc.conn, now) {
                 self.close_connection(old);
             }
             id
         } else if self.tree.session_timeout(id).is_some() {
             // A replicated session cannot be kept alive from here (ZooKeeper: "Refusing global
             // session reconnection in RO mode"): the client tries the other members.
-            tracing::debug!(%peer, session = format_args!("{id:#x}"), "read-only mode: refusing a replicated session");
-            let _ = out.send(Outgoing::Close);
-            return;
+            tracing::debug!(peer = %inc.peer, session = format_args!("{id:#x}"), "read-only mode: refusing a replicated session");
+            return inc.refuse();
         } else {
             // A read-only session of another member, or of an earlier run: gone.
-            let _ = out.send(Outgoing::Frame(expired_frame(Some(false))));
-            let _ = out.send(Outgoing::Close);
-            return;
+            return inc.expired();
         };
-        let conn_state = Conn::new(session_id, out.clone(), peer, timeout_ms, true, false);
-        self.conns.insert(conn, conn_state);
-        let _ = out.send(Outgoing::Frame(session_frame(
-            session_id,
-            timeout_ms,
-            Some(true),
-        )));
+        self.attach(&inc, session_id, timeout_ms, true, false);
+        let frame = session_frame(session_id, timeout_ms, Some(true));
+        let _ = inc.out.send(Outgoing::Handshake(frame));
     }
 
-    fn create_session(&mut self, conn: ConnId, peer: SocketAddr, hs: Handshake, out: Outbox) {
+    fn create_session(&mut self, inc: Incoming) {
         let session_id = self.ids.next_id();
-        let timeout_ms = self.cfg.negotiate_timeout(hs.request.time_out);
+        let timeout_ms = self.cfg.negotiate_timeout(inc.handshake.request.time_out);
         let now = Instant::now();
-        let mut session = LiveSession::new(timeout_ms, now, Some(conn));
+        let mut session = LiveSession::new(timeout_ms, now, Some(inc.conn));
         // The leader applies the creation after this, and keeps it a timeout from then.
         session.confirmed = Some(now + session.timeout());
         self.sessions.insert(session_id, session);
         self.active.insert(session_id);
-        let conn_state = Conn::new(session_id, out, peer, timeout_ms, false, true);
-        self.conns.insert(conn, conn_state);
-        let frame = session_frame(session_id, timeout_ms, hs.read_only.map(|_| false));
-        tracing::debug!(%peer, session = format_args!("{session_id:#x}"), timeout_ms, "creating session");
-        let origin = Origin::Connect { conn, frame };
+        self.attach(&inc, session_id, timeout_ms, false, true);
+        let frame = session_frame(
+            session_id,
+            timeout_ms,
+            inc.handshake.read_only.map(|_| false),
+        );
+        tracing::debug!(peer = %inc.peer, session = format_args!("{session_id:#x}"), timeout_ms, "creating session");
+        let origin = Origin::Connect {
+            conn: inc.conn,
+            frame,
+        };
         self.propose(
             session_id,
             Vec::new(),
@@ -1476,6 +1541,7 @@ impl Core {
         for conn in self.read_only.expire(now) {
             self.close_connection(conn);
         }
+        self.close_stalled(now);
         if !self.role.leads() {
             return;
         }
@@ -1507,6 +1573,7 @@ impl Core {
         conn: ConnId,
         xid: i32,
         op: i32,
+        size: u32,
         request: Result<Request, DecodeError>,
         received: Instant,
     ) {
@@ -1522,6 +1589,7 @@ impl Core {
         if c.read_only == self.serving.is_serving() {
             return;
         }
+        c.request_sizes.push_back(size);
         c.stats.received += 1;
         c.stats.last_op = OpCode::from_i32(op);
         c.stats.last_cxid = xid;
@@ -1541,7 +1609,12 @@ impl Core {
         let go = if is_write {
             c.syncs_in_flight == 0 && c.queued.iter().all(|q| !q.is_write() && !is_sync(q))
         } else {
-            c.syncs_in_flight == 0 && c.queued.is_empty() && c.writes_resolved >= c.writes_seen
+            // A read waits, too, while the connection's replies are over its budget: requests
+            // already read must not pile up more replies (its writer resumes it).
+            c.syncs_in_flight == 0
+                && c.queued.is_empty()
+                && c.writes_resolved >= c.writes_seen
+                && !c.budget.hold_reads()
         };
         if is_write {
             c.writes_seen += 1;
@@ -1576,8 +1649,9 @@ impl Core {
             let Some(front) = c.queued.front() else {
                 return;
             };
-            let ready =
-                c.syncs_in_flight == 0 && (front.is_write() || c.writes_resolved >= front.after);
+            let ready = c.syncs_in_flight == 0
+                && (front.is_write()
+                    || (c.writes_resolved >= front.after && !c.budget.hold_reads()));
             if !ready {
                 return;
             }
@@ -1717,11 +1791,9 @@ impl Core {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.stats.record(latency, zxid);
         }
-        if let Some(c) = self.conns.get_mut(&conn) {
-            c.stats.sent += 1;
-            self.stats.packets_sent += 1;
-            let _ = c.out.send(Outgoing::Reply { xid, zxid, result });
-        }
+        self.answered(conn);
+        let bytes = reply_len(&result);
+        self.queue_out(conn, Outgoing::Reply { xid, zxid, result }, bytes);
     }
 
     fn auth(&mut self, conn: ConnId, xid: i32, p: AuthPacket) {
@@ -1738,6 +1810,7 @@ impl Core {
             "ip" => Some(Vec::new()),
             _ => None,
         };
+        self.answered(conn);
         let zxid = self.tree.last_zxid();
         match ids {
             Some(ids) => {
@@ -1986,11 +2059,14 @@ impl Core {
     }
 
     /// Requests received and not yet answered, over all connections.
+    /// Requests read from clients and not yet answered, over all connections.
     pub(crate) fn outstanding_requests(&self) -> usize {
-        self.conns
-            .values()
-            .map(|c| c.in_flight + c.queued.len())
-            .sum()
+        self.limits.inbox()
+            + self
+                .conns
+                .values()
+                .map(|c| c.request_sizes.len())
+                .sum::<usize>()
     }
 
     pub(crate) fn session_count(&self) -> usize {

@@ -5,6 +5,7 @@ use crate::core::Core;
 use crate::metrics::{Metric, SummaryReading, Value};
 use crate::stats::{java_double, op_abbrev};
 use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// The version Corral reports where ZooKeeper reports its own: the protocol level it matches,
 /// then Corral's own version, so tools that parse the number keep working.
@@ -364,6 +365,26 @@ impl Core {
                 "looking_count",
                 "times this member found no leader",
                 Value::Counter(self.stats.looking_count),
+            ),
+            Metric::new(
+                "connection_throttled_count",
+                "times a connection's reads were held back at one of its limits",
+                Value::Counter(self.limits.throttled.load(Relaxed)),
+            ),
+            Metric::new(
+                "global_outstanding_throttled_count",
+                "times a connection's reads were held back at globalOutstandingLimit",
+                Value::Counter(self.limits.globally_throttled.load(Relaxed)),
+            ),
+            Metric::new(
+                "connection_closed_slow_count",
+                "connections closed for not reading their replies",
+                Value::Counter(self.limits.closed_slow.load(Relaxed)),
+            ),
+            Metric::new(
+                "queued_reply_bytes",
+                "bytes of replies and notifications queued for clients' sockets",
+                Value::Gauge(self.limits.reply_bytes() as i64),
             ),
             Metric::new(
                 "uptime",

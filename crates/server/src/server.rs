@@ -156,7 +156,15 @@ impl Server {
         let (to_core, from_replication) = mpsc::channel(1024);
         let (core_stop, core_stop_rx) = oneshot::channel();
         let standalone = rcfg.members.len() == 1;
-        let core = Core::new(cfg.clone(), tree, mark, replica.clone(), core_tx.clone());
+        let limits = Arc::new(crate::budget::Global::default());
+        let core = Core::new(
+            cfg.clone(),
+            tree,
+            mark,
+            replica.clone(),
+            core_tx.clone(),
+            limits.clone(),
+        );
         let mut serving = core.serving_watch();
         let core = tokio::spawn(core.run(core_rx, from_replication, core_stop_rx));
         corral_replication::start(rcfg, storage, replica.clone(), proposals, to_core)
@@ -186,7 +194,7 @@ impl Server {
             None => None,
         };
         let (stop, stop_rx) = oneshot::channel();
-        let accept = tokio::spawn(accept_loop(listener, cfg, core_tx.clone(), stop_rx));
+        let accept = tokio::spawn(accept_loop(listener, cfg, core_tx.clone(), limits, stop_rx));
         tracing::info!(%local_addr, "serving ZooKeeper clients");
         Ok(Server {
             local_addr,
@@ -227,6 +235,7 @@ async fn accept_loop(
     listener: TcpListener,
     cfg: Arc<ServerConfig>,
     core: mpsc::Sender<CoreMsg>,
+    global: Arc<crate::budget::Global>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
@@ -261,6 +270,8 @@ async fn accept_loop(
         let limits = connection::ConnLimits {
             max_frame_len: cfg.max_frame_len,
             sessionless_timeout: Duration::from_millis(cfg.sessionless_timeout_ms),
+            budget: cfg.limits,
+            global: global.clone(),
         };
         tokio::spawn(async move {
             connection::serve(stream, peer, conn, core, limits).await;
