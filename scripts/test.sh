@@ -109,6 +109,10 @@ zk_admin_port=$(free_port)
 ZK_ADMIN_PORT="$zk_admin_port" tests/compat/reference_zk.sh "$zk_port" "$work/zk"
 
 step "cargo test (unit, property, integration, differential against ZooKeeper)"
+# As root, the nemesis tests must run (network namespaces), not skip.
+if [ "$(id -u)" -eq 0 ]; then
+    export CORRAL_REQUIRE_NETNS=1
+fi
 # Bounded, so a hang fails the run instead of stalling it.
 CORRAL_REFERENCE_ZK="127.0.0.1:$zk_port" CORRAL_REQUIRE_ZK=1 timeout 1500 cargo test --workspace
 

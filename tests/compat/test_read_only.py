@@ -13,6 +13,7 @@ SERVER_JVMFLAGS, as an operator's start-up script passes it to ZooKeeper.
 """
 
 import signal
+import time
 
 import pytest
 from kazoo.client import KazooClient
@@ -61,7 +62,9 @@ def test_cut_off_member_serves_read_only_clients_then_read_write_again(ensemble)
     assert four_letter(port, "ruok") == "imok"
     # A client that did not ask for read-only access is turned away without an answer; one that
     # did gets a session, and the connect response's last byte says read-only.
+    started = time.time()
     assert raw_connect(port, read_only=False) == b""
+    assert time.time() - started < 2, "closed at once, not left to time out"
     answer = raw_connect(port, read_only=True)
     assert len(answer) == 41 and answer[-1] == 1, answer
 

@@ -311,11 +311,12 @@ fn run_import(args: ImportArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// ZooKeeper's system properties as its operators pass them: `SERVER_JVMFLAGS` and `JVMFLAGS`
-/// (what `conf/java.env` sets for zkServer.sh), then `-D` flags, later ones winning.
+/// ZooKeeper's system properties as its operators pass them: `SERVER_JVMFLAGS` then `JVMFLAGS`
+/// (zkServer.sh runs java with `$SERVER_JVMFLAGS $JVMFLAGS`, as `conf/java.env` sets them), then
+/// `-D` flags, later ones winning as in Java.
 fn system_properties(args: &ServerArgs) -> Vec<(String, String)> {
     let mut props = Vec::new();
-    for var in ["JVMFLAGS", "SERVER_JVMFLAGS"] {
+    for var in ["SERVER_JVMFLAGS", "JVMFLAGS"] {
         if let Ok(flags) = std::env::var(var) {
             props.extend(corral_server::config::jvm_properties(&flags));
         }

@@ -5,8 +5,10 @@
 
 use corral_proto::{OpCode, PathRequest, Request, Response};
 use corral_testkit::linearizable::{self, State, Workload};
-use corral_testkit::{create, exists, four_letter, free_port, temp_data_dir, RawClient};
-use std::io::Write as _;
+use corral_testkit::{
+    create, exists, four_letter, free_port, mode_of, temp_data_dir, wait_for_serving_leader,
+    RawClient,
+};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -46,18 +48,7 @@ impl Member {
     }
 
     fn mode(&self) -> String {
-        let Ok(mut s) = std::net::TcpStream::connect(self.addr) else {
-            return String::new();
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(b"srvr").is_err() {
-            return String::new();
-        }
-        let mut out = String::new();
-        let _ = std::io::Read::read_to_string(&mut s, &mut out);
-        out.lines()
-            .find_map(|l| l.strip_prefix("Mode: ").map(str::to_owned))
-            .unwrap_or_default()
+        mode_of(self.addr)
     }
 }
 
@@ -99,18 +90,8 @@ fn ensemble(dir: &std::path::Path) -> Vec<Member> {
 }
 
 fn wait_for_leader(members: &[Member], alive: &[usize]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        // Every one of them serving (a member that is not says no Mode), one of them leading.
-        let modes: Vec<String> = alive.iter().map(|i| members[*i].mode()).collect();
-        if let Some(at) = modes.iter().position(|m| m == "leader") {
-            if modes.iter().all(|m| !m.is_empty()) {
-                return alive[at];
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader among {alive:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let addrs: Vec<SocketAddr> = members.iter().map(|m| m.addr).collect();
+    wait_for_serving_leader(&addrs, alive)
 }
 
 fn sync(c: &mut RawClient) {

@@ -15,13 +15,14 @@
 //!   with their sessions, and the lock is taken again.
 //!
 //! Every test prints its seed and the schedule the seed gave; `CORRAL_NEMESIS_SEED=<seed>` replays
-//! a schedule. The tests need root (`ip netns`); without it they say so and pass.
+//! a schedule. The tests need root (`ip netns`); without it they say so and pass, unless
+//! `CORRAL_REQUIRE_NETNS` is set.
 
-use corral_proto::{PathRequest, Request, Response};
+use corral_proto::{Jute, PathRequest, Request, Response};
 use corral_testkit::linearizable::{self, State, Workload};
 use corral_testkit::lock::{self, LockConfig};
 use corral_testkit::netns::{self, Network};
-use corral_testkit::{create, get_children, try_four_letter, RawClient};
+use corral_testkit::{create, get_children, try_four_letter, wait_for_serving_leader, RawClient};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -155,32 +156,9 @@ impl Cluster {
         }
     }
 
-    /// srvr's Mode line, or "" while the member does not serve (or cannot be reached).
-    fn mode(&self, i: usize) -> String {
-        try_four_letter(self.members[i].client, "srvr")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("Mode: ").map(str::to_owned))
-            .unwrap_or_default()
-    }
-
     /// Waits until all of `among` serve and one of them leads; returns the leader.
     fn wait_for_leader(&self, among: &[usize]) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let modes: Vec<String> = among.iter().map(|i| self.mode(*i)).collect();
-            if let Some(at) = modes.iter().position(|m| m == "leader") {
-                if modes.iter().all(|m| !m.is_empty()) {
-                    return among[at];
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no serving leader among {among:?}: {modes:?}\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_serving_leader(&self.addrs(), among)
     }
 
     /// How long after `since` member `i` stopped serving (srvr says so); panics past `within`.
@@ -284,6 +262,148 @@ impl Rng {
     }
 }
 
+/// A client that pipelines its writes, ten at a time, through one member after another, and what
+/// it saw: the creates it sent on each session and the czxid of each acknowledged one.
+#[derive(Default)]
+struct Pipelined {
+    /// Per session, the numbers of the creates sent on it, in order.
+    sent: std::collections::BTreeMap<i64, Vec<u64>>,
+    /// (session, number, czxid) of every acknowledged create.
+    acked: Vec<(i64, u64, i64)>,
+}
+
+fn pipe_path(session: i64, n: u64) -> String {
+    format!("/pipe/{session:016x}-{n:08}")
+}
+
+/// Reads a session's create replies until its connection fails; each must answer the next
+/// request in order. Returns (session, number, czxid) of the acknowledged ones.
+fn read_creates(
+    mut s: std::net::TcpStream,
+    session: i64,
+    first: u64,
+    in_flight: &std::sync::atomic::AtomicUsize,
+) -> Vec<(i64, u64, i64)> {
+    let mut acked = Vec::new();
+    let mut next_xid = 1;
+    while let Ok(frame) = corral_testkit::read_frame(&mut s) {
+        let header = corral_proto::ReplyHeader::from_bytes(&frame).expect("a reply header");
+        if header.xid == -1 {
+            continue; // a watch event
+        }
+        assert_eq!(
+            header.xid, next_xid,
+            "session {session:#x}: a reply out of request order"
+        );
+        let n = first + (next_xid - 1) as u64;
+        next_xid += 1;
+        in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if header.err == 0 {
+            let body = Response::decode(corral_proto::OpCode::Create2, &frame[16..]);
+            if let Ok(Response::Create2(created)) = body {
+                acked.push((session, n, created.stat.czxid));
+            }
+        }
+    }
+    acked
+}
+
+impl Pipelined {
+    /// Keeps up to 50 creates in flight on each session, sending the next while earlier ones
+    /// are unanswered (as an asynchronous client does), until `until`.
+    fn run(addrs: Vec<SocketAddr>, until: Instant) -> Pipelined {
+        let mut seen = Pipelined::default();
+        let mut member = 1 % addrs.len();
+        let mut n = 0u64;
+        while Instant::now() < until {
+            let c = RawClient::resume(
+                addrs[member],
+                0,
+                bytes::Bytes::from_static(&[0; 16]),
+                0,
+                4000,
+            );
+            member = (member + 1) % addrs.len();
+            let Ok(mut c) = c else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            let session = c.session_id;
+            let _ = c.stream.set_read_timeout(Some(Duration::from_secs(3)));
+            let reading = c.stream.try_clone().expect("a second handle on the socket");
+            let in_flight = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let first = n;
+            let replies = {
+                let in_flight = in_flight.clone();
+                std::thread::spawn(move || read_creates(reading, session, first, &in_flight))
+            };
+            // Send until the reader gives up on the connection (or the run ends).
+            while Instant::now() < until && !replies.is_finished() {
+                if in_flight.load(std::sync::atomic::Ordering::Relaxed) >= 50 {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                let req = Request::Create {
+                    op: corral_proto::OpCode::Create2,
+                    req: corral_proto::CreateRequest {
+                        path: pipe_path(session, n),
+                        data: Some(bytes::Bytes::new()),
+                        acl: corral_testkit::open_acl(),
+                        flags: 0,
+                    },
+                };
+                in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                c.send((n - first) as i32 + 1, &req);
+                seen.sent.entry(session).or_default().push(n);
+                n += 1;
+            }
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            seen.acked.extend(replies.join().expect("the reply reader"));
+        }
+        seen
+    }
+
+    /// Each session's acknowledged writes were applied in the order it sent them, and none
+    /// was applied without every write it sent before it.
+    fn check(&self, cluster: &Cluster) {
+        let mut by_session: std::collections::BTreeMap<i64, Vec<(u64, i64)>> = Default::default();
+        for (session, n, czxid) in &self.acked {
+            by_session.entry(*session).or_default().push((*n, *czxid));
+        }
+        let mut c = RawClient::connect(cluster.members[0].client);
+        assert_eq!(
+            c.call(Request::Sync(PathRequest { path: "/".into() })).err,
+            0
+        );
+        for (session, mut acked) in by_session {
+            acked.sort();
+            for pair in acked.windows(2) {
+                assert!(
+                    pair[0].1 < pair[1].1,
+                    "session {session:#x}: create {} applied at {:#x}, after create {} at {:#x}",
+                    pair[0].0,
+                    pair[0].1,
+                    pair[1].0,
+                    pair[1].1
+                );
+            }
+            let last = acked.last().expect("at least one").0;
+            for n in self.sent[&session].iter().filter(|n| **n < last) {
+                let r = c.call(corral_testkit::exists(&pipe_path(session, *n), false));
+                assert_eq!(
+                    r.err, 0,
+                    "session {session:#x}: create {n} missing, though create {last}, sent after \
+                     it, was applied"
+                );
+            }
+        }
+        eprintln!(
+            "pipelined writes: {} acknowledged, in order",
+            self.acked.len()
+        );
+    }
+}
+
 /// How long linearizability clients pause between operations: histories of a few thousand
 /// operations, which the checker goes through in a second or two.
 const PACE: Duration = Duration::from_millis(5);
@@ -291,6 +411,7 @@ const PACE: Duration = Duration::from_millis(5);
 /// The clients' work during the faults, running on threads until `until`.
 struct Workloads {
     locks: std::thread::JoinHandle<Vec<lock::Holding>>,
+    pipelined: std::thread::JoinHandle<Pipelined>,
     /// A client that took the lock through the member a fault hit, and held it until it saw
     /// Disconnected.
     long_holder: Option<std::thread::JoinHandle<Option<lock::Holding>>>,
@@ -310,8 +431,12 @@ impl Workloads {
     ) -> Workloads {
         let leader = cluster.wait_for_leader(&[0, 1, 2]);
         let mut c = RawClient::connect(cluster.members[leader].client);
-        for path in ["/lock", "/register", "/counter"] {
-            let data: &[u8] = if path == "/lock" { b"" } else { b"0" };
+        for path in ["/lock", "/register", "/counter", "/pipe"] {
+            let data: &[u8] = if path == "/lock" || path == "/pipe" {
+                b""
+            } else {
+                b"0"
+            };
             assert_eq!(c.call(create(path, data, 0)).err, 0);
         }
         let addrs = cluster.addrs();
@@ -348,8 +473,13 @@ impl Workloads {
                 linearizable::record_paced(&addrs, path, 3, until, workload, PACE)
             })
         };
+        let pipelined = {
+            let addrs = addrs.clone();
+            std::thread::spawn(move || Pipelined::run(addrs, until))
+        };
         Workloads {
             locks,
+            pipelined,
             long_holder,
             register: record("/register", Workload::Register),
             counter: record("/counter", Workload::Counter),
@@ -360,6 +490,10 @@ impl Workloads {
     /// holder was hit, if one was.
     fn check(self, cluster: &Cluster, fault: Option<Instant>, healed_at: Instant) {
         let mut holdings = self.locks.join().expect("lock clients");
+        self.pipelined
+            .join()
+            .expect("the pipelining client")
+            .check(cluster);
         if let (Some(t), Some(fault)) = (self.long_holder, fault) {
             let long = t.join().expect("long holder").expect("it held the lock");
             assert!(
@@ -470,9 +604,15 @@ fn view(addr: SocketAddr) -> Option<(Vec<String>, Vec<u8>)> {
     Some((kids, counter))
 }
 
-/// The network for a test, or why there can be none here.
+/// The network for a test, or why there can be none here. With `CORRAL_REQUIRE_NETNS` set (as
+/// scripts/test.sh sets it when it runs as root), a network that cannot be built fails the test
+/// rather than skipping it.
 fn network(test: &str) -> Option<Network> {
     if let Some(why) = netns::unavailable() {
+        assert!(
+            std::env::var_os("CORRAL_REQUIRE_NETNS").is_none(),
+            "{test}: network namespaces are required here: {why}"
+        );
         eprintln!("{test}: skipped: {why}");
         return None;
     }

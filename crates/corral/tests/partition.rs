@@ -7,7 +7,8 @@
 use corral_proto::{PathRequest, Request, Response, Stat};
 use corral_testkit::linearizable::{self, State, Workload};
 use corral_testkit::{
-    create, free_port, get_children, get_data, temp_data_dir, try_four_letter, Proxy, RawClient,
+    create, free_port, get_children, get_data, mode_of, temp_data_dir, wait_for_serving_leader,
+    Proxy, RawClient,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,27 +28,9 @@ impl Drop for Member {
     }
 }
 
-fn mode(addr: SocketAddr) -> String {
-    try_four_letter(addr, "srvr")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Mode: ").map(str::to_owned))
-        .unwrap_or_default()
-}
-
 fn wait_for_leader(members: &[Member], among: &[usize]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        // Every one of them serving (a member that is not says no Mode), one of them leading.
-        let modes: Vec<String> = among.iter().map(|i| mode(members[*i].client)).collect();
-        if let Some(at) = modes.iter().position(|m| m == "leader") {
-            if modes.iter().all(|m| !m.is_empty()) {
-                return among[at];
-            }
-        }
-        assert!(Instant::now() < deadline, "no leader among {among:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let addrs: Vec<SocketAddr> = members.iter().map(|m| m.client).collect();
+    wait_for_serving_leader(&addrs, among)
 }
 
 /// path → (data, Stat): a whole tree as a client reads it.
@@ -210,7 +193,7 @@ fn isolated_leader_stops_acknowledging_majority_goes_on_and_all_converge() {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while mode(members[leader].client) != "follower" {
+    while mode_of(members[leader].client) != "follower" {
         assert!(
             Instant::now() < deadline,
             "the isolated member did not rejoin"

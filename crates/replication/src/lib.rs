@@ -20,7 +20,7 @@ mod timings;
 mod types;
 
 pub use leader_stats::{LeaderCounters, LeaderView};
-pub use lease::{less_drift, LeaseTimes, CLOCK_DRIFT_PERCENT};
+pub use lease::{LeaseTimes, CLOCK_DRIFT_PERCENT};
 pub use network::TouchAnswer;
 pub use node::{
     handle, recover, start, Member, ReplicaConfig, ReplicaHandle, ReplicationError, Role, Storage,

@@ -253,8 +253,9 @@ pub struct ReplicaHandle {
     timings: Arc<crate::ReplicaTimings>,
     leader_counters: Arc<crate::LeaderCounters>,
     lease: Arc<Lease>,
-    /// Connections to the leader for touch rounds and read indexes, kept open between calls.
-    peers: Arc<tokio::sync::Mutex<HashMap<NodeId, PeerClient>>>,
+    /// The connection to the leader the periodic touch rounds use, kept open between rounds
+    /// and used by nothing else, so a slow `sync` never delays a round (and the lease).
+    touch_link: Arc<tokio::sync::Mutex<Option<(NodeId, PeerClient)>>>,
 }
 
 /// A touch round's outcome, for the core.
@@ -342,25 +343,35 @@ impl ReplicaHandle {
             let (read, _) = raft.get_read_log_id().await.ok()?;
             return Some(read.map_or(0, |l| l.index));
         }
-        match self
-            .call_peer(leader, &PeerRequest::ReadIndex, Duration::from_secs(5))
+        let addr = &self.members.get(&leader)?.raft_addr;
+        match PeerClient::new(addr)
+            .call(&PeerRequest::ReadIndex, Duration::from_secs(5))
             .await
         {
-            Some(PeerResponse::ReadIndex(i)) => i,
+            Ok(PeerResponse::ReadIndex(i)) => i,
             _ => None,
         }
     }
 
-    /// Sends a touch round to the leader: the sessions heard from, with how long ago (ms).
-    /// A granted round renews this member's lease.
+    /// Sends this member's periodic touch round to the leader: the sessions heard from, with
+    /// how long ago (ms). A granted round renews this member's lease.
     pub async fn touch(&self, sessions: Vec<(i64, u32)>) -> Touched {
+        let mut link = self.touch_link.lock().await;
+        // What a grant vouches for starts now, not while the round waited for the link.
         let sent_at = Instant::now();
+        let round = PeerRequest::Touch(TouchRound { sessions });
         let answer = match self.leader().filter(|l| *l != self.id) {
             Some(leader) => {
-                let round = PeerRequest::Touch(TouchRound { sessions });
-                match self.call_peer(leader, &round, TOUCH_TIMEOUT).await {
-                    Some(PeerResponse::Touched(answer)) => Some(answer),
-                    _ => None,
+                if link.as_ref().is_none_or(|(to, _)| *to != leader) {
+                    let addr = self.members.get(&leader).map(|m| m.raft_addr.clone());
+                    *link = addr.map(|a| (leader, PeerClient::new(&a)));
+                }
+                match link.as_mut() {
+                    Some((_, client)) => match client.call(&round, TOUCH_TIMEOUT).await {
+                        Ok(PeerResponse::Touched(answer)) => Some(answer),
+                        _ => None,
+                    },
+                    None => None,
                 }
             }
             None => None,
@@ -371,16 +382,25 @@ impl ReplicaHandle {
         Touched { sent_at, answer }
     }
 
-    async fn call_peer(
-        &self,
-        to: NodeId,
-        req: &PeerRequest,
-        ttl: Duration,
-    ) -> Option<PeerResponse> {
-        let addr = &self.members.get(&to)?.raft_addr;
-        let mut peers = self.peers.lock().await;
-        let client = peers.entry(to).or_insert_with(|| PeerClient::new(addr));
-        client.call(req, ttl).await.ok()
+    /// Asks the leader whether `session` is alive, and to keep it so for its timeout from now:
+    /// a reconnect's revalidation (on its own connection, beside the periodic rounds).
+    pub async fn revalidate(&self, session: i64) -> Touched {
+        let sent_at = Instant::now();
+        let round = PeerRequest::Touch(TouchRound {
+            sessions: vec![(session, 0)],
+        });
+        let leader = self.leader().filter(|l| *l != self.id);
+        let addr = leader
+            .and_then(|l| self.members.get(&l))
+            .map(|m| m.raft_addr.clone());
+        let answer = match addr {
+            Some(addr) => match PeerClient::new(&addr).call(&round, TOUCH_TIMEOUT).await {
+                Ok(PeerResponse::Touched(answer)) => Some(answer),
+                _ => None,
+            },
+            None => None,
+        };
+        Touched { sent_at, answer }
     }
 
     /// Until when this member may serve clients, on the quorum contact it has had.
@@ -431,7 +451,7 @@ pub fn handle(cfg: &ReplicaConfig) -> (ReplicaHandle, mpsc::UnboundedReceiver<by
         timings: Default::default(),
         leader_counters: Default::default(),
         lease: Arc::new(Lease::new(cfg.id, cfg.voters(), cfg.lease)),
-        peers: Default::default(),
+        touch_link: Default::default(),
     };
     (handle, proposals)
 }

@@ -188,7 +188,7 @@ impl Core {
             "initial_configuration" => {
                 json!({ "initial_configuration": self.cfg.initial_text })
             }
-            "is_read_only" => json!({ "read_only": !self.serving.is_serving() }),
+            "is_read_only" => json!({ "read_only": self.read_only.is_active() }),
             "last_snapshot" => {
                 let (zxid, secs) = self.last_snapshot();
                 json!({ "zxid": format!("{zxid:x}"), "timestamp": secs })
@@ -329,7 +329,7 @@ impl Core {
             json!({ "last_buffer_size": -1, "min_buffer_size": -1, "max_buffer_size": -1 });
         object(json!({
             "version": VERSION_LINE,
-            "read_only": !self.serving.is_serving(),
+            "read_only": self.read_only.is_active(),
             "server_stats": {
                 "packets_sent": self.stats.packets_sent,
                 "packets_received": self.stats.packets_received,

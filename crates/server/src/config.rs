@@ -137,6 +137,9 @@ impl ServerLine {
     }
 }
 
+/// The shortest lease an ensemble member may serve on, in ms.
+const MIN_LEASE_MS: u64 = 200;
+
 /// Four-letter words ZooKeeper answers when the whitelist allows everything.
 pub const ALL_FOUR_LETTER_WORDS: &[&str] = &[
     "conf", "cons", "crst", "dump", "envi", "ruok", "srst", "srvr", "stat", "wchs", "wchc", "wchp",
@@ -211,6 +214,14 @@ pub const KNOWN_PROPERTIES: &[&str] = &[
     "zookeeper.request_throttle_drop_stale",
 ];
 
+/// One name for each setting that has several (`zookeeper.jute.maxbuffer`, `jute.maxbuffer`).
+fn canonical_key(key: &str) -> &str {
+    match key.strip_prefix("zookeeper.").unwrap_or(key) {
+        "superDigest" => "DigestAuthenticationProvider.superDigest",
+        k => k,
+    }
+}
+
 /// The `-Dname=value` properties in JVM flags as a start-up script passes them (the value of
 /// `SERVER_JVMFLAGS`, say), split on whitespace and with quotes around a value removed. Other
 /// flags (`-Xmx1g`, `-XX:...`) are skipped.
@@ -250,9 +261,12 @@ impl ServerConfig {
             }
             None => (BTreeMap::new(), String::new()),
         };
+        // A setting zoo.cfg gives under any of its names keeps zoo.cfg's value.
+        let in_file: std::collections::HashSet<String> =
+            pairs.keys().map(|k| canonical_key(k).to_owned()).collect();
         for (key, value) in properties {
-            if KNOWN_PROPERTIES.contains(&key.as_str()) {
-                pairs.entry(key.clone()).or_insert_with(|| value.clone());
+            if KNOWN_PROPERTIES.contains(&key.as_str()) && !in_file.contains(canonical_key(key)) {
+                pairs.insert(key.clone(), value.clone());
             }
         }
         let mut cfg = Self::from_pairs(&pairs)?;
@@ -299,7 +313,9 @@ impl ServerConfig {
                 "minSessionTimeout" => min_timeout = Some(parse_timeout(key, value)?),
                 "maxSessionTimeout" => max_timeout = Some(parse_timeout(key, value)?),
                 "maxClientCnxns" => c.max_client_cnxns = parse(key, value)?,
-                "4lw.commands.whitelist" => c.four_letter_whitelist = parse_whitelist(key, value)?,
+                "4lw.commands.whitelist" | "zookeeper.4lw.commands.whitelist" => {
+                    c.four_letter_whitelist = parse_whitelist(key, value)?
+                }
                 "nio.sessionlessCnxnTimeout" | "zookeeper.nio.sessionlessCnxnTimeout" => {
                     c.sessionless_timeout_ms = parse_positive(key, value)?
                 }
@@ -385,6 +401,21 @@ impl ServerConfig {
             ));
         }
         c.read_my_id()?;
+        // A member's lease (see ARCHITECTURE.md, "The serving rule") must outlast a few of the
+        // rounds that renew it (every 100 ms at most), or members stop serving at every hiccup.
+        let lease_ms = (u64::from(c.tick_time_ms) * u64::from(c.sync_limit))
+            .min(u64::from(c.min_session_timeout_ms));
+        if !c.servers.is_empty() && lease_ms < MIN_LEASE_MS {
+            return Err(bad(
+                "minSessionTimeout",
+                &c.min_session_timeout_ms.to_string(),
+                &format!(
+                    "an ensemble needs syncLimit × tickTime and minSessionTimeout of at least \
+                     {MIN_LEASE_MS} ms each: they bound how long a member serves without hearing \
+                     from its quorum"
+                ),
+            ));
+        }
         if c.min_session_timeout_ms > c.max_session_timeout_ms {
             return Err(bad(
                 "minSessionTimeout",
@@ -656,6 +687,32 @@ mod tests {
     }
 
     #[test]
+    fn zoo_cfg_keeps_its_value_under_any_of_its_names() {
+        let dir = std::env::temp_dir().join(format!("corral-aliases-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("zoo.cfg");
+        std::fs::write(
+            &path,
+            "extendedTypesEnabled=false\nsuperDigest=a:b\n4lw.commands.whitelist=ruok\n",
+        )
+        .unwrap();
+        let props = jvm_properties(
+            "-Dzookeeper.extendedTypesEnabled=true \
+             -Dzookeeper.DigestAuthenticationProvider.superDigest=c:d \
+             -Dzookeeper.4lw.commands.whitelist=*",
+        );
+        let c = ServerConfig::load(Some(&path), &props).unwrap();
+        assert!(!c.extended_types);
+        assert_eq!(c.super_digest.as_deref(), Some("a:b"));
+        assert_eq!(c.four_letter_whitelist, ["ruok", "srvr"]);
+        // Without them in zoo.cfg, the properties apply, the whitelist too.
+        let c = ServerConfig::load(None, &props).unwrap();
+        assert!(c.extended_types && c.four_letter_allowed("mntr"));
+        assert!(c.ignored_keys.is_empty(), "{:?}", c.ignored_keys);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn zoo_cfg_keeps_its_value_over_a_property() {
         let dir = std::env::temp_dir().join(format!("corral-props-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -703,6 +760,37 @@ mod tests {
                 .unwrap();
         assert_eq!(c.limits.global_outstanding, 1000);
         assert!(ServerConfig::from_pairs(&pairs(&[("corral.maxQueuedReplyBytes", "0")])).is_err());
+    }
+
+    #[test]
+    fn an_ensemble_refuses_a_lease_too_short_to_renew() {
+        let dir = std::env::temp_dir().join(format!("corral-lease-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("myid"), "1").unwrap();
+        let ensemble = |extra: &[(&str, &str)]| {
+            let mut p = pairs(&[
+                ("server.1", "127.0.0.1:2888:3888"),
+                ("server.2", "127.0.0.1:2889:3889"),
+            ]);
+            p.insert("dataDir".into(), dir.display().to_string());
+            for (k, v) in extra {
+                p.insert(k.to_string(), v.to_string());
+            }
+            ServerConfig::from_pairs(&p)
+        };
+        let err = ensemble(&[("tickTime", "50")]).unwrap_err().to_string();
+        assert!(
+            err.contains("minSessionTimeout") && err.contains("200 ms"),
+            "{err}"
+        );
+        assert!(ensemble(&[("tickTime", "100"), ("syncLimit", "1")]).is_err());
+        assert!(
+            ensemble(&[("tickTime", "100")]).is_ok(),
+            "min(500, 200) = 200 ms"
+        );
+        // A standalone server leads itself: no lease to renew.
+        assert!(ServerConfig::from_pairs(&pairs(&[("tickTime", "50")])).is_ok());
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

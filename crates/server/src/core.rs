@@ -187,6 +187,11 @@ struct Queued {
 }
 
 impl Conn {
+    /// Its writes proposed and not yet applied or refused.
+    fn proposals_in_flight(&self) -> usize {
+        self.in_flight.saturating_sub(self.syncs_in_flight)
+    }
+
     /// `creating`: the session's creation is still to be applied; nothing may be answered
     /// before its connect response (the creation counts as a write the connection's reads and
     /// auth replies wait for).
@@ -212,6 +217,7 @@ impl Conn {
             writes_seen: u64::from(creating),
             writes_resolved: 0,
             syncs_in_flight: 0,
+            write_stamp: 0,
             queued: VecDeque::new(),
         }
     }
@@ -248,6 +254,8 @@ pub(crate) struct Conn {
     writes_resolved: u64,
     /// `sync`s not yet answered: until they are, nothing after them may be answered either.
     syncs_in_flight: usize,
+    /// The term its writes in flight are stamped with (see `Core::propose`).
+    write_stamp: u64,
     queued: VecDeque<Queued>,
 }
 
@@ -624,6 +632,9 @@ impl Core {
 
     /// What the replicated log asks of the core.
     fn replicated(&mut self, msg: ToCore) {
+        // As for client messages: a member woken past its lease stops before it answers
+        // anything, applied writes' replies included.
+        self.check_serving(Instant::now());
         match msg {
             ToCore::Apply { entries, done } => {
                 for applying in entries {
@@ -831,10 +842,16 @@ impl Core {
     /// they were heard from; otherwise they are reported again next round.
     fn touched(&mut self, touched: Touched, sessions: Vec<(i64, Instant)>) {
         self.touching = false;
-        let granted = touched.answer.is_some_and(|a| a.granted);
+        let (granted, unknown) = match touched.answer {
+            Some(a) => (a.granted, a.unknown),
+            None => (false, Vec::new()),
+        };
         for (id, heard) in sessions {
             if !granted {
                 self.active.insert(id);
+            } else if unknown.contains(&id) {
+                // The leader is closing it, or has not applied its creation yet: nothing is
+                // confirmed (a new session keeps what its creation gave it).
             } else if let Some(s) = self.sessions.get_mut(&id) {
                 let until = heard + s.timeout();
                 s.confirmed = Some(s.confirmed.map_or(until, |c| c.max(until)));
@@ -974,6 +991,9 @@ impl Core {
             let p = self.pending.get_mut(&seq).expect("looked up above");
             p.term = Some(term);
             p.framed = framed;
+            if let Some(c) = p.origin.conn().and_then(|c| self.conns.get_mut(&c)) {
+                c.write_stamp = term;
+            }
             return;
         }
         if let Some(conn) = self.pending.remove(&seq).and_then(|p| p.origin.conn()) {
@@ -1019,7 +1039,13 @@ impl Core {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let term = self.replica.term();
+        // A connection's writes share one stamp while any of them is in flight: across a
+        // failover they are lost, and proposed again, together and in order, so a later write
+        // can never be applied before an earlier one.
+        let term = match origin.conn().and_then(|c| self.conns.get(&c)) {
+            Some(c) if c.proposals_in_flight() > 0 => c.write_stamp,
+            _ => self.replica.term(),
+        };
         let proposal = Proposal {
             origin_server: self.replica.id(),
             origin_seq: seq,
@@ -1035,6 +1061,7 @@ impl Core {
         }
         if let Some(c) = origin.conn().and_then(|c| self.conns.get_mut(&c)) {
             c.in_flight += 1;
+            c.write_stamp = term;
         }
         let pending = Pending {
             origin,
@@ -1111,8 +1138,23 @@ impl Core {
                             .pending
                             .get(&seq)
                             .is_some_and(|p| p.term == Some(proposal.term));
-                    if live {
+                    if live && proposal.term < entry_term {
+                        // (The first entry of a newer term proposes such writes again already;
+                        // this is the rule's own guard.)
                         self.proposal_lost(seq, self.replica.term().max(entry_term));
+                    } else if live {
+                        // Stamped with a term later than its entry's: not expected. Its outcome
+                        // is told as ZooKeeper tells an unknown one, a lost connection.
+                        tracing::error!(
+                            seq,
+                            stamp = proposal.term,
+                            entry_term,
+                            "a proposal stamped with a later term than its entry"
+                        );
+                        if let Some(conn) = self.pending.remove(&seq).and_then(|p| p.origin.conn())
+                        {
+                            self.close_connection(conn);
+                        }
                     }
                     continue;
                 }
@@ -1197,7 +1239,7 @@ impl Core {
         }
         if let Some(conn) = origin_conn {
             if let Some(c) = self.conns.get_mut(&conn) {
-                c.in_flight -= 1;
+                c.in_flight = c.in_flight.saturating_sub(1);
                 c.writes_resolved += 1;
             }
             self.drain(conn);
@@ -1233,8 +1275,8 @@ impl Core {
                 s.received,
             );
             if let Some(c) = self.conns.get_mut(&s.conn) {
-                c.in_flight -= 1;
-                c.syncs_in_flight -= 1;
+                c.in_flight = c.in_flight.saturating_sub(1);
+                c.syncs_in_flight = c.syncs_in_flight.saturating_sub(1);
             }
             self.drain(s.conn);
         }
@@ -1391,7 +1433,7 @@ impl Core {
         let replica = self.replica.clone();
         let inbox = self.inbox.clone();
         tokio::spawn(async move {
-            let touched = replica.touch(vec![(id, 0)]).await;
+            let touched = replica.revalidate(id).await;
             let msg = CoreMsg::Revalidated {
                 incoming: inc,
                 touched,

@@ -277,7 +277,7 @@ async fn accept_loop(
             connection::serve(stream, peer, conn, core, limits).await;
             let mut counts = per_ip.lock().expect("connection counts lock");
             if let Some(n) = counts.get_mut(&peer.ip()) {
-                *n -= 1;
+                *n = n.saturating_sub(1);
                 if *n == 0 {
                     counts.remove(&peer.ip());
                 }

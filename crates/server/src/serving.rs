@@ -20,8 +20,6 @@ use std::time::{Duration, Instant};
 pub(crate) struct Serving {
     serving: bool,
     until: Option<Instant>,
-    /// How many times this member stopped serving for want of quorum contact.
-    pub lost_count: u64,
 }
 
 /// What a check found.
@@ -37,7 +35,6 @@ impl Serving {
         Serving {
             serving: false,
             until: None,
-            lost_count: 0,
         }
     }
 
@@ -71,7 +68,6 @@ impl Serving {
             }
             (true, false) => {
                 self.serving = false;
-                self.lost_count += 1;
                 Change::Stopped
             }
             _ => Change::Same,
@@ -117,7 +113,6 @@ mod tests {
         assert!(s.is_serving());
         assert_eq!(s.until(), Some(t0 + 100 * MS));
         assert_eq!(s.check(t0 + 100 * MS, false, || None), Change::Stopped);
-        assert_eq!(s.lost_count, 1);
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl WatchManager {
             }
         }
         if kind == WatchKind::Recursive {
-            self.recursive_count -= 1;
+            self.recursive_count = self.recursive_count.saturating_sub(1);
         }
     }
 
@@ -195,7 +195,7 @@ impl WatchManager {
                     }
                 }
                 if kind == WatchKind::Recursive {
-                    self.recursive_count -= 1;
+                    self.recursive_count = self.recursive_count.saturating_sub(1);
                 }
             }
         }

@@ -454,6 +454,35 @@ pub fn try_four_letter(addr: SocketAddr, word: &str) -> Option<String> {
     Some(out)
 }
 
+/// The mode `srvr` shows for the member at `addr` ("leader", "follower", ...), or "" while it
+/// does not serve (or cannot be reached).
+pub fn mode_of(addr: SocketAddr) -> String {
+    try_four_letter(addr, "srvr")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Mode: ").map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Waits (up to 30 s) until every member of `among` (indexes into `addrs`) serves and one of
+/// them leads; returns the leader's index.
+pub fn wait_for_serving_leader(addrs: &[SocketAddr], among: &[usize]) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let modes: Vec<String> = among.iter().map(|i| mode_of(addrs[*i])).collect();
+        if let Some(at) = modes.iter().position(|m| m == "leader") {
+            if modes.iter().all(|m| !m.is_empty()) {
+                return among[at];
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no serving leader among {among:?}: {modes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A port nothing listens on right now (bound and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
