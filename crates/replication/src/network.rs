@@ -96,6 +96,25 @@ impl PeerClient {
         req: &PeerRequest,
         ttl: Duration,
     ) -> Result<PeerResponse, CallError> {
+        let started = std::time::Instant::now();
+        if self.conn.is_none() {
+            // Not connected in time: nothing was sent, so the caller may try again (a write
+            // forwarded to a leader that never got it is not of unknown outcome).
+            let connect = tokio::time::timeout(ttl, TcpStream::connect(&self.addr)).await;
+            let s = match connect {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(CallError::Unreachable(e)),
+                Err(_) => {
+                    return Err(CallError::Unreachable(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("cannot connect to {} within {ttl:?}", self.addr),
+                    )))
+                }
+            };
+            let _ = s.set_nodelay(true);
+            self.conn = Some(s);
+        }
+        let ttl = ttl.saturating_sub(started.elapsed());
         let result = tokio::time::timeout(ttl, self.call_inner(req)).await;
         match result {
             Ok(Ok(r)) => Ok(r),
@@ -114,17 +133,12 @@ impl PeerClient {
     }
 
     async fn call_inner(&mut self, req: &PeerRequest) -> Result<PeerResponse, CallError> {
-        if self.conn.is_none() {
-            let s = TcpStream::connect(&self.addr)
-                .await
-                .map_err(CallError::Unreachable)?;
-            let _ = s.set_nodelay(true);
-            self.conn = Some(s);
-        }
-        let s = self.conn.as_mut().expect("connected above");
+        let s = self.conn.as_mut().expect("connected by call");
+        // A frame that could not be written whole is never taken (the peer drops what it
+        // cannot decode), so a failed write is as good as unsent.
         write_frame(s, &encode(req))
             .await
-            .map_err(CallError::Network)?;
+            .map_err(CallError::Unreachable)?;
         let bytes = read_frame(s).await.map_err(CallError::Network)?;
         decode(&bytes).map_err(|e| CallError::Network(std::io::Error::other(e)))
     }
