@@ -144,9 +144,18 @@ fn isolated_leader_stops_acknowledging_majority_goes_on_and_all_converge() {
     let stop_pinging = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let pinger = {
         let stop = stop_pinging.clone();
+        // Its member may stop serving for a moment while the majority elects a leader (it
+        // closes its connections, as ZooKeeper's followers do): the holder then resumes its
+        // session on a majority member, as every client library does, well within its timeout.
+        let majority_addrs: Vec<SocketAddr> = (0..3)
+            .filter(|i| *i != leader)
+            .map(|i| members[i].client)
+            .collect();
         std::thread::spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                holder.ping();
+                if holder.try_call(Request::Ping).is_err() {
+                    holder = resume_anywhere(&majority_addrs, &holder);
+                }
                 std::thread::sleep(Duration::from_millis(150));
             }
             holder
@@ -267,6 +276,33 @@ fn isolated_leader_stops_acknowledging_majority_goes_on_and_all_converge() {
     members.clear();
     drop(proxies);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Resumes `client`'s session on the first of `addrs` that takes it, trying them in turn: a
+/// member that does not serve closes the connection unanswered. An "expired" answer fails the
+/// test (the session was to be kept alive throughout).
+fn resume_anywhere(addrs: &[SocketAddr], client: &RawClient) -> RawClient {
+    let deadline = Instant::now() + Duration::from_millis(client.timeout_ms as u64);
+    for addr in addrs.iter().cycle() {
+        match RawClient::resume(
+            *addr,
+            client.session_id,
+            client.passwd.clone(),
+            0,
+            client.timeout_ms,
+        ) {
+            Ok(resumed) => return resumed,
+            Err(e) if e == "session expired" => panic!("the holder's session expired"),
+            Err(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no member resumed the session in time"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    unreachable!("addrs is not empty")
 }
 
 /// The paths whose data or Stat differ between the members' trees.

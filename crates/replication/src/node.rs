@@ -37,6 +37,8 @@ const MAX_PAYLOAD_ENTRIES: u64 = 32;
 const LEADER_WAIT: Duration = Duration::from_secs(3);
 /// How long a touch round waits for the leader's answer; a late grant would vouch for little.
 const TOUCH_TIMEOUT: Duration = Duration::from_millis(500);
+/// Heartbeat rounds a leader tries before it gives up confirming its read index.
+const READ_INDEX_ROUNDS: usize = 3;
 /// How many times, and how long each, a member looks whether its leader's peer port is gone.
 const PROBES: usize = 5;
 const PROBE_TIMEOUT: Duration = Duration::from_millis(50);
@@ -256,6 +258,8 @@ pub struct ReplicaHandle {
     /// The connection to the leader the periodic touch rounds use, kept open between rounds
     /// and used by nothing else, so a slow `sync` never delays a round (and the lease).
     touch_link: Arc<tokio::sync::Mutex<Option<(NodeId, PeerClient)>>>,
+    /// The newest term whose leader was found gone (an election already started for it).
+    leader_gone_in: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A touch round's outcome, for the core.
@@ -340,8 +344,7 @@ impl ReplicaHandle {
         let leader = self.leader()?;
         if leader == self.id {
             let _pending = self.leader_counters.sync_started();
-            let (read, _) = raft.get_read_log_id().await.ok()?;
-            return Some(read.map_or(0, |l| l.index));
+            return leader_read_index(raft).await;
         }
         let addr = &self.members.get(&leader)?.raft_addr;
         match PeerClient::new(addr)
@@ -452,6 +455,7 @@ pub fn handle(cfg: &ReplicaConfig) -> (ReplicaHandle, mpsc::UnboundedReceiver<by
         leader_counters: Default::default(),
         lease: Arc::new(Lease::new(cfg.id, cfg.voters(), cfg.lease)),
         touch_link: Default::default(),
+        leader_gone_in: Default::default(),
     };
     (handle, proposals)
 }
@@ -804,10 +808,7 @@ async fn serve_peer(
             }
             PeerRequest::ReadIndex => {
                 let _pending = handle.leader_counters.sync_started();
-                PeerResponse::ReadIndex(match raft.get_read_log_id().await {
-                    Ok((read, _)) => Some(read.map_or(0, |l| l.index)),
-                    Err(_) => None,
-                })
+                PeerResponse::ReadIndex(leader_read_index(&raft).await)
             }
             PeerRequest::Touch(round) => {
                 PeerResponse::Touched(answer_touch(&raft, &handle, &core, round).await)
@@ -848,6 +849,22 @@ async fn answer_touch(
     };
     let granted = leading_term.is_some_and(|term| handle.lease.exclusive(term, Instant::now()));
     TouchAnswer { granted, unknown }
+}
+
+/// This member's read index as leader: its commit point, once a quorum has confirmed it still
+/// leads (one heartbeat round, each peer given a heartbeat interval). A round that misses (a peer
+/// slow under load, one just killed) is tried again a few times before the `sync` fails.
+async fn leader_read_index(raft: &Raft) -> Option<u64> {
+    for _ in 0..READ_INDEX_ROUNDS {
+        match raft.get_read_log_id().await {
+            Ok((read, _)) => return Some(read.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_))) => {
+                return None
+            }
+            Err(_) => {}
+        }
+    }
+    None
 }
 
 /// Whether nothing listens at a peer's address any more: its process is gone. A connection
@@ -897,15 +914,21 @@ async fn suspect_leader(raft: Raft, handle: ReplicaHandle, leader: NodeId) {
     if !peer_is_gone(&addr).await {
         return;
     }
-    let voters: Vec<NodeId> = {
+    let (voters, term): (Vec<NodeId>, u64) = {
         let m = raft.metrics();
         let m = m.borrow();
         if m.current_leader != Some(leader) {
             return;
         }
-        m.membership_config.membership().voter_ids().collect()
+        let voters = m.membership_config.membership().voter_ids().collect();
+        (voters, m.current_term)
     };
-    if !voters.contains(&handle.id) {
+    // The dead leader had several connections here, which all close at once: one election.
+    let first = handle
+        .leader_gone_in
+        .fetch_max(term, std::sync::atomic::Ordering::Relaxed)
+        < term;
+    if !first || !voters.contains(&handle.id) {
         return;
     }
     tracing::info!(

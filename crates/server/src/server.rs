@@ -25,7 +25,7 @@ const STANDALONE_START: Duration = Duration::from_secs(10);
 /// once (its followers see its peer port refuse connections), one cut off within about
 /// `2 × ELECTION_TIMEOUT_MAX_MS`. A voter refuses other candidates for
 /// `ELECTION_TIMEOUT_MAX_MS` after it last heard from its leader (openraft's leader lease).
-const HEARTBEAT_MS: u64 = 50;
+const HEARTBEAT_MS: u64 = 100;
 const ELECTION_TIMEOUT_MIN_MS: u64 = 250;
 const ELECTION_TIMEOUT_MAX_MS: u64 = 350;
 
