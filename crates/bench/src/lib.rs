@@ -228,10 +228,7 @@ async fn handshake(
         },
         read_only: Some(false),
     };
-    let mut body = Vec::new();
-    hs.encode(&mut body);
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
+    let frame = hs.to_frame();
     let io = |e: std::io::Error| BenchError::Protocol {
         addr,
         why: e.to_string(),
@@ -360,8 +357,14 @@ impl Paced {
     }
 }
 
+/// The largest reply the load generator takes (a server sends at most its `jute.maxbuffer`).
+const MAX_FRAME_LEN: usize = 64 << 20;
+
 async fn read_frame(r: &mut tokio::net::tcp::OwnedReadHalf) -> std::io::Result<Vec<u8>> {
-    let len = r.read_u32().await? as usize;
+    let mut prefix = [0u8; 4];
+    r.read_exact(&mut prefix).await?;
+    let len =
+        corral_proto::frame::checked_len(prefix, MAX_FRAME_LEN).map_err(std::io::Error::other)?;
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf).await?;
     Ok(buf)

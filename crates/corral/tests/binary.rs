@@ -102,6 +102,11 @@ fn flags_override_the_file_and_sigterm_stops_cleanly() {
         err.contains("mysteryKey"),
         "unknown keys are warned about: {err}"
     );
+    // stderr is a pipe here, not a terminal: plain text, no colour codes.
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escape codes in a log that is not a terminal: {err:?}"
+    );
 }
 
 fn unsafe_kill_term(pid: u32) {

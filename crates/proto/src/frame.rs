@@ -37,19 +37,10 @@ impl FrameDecoder {
 
     /// The next whole frame (without its length prefix), `None` if more bytes are needed.
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        let Some(len) = Self::peek_len(buf) else {
+        if buf.len() < 4 {
             return Ok(None);
-        };
-        if len < 0 {
-            return Err(FrameError::Negative(len));
         }
-        let len = len as usize;
-        if len > self.max_frame_len {
-            return Err(FrameError::TooLarge {
-                len,
-                max: self.max_frame_len,
-            });
-        }
+        let len = checked_len([buf[0], buf[1], buf[2], buf[3]], self.max_frame_len)?;
         if buf.len() < 4 + len {
             buf.reserve(4 + len - buf.len());
             return Ok(None);
@@ -57,6 +48,32 @@ impl FrameDecoder {
         buf.advance(4);
         Ok(Some(buf.split_to(len).freeze()))
     }
+}
+
+/// The body length a frame's 4-byte prefix announces, refused when negative or over `max_len`:
+/// what every reader of frames checks before it allocates (the server's decoder, and blocking
+/// or async clients reading the prefix themselves).
+pub fn checked_len(prefix: [u8; 4], max_len: usize) -> Result<usize, FrameError> {
+    let len = i32::from_be_bytes(prefix);
+    if len < 0 {
+        return Err(FrameError::Negative(len));
+    }
+    let len = len as usize;
+    if len > max_len {
+        return Err(FrameError::TooLarge { len, max: max_len });
+    }
+    Ok(len)
+}
+
+/// Reads one frame's body from a blocking stream (tests and tools; the server decodes with
+/// [`FrameDecoder`]), refusing a length over `max_len` before allocating.
+pub fn read_frame(r: &mut impl std::io::Read, max_len: usize) -> std::io::Result<Vec<u8>> {
+    let mut prefix = [0u8; 4];
+    r.read_exact(&mut prefix)?;
+    let len = checked_len(prefix, max_len).map_err(std::io::Error::other)?;
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(body)
 }
 
 /// The first frame of a session: `ConnectRequest` plus the optional trailing `readOnly` byte that
@@ -81,6 +98,15 @@ impl Handshake {
             ro.encode(out);
         }
     }
+
+    /// The whole frame a client sends first: length prefix, then the handshake.
+    pub fn to_frame(&self) -> Vec<u8> {
+        let mut out = vec![0; 4];
+        self.encode(&mut out);
+        let len = (out.len() - 4) as i32;
+        out[..4].copy_from_slice(&len.to_be_bytes());
+        out
+    }
 }
 
 /// Encodes the whole handshake reply frame.
@@ -98,6 +124,27 @@ pub fn connect_response_frame(resp: &ConnectResponse, read_only: Option<bool>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocking_reads_refuse_lengths_over_the_limit_before_allocating() {
+        let hs = Handshake {
+            request: ConnectRequest {
+                protocol_version: 0,
+                last_zxid_seen: 7,
+                time_out: 4000,
+                session_id: 0,
+                passwd: Bytes::from_static(&[0; 16]),
+            },
+            read_only: Some(false),
+        };
+        let frame = hs.to_frame();
+        let body = read_frame(&mut &frame[..], 100).unwrap();
+        assert_eq!(Handshake::decode(&body).unwrap(), hs);
+        let err = read_frame(&mut &frame[..], 10).unwrap_err();
+        assert!(err.to_string().contains("jute.maxbuffer"), "{err}");
+        let negative = (-5i32).to_be_bytes();
+        assert!(read_frame(&mut &negative[..], 100).is_err());
+    }
 
     #[test]
     fn frames_split_across_reads() {

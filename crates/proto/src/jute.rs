@@ -32,11 +32,21 @@ pub enum DecodeError {
 #[derive(Debug, Clone)]
 pub struct Reader<'a> {
     buf: &'a [u8],
+    /// The length it started with, so errors can say where they were.
+    start_len: usize,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf }
+        Reader {
+            buf,
+            start_len: buf.len(),
+        }
+    }
+
+    /// Bytes consumed so far.
+    pub fn offset(&self) -> usize {
+        self.start_len - self.buf.len()
     }
 
     pub fn remaining(&self) -> usize {
@@ -123,6 +133,56 @@ impl<'a> Reader<'a> {
     pub fn vector_len(&mut self, elem_min: usize) -> Result<Option<usize>, DecodeError> {
         self.length("vector", elem_min.max(1))
     }
+}
+
+/// A jute `ustring` as Java wrote it. ZooKeeper's own writer (its snapshots and logs) encodes each
+/// UTF-16 unit on its own, so a character outside the BMP arrives as a CESU-8 surrogate pair (6
+/// bytes); those are joined back into the character. Anything else that is not UTF-8 becomes
+/// U+FFFD, as Java's decoder does.
+pub fn java_string(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => decode_cesu8_lossy(bytes),
+    }
+}
+
+fn decode_cesu8_lossy(mut bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    loop {
+        match std::str::from_utf8(bytes) {
+            Ok(s) => {
+                out.push_str(s);
+                return out;
+            }
+            Err(e) => {
+                let (valid, rest) = bytes.split_at(e.valid_up_to());
+                // `valid` is UTF-8 by construction of `valid_up_to`.
+                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                if let Some(c) = surrogate_pair(rest) {
+                    out.push(c);
+                    bytes = &rest[6..];
+                } else {
+                    out.push(char::REPLACEMENT_CHARACTER);
+                    let skip = e.error_len().unwrap_or(rest.len()).max(1);
+                    bytes = &rest[skip.min(rest.len())..];
+                }
+            }
+        }
+    }
+}
+
+/// A CESU-8 high+low surrogate pair at the start of `b`, as one character.
+fn surrogate_pair(b: &[u8]) -> Option<char> {
+    let unit = |s: &[u8], lead: u8| -> Option<u32> {
+        (s[0] == 0xed && s[1] & 0xf0 == lead && s[2] & 0xc0 == 0x80)
+            .then(|| 0xd000 | (u32::from(s[1] & 0x3f) << 6) | u32::from(s[2] & 0x3f))
+    };
+    if b.len() < 6 {
+        return None;
+    }
+    let high = unit(&b[..3], 0xa0)?;
+    let low = unit(&b[3..6], 0xb0)?;
+    char::from_u32(0x10000 + ((high - 0xd800) << 10) + (low - 0xdc00))
 }
 
 /// A value with a jute encoding.
@@ -259,6 +319,28 @@ macro_rules! jute_record {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn java_strings_join_cesu8_surrogates() {
+        // U+1F600 as Java's jute writer emits it: high D83D, low DE00, 3 bytes each.
+        let cesu = [b'/', 0xed, 0xa0, 0xbd, 0xed, 0xb8, 0x80, b'x'];
+        assert_eq!(java_string(&cesu), "/\u{1f600}x");
+        assert_eq!(java_string(&[b'a', 0xff, b'b']), "a\u{fffd}b");
+        assert_eq!(java_string(&[0xed, 0xa0, 0xbd]), "\u{fffd}\u{fffd}\u{fffd}");
+        assert_eq!(java_string("é".as_bytes()), "é");
+    }
+
+    #[test]
+    fn the_offset_counts_what_was_read() {
+        let bytes = [0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2];
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.offset(), 0);
+        r.i32().unwrap();
+        assert_eq!(r.offset(), 4);
+        r.i64().unwrap();
+        assert_eq!(r.offset(), 12);
+    }
+
     use super::*;
 
     #[test]

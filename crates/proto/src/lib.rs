@@ -2,7 +2,8 @@
 //!
 //! Apache ZooKeeper's client wire protocol as plain data: jute encoding ([`jute`]), the records of
 //! `zookeeper.jute` ([`records`]), opcodes and error codes ([`codes`]), typed requests and
-//! responses ([`message`]) and length-prefixed framing ([`frame`]).
+//! responses ([`message`]), length-prefixed framing ([`frame`]) and what a server writes back
+//! ([`reply`]).
 //!
 //! This crate performs no I/O and holds no state, so it can be property-tested and fuzzed alone.
 //! Both the server and Corral's own clients (tests, benchmark) use it.
@@ -13,6 +14,7 @@ pub mod jute;
 pub mod message;
 pub mod quota;
 pub mod records;
+pub mod reply;
 pub mod time;
 
 pub use codes::{CreateMode, ErrorCode, EventType, OpCode};

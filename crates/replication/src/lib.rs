@@ -27,7 +27,8 @@ pub use node::{
     Touched,
 };
 pub use state_machine::{
-    seed_data_dir, AppliedMark, Applying, SeedError, SnapshotStarted, SnapshotTaker, ToCore,
+    seed_data_dir, AppliedMark, Applying, LogStopped, SeedError, SnapshotError, SnapshotStarted,
+    SnapshotTaker, ToCore,
 };
 pub use timings::{ReplicaTimings, Timing, TimingReading};
 pub use types::{CorralNode, NodeId};

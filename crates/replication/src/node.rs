@@ -115,8 +115,6 @@ impl Role {
 pub enum ReplicationError {
     #[error("{0}")]
     Storage(#[from] corral_storage::StorageError),
-    #[error("snapshot {0}")]
-    Snapshot(String),
     #[error(
         "the newest usable snapshot covers the log through index {snapshot} but the log starts at \
          {log_first}: entries between are lost; refusing to start"
@@ -128,7 +126,7 @@ pub enum ReplicationError {
     )]
     NoValidSnapshot { damaged: String },
     #[error("raft: {0}")]
-    Raft(String),
+    Raft(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot listen for peers on {addr}: {source}")]
     Bind {
         addr: String,
@@ -232,13 +230,13 @@ fn newest_usable_snapshot(
         let decoded = crate::state_machine::with_meta(loaded).and_then(|(meta, bytes)| {
             DataTree::decode_snapshot(&bytes)
                 .map(|tree| (meta, bytes, tree))
-                .map_err(|e| format!("{}: {e}", path.display()))
+                .map_err(|source| crate::SnapshotError::Tree { path, source })
         });
         match decoded {
             Ok(found) => return Ok((Some(found), damaged)),
             Err(why) => {
                 tracing::warn!(error = %why, "skipping a snapshot that does not decode");
-                damaged.push(why);
+                damaged.push(why.to_string());
             }
         }
     }
@@ -317,9 +315,12 @@ impl ReplicaHandle {
         Some(view)
     }
 
-    /// Queues an encoded proposal (`Proposal::to_framed_bytes`); false once replication stopped.
-    pub fn propose(&self, framed: bytes::Bytes) -> bool {
-        self.outbox.send(framed).is_ok()
+    /// Queues an encoded proposal (`Proposal::to_framed_bytes`); refused once replication has
+    /// stopped.
+    pub fn propose(&self, framed: bytes::Bytes) -> Result<(), crate::LogStopped> {
+        self.outbox
+            .send(framed)
+            .map_err(|_| crate::LogStopped::ShutDown)
     }
 
     /// The term to stamp a proposal with: the current term (at least 1). A deposed leader still
@@ -482,7 +483,7 @@ pub async fn start(
         ..Default::default()
     }
     .validate()
-    .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+    .map_err(|e| ReplicationError::Raft(Box::new(e)))?;
     let me = cfg.members.get(&cfg.id).cloned();
     let peer_listener = match &me {
         Some(m) if cfg.members.len() > 1 => {
@@ -514,14 +515,14 @@ pub async fn start(
     recovered.log.timings = handle.timings.clone();
     let raft = Raft::new(cfg.id, Arc::new(raft_config), network, recovered.log, sm)
         .await
-        .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+        .map_err(|e| ReplicationError::Raft(Box::new(e)))?;
     let _ = handle.raft.set(raft.clone());
     let is_observer = me.as_ref().is_some_and(|m| m.observer);
     if !is_observer
         && !raft
             .is_initialized()
             .await
-            .map_err(|e| ReplicationError::Raft(e.to_string()))?
+            .map_err(|e| ReplicationError::Raft(Box::new(e)))?
     {
         let voters: BTreeMap<NodeId, CorralNode> = cfg
             .members
@@ -529,9 +530,26 @@ pub async fn start(
             .filter(|(_, m)| !m.observer)
             .map(|(id, m)| (*id, node_of(m)))
             .collect();
-        match raft.initialize(voters).await {
-            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-            Err(e) => return Err(ReplicationError::Raft(e.to_string())),
+        // A new ensemble is initialized by its lowest voter at once; each other voter waits its
+        // turn and initializes only if no leader has reached it by then (the lower ones may be
+        // down). Initializing together makes each vote for itself in term 1: a member that
+        // does so after a leader of term 1 exists deposes it, and nobody leads until the vote
+        // leases run out.
+        let rank = voters.keys().position(|id| *id == cfg.id).unwrap_or(0) as u32;
+        if rank == 0 {
+            initialize(&raft, voters).await?;
+        } else {
+            let wait = Duration::from_millis(2 * cfg.election_timeout_max_ms) * rank;
+            let raft = raft.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if !raft.is_initialized().await.unwrap_or(true) {
+                    tracing::info!("no leader reached this member: initializing the ensemble");
+                    if let Err(e) = initialize(&raft, voters).await {
+                        tracing::warn!(error = %e, "cannot initialize the ensemble");
+                    }
+                }
+            });
         }
     }
 
@@ -553,18 +571,22 @@ pub async fn start(
     Ok(())
 }
 
+/// Makes `voters` the membership of a new ensemble (a no-op where one already is).
+async fn initialize(
+    raft: &Raft,
+    voters: BTreeMap<NodeId, CorralNode>,
+) -> Result<(), ReplicationError> {
+    match raft.initialize(voters).await {
+        Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(ReplicationError::Raft(Box::new(e))),
+    }
+}
+
 fn node_of(m: &Member) -> CorralNode {
     CorralNode {
         raft_addr: m.raft_addr.clone(),
         client_addr: m.client_addr.clone(),
     }
-}
-
-/// The proposing member and sequence number at the front of an encoded proposal.
-fn origin_of(framed: &[u8]) -> Option<(u64, u64)> {
-    let server = i64::from_be_bytes(framed.get(0..8)?.try_into().ok()?) as u64;
-    let seq = i64::from_be_bytes(framed.get(8..16)?.try_into().ok()?) as u64;
-    Some((server, seq))
 }
 
 async fn proposer(
@@ -602,7 +624,7 @@ async fn proposer(
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "the replicated log stopped");
-                            let why = e.to_string();
+                            let why = crate::LogStopped::WriteFailed(e.to_string());
                             let _ = core.send(ToCore::Stopped { why }).await;
                             return;
                         }
@@ -640,9 +662,9 @@ async fn proposer(
                     );
                     let seqs = items
                         .iter()
-                        .filter_map(|f| origin_of(f))
-                        .filter(|(server, _)| *server == handle.id)
-                        .map(|(_, seq)| seq)
+                        .filter_map(|f| corral_tree::ProposalHeader::decode(f).ok())
+                        .filter(|h| h.origin_server == handle.id)
+                        .map(|h| h.origin_seq)
                         .collect();
                     let _ = core.send(ToCore::Lost { seqs }).await;
                     break;
@@ -721,7 +743,7 @@ async fn watch_role(
             tracing::error!(
                 "the replicated log stopped after a storage failure; writes are refused"
             );
-            let why = "the replicated log stopped after a storage failure".to_string();
+            let why = crate::LogStopped::StorageFailed;
             let _ = core.send(ToCore::Stopped { why }).await;
             return;
         }
@@ -799,12 +821,12 @@ async fn serve_peer(
             PeerRequest::Snapshot(r) => PeerResponse::Snapshot(raft.install_snapshot(r).await),
             PeerRequest::Propose(items) => {
                 let leads = raft.metrics().borrow().current_leader == Some(handle.id);
-                if leads {
-                    for i in items {
-                        handle.propose(bytes::Bytes::from(i));
-                    }
-                }
-                PeerResponse::Proposed(leads)
+                // A log that has stopped takes none: the forwarder tries elsewhere.
+                let taken = leads
+                    && items
+                        .into_iter()
+                        .all(|i| handle.propose(bytes::Bytes::from(i)).is_ok());
+                PeerResponse::Proposed(taken)
             }
             PeerRequest::ReadIndex => {
                 let _pending = handle.leader_counters.sync_started();

@@ -33,6 +33,18 @@ impl AppliedMark {
     pub fn term(&self) -> u64 {
         self.last.map_or(0, |l| l.leader_id.term)
     }
+
+    /// The mark of the entry at `index` that `leader` appended in `term`, with no membership
+    /// recorded: for driving the core without a log (tests, simulation).
+    pub fn at(term: u64, leader: crate::NodeId, index: u64) -> AppliedMark {
+        AppliedMark {
+            last: Some(LogId::new(
+                openraft::CommittedLeaderId::new(term, leader),
+                index,
+            )),
+            membership: StoredMembership::default(),
+        }
+    }
 }
 
 /// One committed log entry for the core: its position, and the batch it carries (none for the
@@ -75,7 +87,7 @@ pub enum ToCore {
     },
     /// The log can no longer be written (a storage failure stopped Raft).
     Stopped {
-        why: String,
+        why: LogStopped,
     },
     /// This member's role or the leader changed.
     Role {
@@ -208,16 +220,37 @@ fn save(
 /// A snapshot's meta and its tree bytes.
 pub type LoadedSnapshot = (SnapshotMeta<u64, crate::CorralNode>, Vec<u8>);
 
+/// Why a snapshot file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Storage(#[from] corral_storage::StorageError),
+    #[error("{path}: bad snapshot meta: {source}")]
+    Meta {
+        path: std::path::PathBuf,
+        source: postcard::Error,
+    },
+    #[error("{path}: {source}")]
+    Tree {
+        path: std::path::PathBuf,
+        source: corral_tree::DecodeError,
+    },
+}
+
 /// Loads the newest valid snapshot, for start-up and for `get_current_snapshot`.
-pub fn load_newest(store: &SnapshotStore) -> Result<Option<LoadedSnapshot>, String> {
-    let (snapshot, _damaged) = store.load_newest_valid().map_err(|e| e.to_string())?;
+pub fn load_newest(store: &SnapshotStore) -> Result<Option<LoadedSnapshot>, SnapshotError> {
+    let (snapshot, _damaged) = store.load_newest_valid()?;
     snapshot.map(with_meta).transpose()
 }
 
 /// A loaded snapshot file's meta, decoded.
-pub fn with_meta(s: corral_storage::snapshot::LoadedSnapshot) -> Result<LoadedSnapshot, String> {
-    let meta =
-        decode(&s.meta).map_err(|e| format!("{}: bad snapshot meta: {e}", s.path.display()))?;
+pub fn with_meta(
+    s: corral_storage::snapshot::LoadedSnapshot,
+) -> Result<LoadedSnapshot, SnapshotError> {
+    let meta = decode(&s.meta).map_err(|source| SnapshotError::Meta {
+        path: s.path.clone(),
+        source,
+    })?;
     Ok((meta, s.payload))
 }
 
@@ -382,12 +415,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let loaded = tokio::task::spawn_blocking(move || load_newest(&store))
             .await
             .map_err(sm_err)?
-            .map_err(|e| StorageIOError::read_snapshot(None, AnyError::error(e)))?;
+            .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)))?;
         Ok(loaded.map(|(meta, bytes)| Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
         }))
     }
+}
+
+/// Why the replicated log takes no more writes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogStopped {
+    #[error("the replicated log stopped after a storage failure")]
+    StorageFailed,
+    #[error("a write to the replicated log failed: {0}")]
+    WriteFailed(String),
+    #[error("the replicated log has shut down")]
+    ShutDown,
 }
 
 /// Why a data directory cannot be seeded.
@@ -398,7 +442,7 @@ pub enum SeedError {
     #[error(transparent)]
     Storage(#[from] corral_storage::StorageError),
     #[error("cannot write the snapshot: {0}")]
-    Write(String),
+    Write(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Seeds an empty data directory with a tree from elsewhere (`corral import`): a snapshot that
@@ -415,5 +459,5 @@ pub fn seed_data_dir(data_dir: &std::path::Path, tree: &DataTree) -> Result<(), 
     }
     let store = SnapshotStore::open(&snapshots, 1)?;
     let meta = meta_for(&AppliedMark::default());
-    save(&store, &meta, &tree.snapshot_bytes()).map_err(|e| SeedError::Write(e.to_string()))
+    save(&store, &meta, &tree.snapshot_bytes()).map_err(|e| SeedError::Write(Box::new(e)))
 }

@@ -2,12 +2,12 @@
 //! (`/commands/<name>`, JSON with ZooKeeper's keys), `/metrics` (Prometheus) and `/ready`.
 //! No HTTP here: [`crate::admin_http`] carries these answers over the wire.
 
-use crate::core::Core;
+use crate::core::status::Detail;
 use crate::four_letter::{NOT_SERVING, VERSION_LINE};
 use crate::metrics;
 use crate::stats::op_abbrev;
+use crate::status::{Status, StatusSource};
 use serde_json::{json, Map, Value};
-use std::time::Instant;
 
 /// What the admin server asks the core.
 #[derive(Debug, Clone)]
@@ -104,12 +104,49 @@ const ANSWERED_WHEN_NOT_SERVING: &[&str] = &[
     "ruok",
 ];
 
-impl Core {
-    pub fn admin(&mut self, query: AdminQuery) -> AdminReply {
+/// The lists a query needs in its snapshot.
+fn detail_for(query: &AdminQuery) -> Detail {
+    let command = match query {
+        AdminQuery::Command(name) => primary_name(name).unwrap_or(""),
+        _ => "",
+    };
+    Detail {
+        watches: matches!(command, "watches" | "watches_by_path"),
+        sessions: command == "dump",
+        digest: command == "hash",
+    }
+}
+
+/// Answers an admin server's query.
+pub async fn answer(source: &StatusSource, query: AdminQuery) -> AdminReply {
+    let Some(status) = source.status(detail_for(&query)).await else {
+        return AdminReply {
+            status: 503,
+            content_type: "text/plain; charset=utf-8",
+            body: "stopping\n".into(),
+        };
+    };
+    if let AdminQuery::Command(name) = &query {
+        let reset = match primary_name(name) {
+            Some("connection_stat_reset" | "observer_connection_stat_reset") => Some(true),
+            Some("stat_reset") => Some(false),
+            _ => None,
+        };
+        if let (Some(connections), true) = (reset, status.snap.answers_status()) {
+            source.reset(connections).await;
+        }
+    }
+    status.admin(query)
+}
+
+impl Status {
+    /// The answer to `query` from this status (taken with [`detail_for`] of it).
+    pub fn admin(&self, query: AdminQuery) -> AdminReply {
         match query {
             AdminQuery::Command(name) => match primary_name(&name) {
                 Some(primary)
-                    if !self.answers_status() && !ANSWERED_WHEN_NOT_SERVING.contains(&primary) =>
+                    if !self.snap.answers_status()
+                        && !ANSWERED_WHEN_NOT_SERVING.contains(&primary) =>
                 {
                     json_reply(Map::new(), primary, Some(NOT_SERVING.into()))
                 }
@@ -141,26 +178,22 @@ impl Core {
 
     /// Why this member cannot serve clients now, if it cannot.
     fn not_ready_because(&self) -> Option<&'static str> {
-        if self.is_draining() {
+        if self.snap.draining {
             Some("stopping")
-        } else if !self.serving.is_serving() {
+        } else if !self.snap.serving {
             Some("not serving: no contact with a quorum within the lease")
-        } else if self.leader_id().is_none() {
+        } else if self.snap.leader_id.is_none() {
             Some("no leader is known")
         } else {
             None
         }
     }
 
-    fn admin_command(&mut self, name: &str) -> Result<Map<String, Value>, String> {
+    fn admin_command(&self, name: &str) -> Result<Map<String, Value>, String> {
         let body = match name {
             "configuration" => self.configuration_json(),
-            "connection_stat_reset" | "observer_connection_stat_reset" => {
-                for c in self.conns.values_mut() {
-                    c.stats.reset();
-                }
-                json!({})
-            }
+            // (Resets were asked of the core before this snapshot was taken.)
+            "connection_stat_reset" | "observer_connection_stat_reset" => json!({}),
             "connections" => json!({
                 "connections": self.connections_json(true),
                 "secure_connections": [],
@@ -181,16 +214,16 @@ impl Core {
             // ZooKeeper keeps a digest every 128 zxids; Corral computes the current one when asked
             // (a full pass over the tree), which is what comparing members needs.
             "hash" => json!({ "digests": [{
-                "zxid": self.tree.last_zxid(),
-                "digest": self.tree.digest() as i64,
+                "zxid": self.snap.last_zxid,
+                "digest": self.snap.digest.unwrap_or(0) as i64,
                 "digest_version": 2,
             }] }),
             "initial_configuration" => {
                 json!({ "initial_configuration": self.cfg.initial_text })
             }
-            "is_read_only" => json!({ "read_only": self.read_only.is_active() }),
+            "is_read_only" => json!({ "read_only": self.snap.read_only }),
             "last_snapshot" => {
-                let (zxid, secs) = self.last_snapshot();
+                let (zxid, secs) = self.snap.last_snapshot;
                 json!({ "zxid": format!("{zxid:x}"), "timestamp": secs })
             }
             "leader" => self.leader_json()?,
@@ -198,10 +231,7 @@ impl Core {
             "observers" => json!({ "synced_observers": 0, "observers": [] }),
             "ruok" => json!({}),
             "server_stats" => Value::Object(self.server_stats_json()),
-            "stat_reset" => {
-                self.stats.reset();
-                json!({})
-            }
+            "stat_reset" => json!({}),
             "stats" => {
                 let mut m = self.server_stats_json();
                 m.insert("connections".into(), self.connections_json(false).into());
@@ -216,31 +246,26 @@ impl Core {
             }),
             "voting_view" => self.voting_view_json(),
             "watch_summary" => {
-                let (total, paths, conns) = self.watches.counts();
+                let (total, paths, conns) = self.snap.watch_counts;
                 json!({ "num_connections": conns, "num_paths": paths, "num_total_watches": total })
             }
             "watches" => {
                 let mut m = Map::new();
-                for (conn, paths) in self.watches.by_connection() {
-                    let sid = self.conns.get(&conn).map_or(0, |c| c.session_id);
-                    m.insert(sid.to_string(), paths.into());
+                for (sid, paths) in &self.snap.watches_by_session {
+                    m.insert(sid.to_string(), paths.clone().into());
                 }
                 json!({ "session_id_to_watched_paths": m })
             }
             "watches_by_path" => {
                 let mut m = Map::new();
-                for (path, conns) in self.watches.by_path() {
-                    let sids: Vec<i64> = conns
-                        .iter()
-                        .map(|c| self.conns.get(c).map_or(0, |c| c.session_id))
-                        .collect();
-                    m.insert(path, sids.into());
+                for (path, sids) in &self.snap.watches_by_path {
+                    m.insert(path.clone(), sids.clone().into());
                 }
                 json!({ "path_to_session_ids": m })
             }
             "zabstate" => {
                 let voting = self.replica.members().len() > 1;
-                let state = if voting { self.mode() } else { "" };
+                let state = if voting { self.snap.mode } else { "" };
                 json!({ "voting": voting, "zabstate": state.to_uppercase() })
             }
             _ => unreachable!("every primary name is handled"),
@@ -265,11 +290,10 @@ impl Core {
     }
 
     fn connections_json(&self, full: bool) -> Vec<Value> {
-        let mut conns: Vec<_> = self.conns.iter().collect();
-        conns.sort_by_key(|(id, _)| **id);
-        conns
-            .into_iter()
-            .map(|(_, c)| {
+        self.snap
+            .conns
+            .iter()
+            .map(|c| {
                 let s = &c.stats;
                 let mut v = json!({
                     "remote_socket_address": c.peer.to_string(),
@@ -303,18 +327,18 @@ impl Core {
     fn dump_json(&self) -> Value {
         let tick = i64::from(self.cfg.tick_time_ms.max(1));
         let mut expiry: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
-        for (id, at_ms) in self.session_expiries() {
+        for s in &self.snap.sessions {
             // ZooKeeper groups sessions into buckets one tick wide.
-            let bucket = (at_ms / tick + 1) * tick;
-            expiry.entry(bucket).or_default().push(id);
+            let bucket = (s.expires_ms / tick + 1) * tick;
+            expiry.entry(bucket).or_default().push(s.id);
         }
         let expiry: Map<String, Value> = expiry
             .into_iter()
             .map(|(at, ids)| (at.to_string(), ids.into()))
             .collect();
         let mut ephemerals = Map::new();
-        for (id, _) in self.tree.ephemeral_counts() {
-            ephemerals.insert(id.to_string(), self.tree.ephemerals_of(id).into());
+        for (id, paths) in &self.snap.ephemerals {
+            ephemerals.insert(id.to_string(), paths.clone().into());
         }
         json!({
             "expiry_time_to_session_ids": expiry,
@@ -323,35 +347,35 @@ impl Core {
     }
 
     fn server_stats_json(&self) -> Map<String, Value> {
-        let l = &self.stats.latency;
+        let l = &self.snap.stats.latency;
         let (data, log) = self.dir_sizes();
         let response =
             json!({ "last_buffer_size": -1, "min_buffer_size": -1, "max_buffer_size": -1 });
         object(json!({
             "version": VERSION_LINE,
-            "read_only": self.read_only.is_active(),
+            "read_only": self.snap.read_only,
             "server_stats": {
-                "packets_sent": self.stats.packets_sent,
-                "packets_received": self.stats.packets_received,
+                "packets_sent": self.snap.stats.packets_sent,
+                "packets_received": self.snap.stats.packets_received,
                 "fsync_threshold_exceed_count": 0,
                 "client_response_stats": response,
                 "data_dir_size": data,
                 "log_dir_size": log,
                 "provider_null": false,
-                "server_state": self.mode(),
-                "last_processed_zxid": self.tree.last_zxid(),
-                "outstanding_requests": self.outstanding_requests(),
+                "server_state": self.snap.mode,
+                "last_processed_zxid": self.snap.last_zxid,
+                "outstanding_requests": self.snap.outstanding_requests,
                 "avg_latency": l.avg(),
                 "max_latency": l.max_ms,
                 "min_latency": l.min(),
-                "num_alive_client_connections": self.conns.len(),
-                "auth_failed_count": self.stats.auth_failed,
+                "num_alive_client_connections": self.snap.conns.len(),
+                "auth_failed_count": self.snap.stats.auth_failed,
                 "non_mtlsremote_conn_count": 0,
                 "non_mtlslocal_conn_count": 0,
-                "uptime": self.stats.started.elapsed().as_millis() as u64,
+                "uptime": self.snap.uptime.as_millis() as u64,
             },
             "client_response": response,
-            "node_count": self.tree.node_count() + 1,
+            "node_count": self.snap.node_count + 1,
         }))
     }
 
@@ -361,7 +385,7 @@ impl Core {
             // As ZooKeeper: a standalone server has no quorum peer to ask.
             return Err("server is not initialized".into());
         }
-        let leader = self.leader_id();
+        let leader = self.snap.leader_id;
         let leader_ip = leader.and_then(|id| members.get(&id)).map(|m| {
             m.raft_addr
                 .rsplit_once(':')
@@ -435,13 +459,6 @@ pub fn resident_bytes() -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * 4096)
-}
-
-/// Milliseconds since the epoch at which `deadline` falls.
-pub fn epoch_ms_of(deadline: Instant) -> i64 {
-    let now = Instant::now();
-    let delta = deadline.saturating_duration_since(now).as_millis() as i64;
-    crate::core::now_ms() + delta
 }
 
 #[cfg(test)]

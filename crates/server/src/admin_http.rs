@@ -1,8 +1,8 @@
 //! The admin HTTP server (ZooKeeper's AdminServer, `admin.serverPort`): `/commands`,
-//! `/commands/<name>`, `/metrics` and `/ready`. Each request becomes one question to the core.
+//! `/commands/<name>`, `/metrics` and `/ready`. Each request takes one status snapshot from the core and renders it here.
 
 use crate::admin::{command_index, AdminQuery, AdminReply};
-use crate::core::CoreMsg;
+use crate::status::StatusSource;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// A running admin server.
@@ -22,7 +22,7 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Binds `addr` and serves until [`AdminServer::stop`].
-    pub async fn start(addr: SocketAddr, core: mpsc::Sender<CoreMsg>) -> std::io::Result<Self> {
+    pub async fn start(addr: SocketAddr, source: StatusSource) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
         let app = Router::new()
@@ -31,7 +31,7 @@ impl AdminServer {
             .route("/commands/{name}", get(command))
             .route("/metrics", get(metrics))
             .route("/ready", get(ready))
-            .with_state(core);
+            .with_state(source);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async {
@@ -59,33 +59,24 @@ fn html(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
 
-async fn ask(core: &mpsc::Sender<CoreMsg>, query: AdminQuery) -> Response {
-    let (reply, answer) = oneshot::channel();
-    let answer = match core.send(CoreMsg::Admin { query, reply }).await {
-        Ok(()) => answer.await.ok(),
-        Err(_) => None,
-    };
-    match answer {
-        Some(AdminReply {
-            status,
-            content_type,
-            body,
-        }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
-        }
-        None => (StatusCode::SERVICE_UNAVAILABLE, "the server is stopping\n").into_response(),
-    }
+async fn ask(source: &StatusSource, query: AdminQuery) -> Response {
+    let AdminReply {
+        status,
+        content_type,
+        body,
+    } = crate::admin::answer(source, query).await;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
-async fn command(State(core): State<mpsc::Sender<CoreMsg>>, Path(name): Path<String>) -> Response {
-    ask(&core, AdminQuery::Command(name)).await
+async fn command(State(source): State<StatusSource>, Path(name): Path<String>) -> Response {
+    ask(&source, AdminQuery::Command(name)).await
 }
 
-async fn metrics(State(core): State<mpsc::Sender<CoreMsg>>) -> Response {
-    ask(&core, AdminQuery::Metrics).await
+async fn metrics(State(source): State<StatusSource>) -> Response {
+    ask(&source, AdminQuery::Metrics).await
 }
 
-async fn ready(State(core): State<mpsc::Sender<CoreMsg>>) -> Response {
-    ask(&core, AdminQuery::Ready).await
+async fn ready(State(source): State<StatusSource>) -> Response {
+    ask(&source, AdminQuery::Ready).await
 }

@@ -41,6 +41,10 @@ pub struct Limits {
     pub global_outstanding: usize,
     /// How long a connection with replies queued may take no byte before it is closed.
     pub stall_grace: Duration,
+    /// Bytes of this member's proposals on their way to the log and not yet applied. Over it,
+    /// clients' writes wait in their connections' queues (and those connections' readers stop
+    /// at their own limits), so the proposal queue stays bounded.
+    pub max_pending_proposal_bytes: usize,
 }
 
 impl Default for Limits {
@@ -51,6 +55,7 @@ impl Default for Limits {
             max_reply_bytes: 16 << 20,
             global_outstanding: 1000,
             stall_grace: Duration::from_secs(10),
+            max_pending_proposal_bytes: 64 << 20,
         }
     }
 }
@@ -72,6 +77,9 @@ pub struct Global {
     pub globally_throttled: AtomicU64,
     /// Connections closed for letting their replies pile up.
     pub closed_slow: AtomicU64,
+    /// Times writes were held back because this member's proposals in flight were at
+    /// `corral.maxPendingProposalBytes`.
+    pub proposals_throttled: AtomicU64,
 }
 
 impl Global {
@@ -305,6 +313,7 @@ mod tests {
             max_reply_bytes: 1000,
             global_outstanding: 3,
             stall_grace: Duration::from_secs(1),
+            max_pending_proposal_bytes: 1 << 20,
         }
     }
 

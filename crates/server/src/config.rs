@@ -365,6 +365,9 @@ impl ServerConfig {
                 "corral.maxQueuedReplyBytes" => {
                     c.limits.max_reply_bytes = parse_positive(key, value)?
                 }
+                "corral.maxPendingProposalBytes" => {
+                    c.limits.max_pending_proposal_bytes = parse_positive(key, value)?
+                }
                 "corral.slowClientGraceMs" => {
                     c.limits.stall_grace =
                         std::time::Duration::from_millis(parse_positive(key, value)?)
@@ -738,6 +741,7 @@ mod tests {
             ("corral.maxOutstandingRequestBytes", "1000"),
             ("corral.maxQueuedReplyBytes", "2000"),
             ("corral.slowClientGraceMs", "300"),
+            ("corral.maxPendingProposalBytes", "4096"),
             ("zookeeper.request_throttle_max_requests", "200"),
             ("zookeeper.request_throttle_stall_time", "100"),
         ]))
@@ -753,6 +757,7 @@ mod tests {
             (200, 20, 1000, 2000)
         );
         assert_eq!(l.stall_grace, std::time::Duration::from_millis(300));
+        assert_eq!(l.max_pending_proposal_bytes, 4096);
         assert!(c.ignored_keys.is_empty(), "{:?}", c.ignored_keys);
         // 0 turns ZooKeeper's throttler off: the global limit stands.
         let c =

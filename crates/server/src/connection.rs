@@ -9,11 +9,13 @@
 //! answered as text and the connection closed.
 
 use crate::budget::{ConnBudget, Global, Limits};
-use crate::core::{reply_len, CoreMsg, Incoming, Outgoing};
+use crate::core::{CoreMsg, Incoming, Input, Outgoing};
 use crate::four_letter::parse_word;
+use crate::status::StatusSource;
 use crate::watch::ConnId;
 use bytes::BytesMut;
 use corral_proto::frame::{FrameDecoder, Handshake};
+use corral_proto::reply::{encode_reply, reply_len};
 use corral_proto::{Jute, Request, RequestHeader};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +38,7 @@ pub async fn serve(
     conn: ConnId,
     core: mpsc::Sender<CoreMsg>,
     limits: ConnLimits,
+    status: StatusSource,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = stream.into_split();
@@ -57,17 +60,8 @@ pub async fn serve(
         Ok(None) => return,
         Ok(Some(Opening::Connect(h))) => h,
         Ok(Some(Opening::FourLetter(word))) => {
-            let (reply, answer) = oneshot::channel();
-            let msg = CoreMsg::FourLetter {
-                word: word.to_owned(),
-                peer,
-                reply,
-            };
-            if core.send(msg).await.is_ok() {
-                if let Ok(text) = answer.await {
-                    let _ = wr.write_all(text.as_bytes()).await;
-                }
-            }
+            let text = crate::four_letter::answer(&status, word, peer).await;
+            let _ = wr.write_all(text.as_bytes()).await;
             let _ = wr.shutdown().await;
             return;
         }
@@ -83,13 +77,15 @@ pub async fn serve(
         core: core.clone(),
     };
     tokio::spawn(writer.run(wr, outbox, closed_tx, client_gone_rx));
-    let connect = CoreMsg::Connect(Incoming {
-        conn,
-        peer,
-        handshake,
+    let connect = CoreMsg::Connect {
+        incoming: Incoming {
+            conn,
+            peer,
+            handshake,
+            budget: budget.clone(),
+        },
         out,
-        budget: budget.clone(),
-    });
+    };
     if core.send(connect).await.is_err() {
         return;
     }
@@ -121,14 +117,14 @@ pub async fn serve(
                     let header = RequestHeader::from_bytes(&frame[..8]).expect("8 bytes checked");
                     let request = Request::decode(header.op_type, &frame[8..]);
                     budget.request_read(frame.len());
-                    let msg = CoreMsg::Packet {
+                    let msg = CoreMsg::Input(Input::Packet {
                         conn,
                         xid: header.xid,
                         op: header.op_type,
                         request,
                         received,
                         size: frame.len() as u32,
-                    };
+                    });
                     if core.send(msg).await.is_err() {
                         break 'conn;
                     }
@@ -151,7 +147,7 @@ pub async fn serve(
     }
     let _ = client_gone.send(());
     budget.release();
-    let _ = core.send(CoreMsg::Closed { conn }).await;
+    let _ = core.send(CoreMsg::Input(Input::Closed { conn })).await;
 }
 
 /// A connection's writing half and what it tells the budget.
@@ -198,7 +194,7 @@ impl Writer {
                     Outgoing::Handshake(f) => batch.extend_from_slice(&f),
                     Outgoing::Reply { xid, zxid, result } => {
                         counted += reply_len(&result);
-                        crate::core::encode_reply(xid, zxid, &result, &mut batch)
+                        encode_reply(xid, zxid, &result, &mut batch)
                     }
                     Outgoing::Close => {
                         close = true;
@@ -224,7 +220,7 @@ impl Writer {
             batch.clear();
             if self.budget.written(counted) {
                 // The core held this connection's reads back until its replies drained.
-                let resume = CoreMsg::Resume { conn: self.conn };
+                let resume = CoreMsg::Input(Input::Resume { conn: self.conn });
                 if self.core.send(resume).await.is_err() {
                     break;
                 }

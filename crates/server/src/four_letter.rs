@@ -1,9 +1,10 @@
 //! The four-letter words: plain-text status commands sent as the first four bytes of a
 //! connection, answered in ZooKeeper's formats and then closed.
 
-use crate::core::Core;
+use crate::core::status::Detail;
 use crate::metrics::{Metric, SummaryReading, Value};
 use crate::stats::{java_double, op_abbrev};
+use crate::status::{Status, StatusSource};
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -42,8 +43,32 @@ pub fn parse_word(first4: &[u8]) -> Option<&'static str> {
         })
 }
 
-impl Core {
-    pub fn four_letter(&mut self, word: &str, asker: std::net::SocketAddr) -> String {
+/// The lists a word needs in its snapshot.
+fn detail_for(word: &str) -> Detail {
+    Detail {
+        watches: matches!(word, "wchc" | "wchp"),
+        sessions: word == "dump",
+        digest: false,
+    }
+}
+
+/// Answers a four-letter word from `asker`.
+pub async fn answer(source: &StatusSource, word: &str, asker: std::net::SocketAddr) -> String {
+    if !source.cfg.four_letter_allowed(word) {
+        return format!("{word} is not executed because it is not in the whitelist.\n");
+    }
+    let Some(status) = source.status(detail_for(word)).await else {
+        return String::new();
+    };
+    if matches!(word, "crst" | "srst") && status.snap.answers_status() {
+        source.reset(word == "crst").await;
+    }
+    status.four_letter(word, asker)
+}
+
+impl Status {
+    /// The answer to `word` from this status (taken with [`detail_for`] of the word).
+    pub fn four_letter(&self, word: &str, asker: std::net::SocketAddr) -> String {
         // ZooKeeper counts the asking connection as one that sent one packet.
         let asker_line = format!(
             " /{}:{}[0](queued=0,recved=1,sent=0)",
@@ -53,18 +78,18 @@ impl Core {
         if !self.cfg.four_letter_allowed(word) {
             return format!("{word} is not executed because it is not in the whitelist.\n");
         }
-        if !self.answers_status() && NEED_A_SERVING_MEMBER.contains(&word) {
+        if !self.snap.answers_status() && NEED_A_SERVING_MEMBER.contains(&word) {
             return format!("{NOT_SERVING}\n");
         }
         // ZooKeeper's read-only server says so under its version line.
-        let version = if self.serving.is_serving() {
+        let version = if self.snap.serving {
             format!("Zookeeper version: {VERSION_LINE}\n")
         } else {
             format!("Zookeeper version: {VERSION_LINE}\n{READ_ONLY_LINE}\n")
         };
         match word {
             "ruok" => "imok".into(),
-            "isro" => match (self.serving.is_serving(), self.read_only.is_active()) {
+            "isro" => match (self.snap.serving, self.snap.read_only) {
                 (true, _) => "rw",
                 (false, true) => "ro",
                 (false, false) => "null",
@@ -95,13 +120,12 @@ impl Core {
             "conf" => self.conf(),
             "mntr" => self.mntr(),
             "wchs" => {
-                let (total, paths, conns) = self.watches.counts();
+                let (total, paths, conns) = self.snap.watch_counts;
                 format!("{conns} connections watching {paths} paths\nTotal watches:{total}\n")
             }
             "wchc" => {
                 let mut out = String::new();
-                for (conn, paths) in self.watches.by_connection() {
-                    let sid = self.conns.get(&conn).map_or(0, |c| c.session_id);
+                for (sid, paths) in &self.snap.watches_by_session {
                     let _ = writeln!(out, "{sid:#x}");
                     for p in paths {
                         let _ = writeln!(out, "\t{p}");
@@ -112,10 +136,9 @@ impl Core {
             }
             "wchp" => {
                 let mut out = String::new();
-                for (path, conns) in self.watches.by_path() {
+                for (path, sids) in &self.snap.watches_by_path {
                     let _ = writeln!(out, "{path}");
-                    for conn in conns {
-                        let sid = self.conns.get(&conn).map_or(0, |c| c.session_id);
+                    for sid in sids {
                         let _ = writeln!(out, "\t{sid:#x}");
                     }
                 }
@@ -127,16 +150,9 @@ impl Core {
                 format!("datadir_size: {data}\nlogdir_size: {log}\n")
             }
             "envi" => self.envi(),
-            "crst" => {
-                for c in self.conns.values_mut() {
-                    c.stats.reset();
-                }
-                "Connection stats reset.\n".into()
-            }
-            "srst" => {
-                self.stats.reset();
-                "Server stats reset.\n".into()
-            }
+            // (The reset itself was asked of the core before this snapshot was taken.)
+            "crst" => "Connection stats reset.\n".into(),
+            "srst" => "Server stats reset.\n".into(),
             "dump" => self.dump(),
             _ => format!("{word} is not executed because it is not in the whitelist.\n"),
         }
@@ -144,29 +160,28 @@ impl Core {
 
     /// The part of srvr and stat after the version (and client) lines.
     fn server_summary(&self) -> String {
-        let l = &self.stats.latency;
+        let l = &self.snap.stats.latency;
         format!(
             "Latency min/avg/max: {}/{}/{}\nReceived: {}\nSent: {}\nConnections: {}\nOutstanding: 0\nZxid: {:#x}\nMode: {}\nNode count: {}\n",
             l.min(),
             java_double(l.avg()),
             l.max_ms,
-            self.stats.packets_received,
-            self.stats.packets_sent,
+            self.snap.stats.packets_received,
+            self.snap.stats.packets_sent,
             // ZooKeeper counts the connection asking.
-            self.conns.len() + 1,
-            self.tree.last_zxid(),
-            self.mode(),
+            self.snap.conns.len() + 1,
+            self.snap.last_zxid,
+            self.snap.mode,
             // ZooKeeper's count includes its "" alias of the root.
-            self.tree.node_count() + 1,
+            self.snap.node_count + 1,
         )
     }
 
     fn connection_lines(&self, full: bool) -> Vec<String> {
-        let mut conns: Vec<_> = self.conns.iter().collect();
-        conns.sort_by_key(|(id, _)| **id);
-        conns
-            .into_iter()
-            .map(|(_, c)| {
+        self.snap
+            .conns
+            .iter()
+            .map(|c| {
                 let s = &c.stats;
                 let mut line = format!(
                     " /{}:{}[1](queued=0,recved={},sent={}",
@@ -260,9 +275,9 @@ impl Core {
     /// Every metric, named as ZooKeeper names it: `mntr`, the admin `monitor` command and
     /// `/metrics` all render this one list.
     pub(crate) fn metrics(&self) -> Vec<Metric> {
-        let l = &self.stats.latency;
-        let watches = self.watches.watch_count();
-        let ephemerals: usize = self.tree.ephemeral_counts().map(|(_, n)| n).sum();
+        let l = &self.snap.stats.latency;
+        let watches = self.snap.watch_count;
+        let ephemerals = self.snap.ephemeral_count;
         let timings = self.replica.timings();
         let count = |n: usize| Value::Gauge(n as i64);
         let (data_dir_size, log_dir_size) = self.dir_sizes();
@@ -272,13 +287,13 @@ impl Core {
             Metric::new(
                 "server_state",
                 "standalone, leader, follower or observer",
-                Value::Text(self.mode().into()),
+                Value::Text(self.snap.mode.into()),
             ),
             Metric::new("ephemerals_count", "ephemeral znodes", count(ephemerals)),
             Metric::new(
                 "num_alive_connections",
                 "open client connections",
-                count(self.conns.len()),
+                count(self.snap.conns.len()),
             ),
             Metric::new(
                 "avg_latency",
@@ -298,17 +313,17 @@ impl Core {
             Metric::new(
                 "outstanding_requests",
                 "requests received and not yet answered",
-                count(self.outstanding_requests()),
+                count(self.snap.outstanding_requests),
             ),
             Metric::new(
                 "znode_count",
                 "znodes, counting ZooKeeper's alias of the root",
-                count(self.tree.node_count() + 1),
+                count(self.snap.node_count + 1),
             ),
             Metric::new(
                 "global_sessions",
                 "live sessions",
-                count(self.session_count()),
+                count(self.snap.session_count),
             ),
             Metric::new(
                 "local_sessions",
@@ -318,23 +333,23 @@ impl Core {
             Metric::new(
                 "packets_received",
                 "requests received",
-                Value::Counter(self.stats.packets_received),
+                Value::Counter(self.snap.stats.packets_received),
             ),
             Metric::new(
                 "packets_sent",
                 "replies and events sent",
-                Value::Counter(self.stats.packets_sent),
+                Value::Counter(self.snap.stats.packets_sent),
             ),
             Metric::new("watch_count", "watches set", count(watches)),
             Metric::new(
                 "approximate_data_size",
                 "bytes of paths and data in the tree",
-                count(self.tree.data_size()),
+                count(self.snap.data_size),
             ),
             Metric::new(
                 "auth_failed_count",
                 "failed authentications",
-                Value::Counter(self.stats.auth_failed),
+                Value::Counter(self.snap.stats.auth_failed),
             ),
             Metric::new(
                 "open_file_descriptor_count",
@@ -359,12 +374,12 @@ impl Core {
             Metric::new(
                 "last_zxid",
                 "the zxid of the last applied transaction",
-                Value::Gauge(self.tree.last_zxid()),
+                Value::Gauge(self.snap.last_zxid),
             ),
             Metric::new(
                 "looking_count",
                 "times this member found no leader",
-                Value::Counter(self.stats.looking_count),
+                Value::Counter(self.snap.stats.looking_count),
             ),
             Metric::new(
                 "connection_throttled_count",
@@ -382,6 +397,11 @@ impl Core {
                 Value::Counter(self.limits.closed_slow.load(Relaxed)),
             ),
             Metric::new(
+                "proposals_throttled_count",
+                "times writes waited for this member's proposals in flight to drop under their byte limit",
+                Value::Counter(self.limits.proposals_throttled.load(Relaxed)),
+            ),
+            Metric::new(
                 "queued_reply_bytes",
                 "bytes of replies and notifications queued for clients' sockets",
                 Value::Gauge(self.limits.reply_bytes() as i64),
@@ -389,17 +409,17 @@ impl Core {
             Metric::new(
                 "uptime",
                 "milliseconds since the server started",
-                Value::Gauge(self.stats.started.elapsed().as_millis() as i64),
+                Value::Gauge(self.snap.uptime.as_millis() as i64),
             ),
             Metric::new(
                 "readlatency",
                 "read request latency (ms)",
-                summary(&self.stats.read_latency),
+                summary(&self.snap.stats.read_latency),
             ),
             Metric::new(
                 "updatelatency",
                 "write request latency, until applied (ms)",
-                summary(&self.stats.update_latency),
+                summary(&self.snap.stats.update_latency),
             ),
             Metric::new(
                 "fsynctime",
@@ -417,7 +437,7 @@ impl Core {
                 // ZooKeeper's election_time has no quantiles.
                 Value::Summary(SummaryReading {
                     quantiles_ms: None,
-                    ..self.stats.election_time.reading()
+                    ..self.snap.stats.election_time.reading()
                 }),
             ),
         ];
@@ -438,7 +458,7 @@ impl Core {
             "voting members",
             Value::Gauge(voters as i64),
         )];
-        let (Some(view), Some(since)) = (self.replica.leader_view(), self.leading_since) else {
+        let (Some(view), Some(since)) = (self.replica.leader_view(), self.snap.leading_for) else {
             return out;
         };
         let counters = self.replica.leader_counters();
@@ -473,7 +493,7 @@ impl Core {
             Metric::new(
                 "leader_uptime",
                 "milliseconds since this member became leader",
-                Value::Counter(since.elapsed().as_millis() as u64),
+                Value::Counter(since.as_millis() as u64),
             ),
             Metric::new(
                 "last_proposal_size",
@@ -512,24 +532,23 @@ impl Core {
         let mut out = String::from("SessionTracker dump:\n");
         if self.replica.members().len() > 1 {
             // A quorum member's session tracker prints the sessions it knows with their timeouts.
-            let sessions: Vec<_> = self.tree.sessions().collect();
+            let sessions = &self.snap.replicated_sessions;
             let _ = writeln!(out, "Global Sessions({}):", sessions.len());
-            for (id, timeout) in &sessions {
+            for (id, timeout) in sessions {
                 let _ = writeln!(out, "{id:#x}\t{timeout}ms");
             }
         } else {
             self.dump_session_sets(&mut out);
         }
-        let mut eph: Vec<_> = self.tree.ephemeral_counts().collect();
-        eph.sort();
+        let eph = &self.snap.ephemerals;
         let _ = writeln!(
             out,
             "ephemeral nodes dump:\nSessions with Ephemerals ({}):",
             eph.len()
         );
-        for (id, _) in eph {
+        for (id, paths) in eph {
             let _ = writeln!(out, "{id:#x}:");
-            for p in self.tree.ephemerals_of(id) {
+            for p in paths {
                 let _ = writeln!(out, "\t{p}");
             }
         }
@@ -541,8 +560,10 @@ impl Core {
     fn dump_session_sets(&self, out: &mut String) {
         let tick = i64::from(self.cfg.tick_time_ms.max(1));
         let mut sets: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
-        for (id, at_ms) in self.session_expiries() {
-            sets.entry((at_ms / tick + 1) * tick).or_default().push(id);
+        for s in &self.snap.sessions {
+            sets.entry((s.expires_ms / tick + 1) * tick)
+                .or_default()
+                .push(s.id);
         }
         let total: usize = sets.values().map(Vec::len).sum();
         let _ = writeln!(out, "Session Sets ({})/({total}):", sets.len());
@@ -561,10 +582,9 @@ impl Core {
 
     fn dump_connections(&self, out: &mut String) {
         let tick = i64::from(self.cfg.tick_time_ms.max(1));
-        let at = (crate::core::now_ms() / tick + 1) * tick;
+        let at = (self.snap.taken_ms / tick + 1) * tick;
         let _ = writeln!(out, "Connections dump:");
-        let mut conns: Vec<_> = self.conns.iter().collect();
-        conns.sort_by_key(|(id, _)| **id);
+        let conns = &self.snap.conns;
         if conns.is_empty() {
             let _ = writeln!(out, "Connections Sets (0)/(0):");
             return;
@@ -576,7 +596,7 @@ impl Core {
             conns.len(),
             corral_proto::time::java_date(at)
         );
-        for (_, c) in conns {
+        for c in conns {
             let _ = writeln!(
                 out,
                 "\tip: /{}:{} sessionId: {:#x}",

@@ -17,6 +17,7 @@ pub mod server;
 pub mod serving;
 pub mod session;
 pub mod stats;
+pub mod status;
 pub mod watch;
 
 pub use config::{ConfigError, ServerConfig};

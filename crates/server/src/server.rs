@@ -3,7 +3,9 @@
 use crate::admin_http::AdminServer;
 use crate::config::ServerConfig;
 use crate::connection;
-use crate::core::{Core, CoreMsg};
+use crate::core::driver::Driver;
+use crate::core::CoreMsg;
+use crate::status::StatusSource;
 use corral_replication::{LeaseTimes, Member, ReplicaConfig, ReplicaHandle, ReplicationError};
 use corral_tree::TreeConfig;
 use std::collections::BTreeMap;
@@ -157,7 +159,7 @@ impl Server {
         let (core_stop, core_stop_rx) = oneshot::channel();
         let standalone = rcfg.members.len() == 1;
         let limits = Arc::new(crate::budget::Global::default());
-        let core = Core::new(
+        let driver = Driver::new(
             cfg.clone(),
             tree,
             mark,
@@ -165,8 +167,14 @@ impl Server {
             core_tx.clone(),
             limits.clone(),
         );
-        let mut serving = core.serving_watch();
-        let core = tokio::spawn(core.run(core_rx, from_replication, core_stop_rx));
+        let mut serving = driver.serving_watch();
+        let core = tokio::spawn(driver.run(core_rx, from_replication, core_stop_rx));
+        let status = StatusSource {
+            core: core_tx.clone(),
+            cfg: cfg.clone(),
+            limits: limits.clone(),
+            replica: replica.clone(),
+        };
         corral_replication::start(rcfg, storage, replica.clone(), proposals, to_core)
             .await
             .map_err(ServerError::Replication)?;
@@ -184,7 +192,7 @@ impl Server {
         }
         let admin = match cfg.admin_addr {
             // As ZooKeeper: an admin server that cannot start is reported, not fatal.
-            Some(addr) => match AdminServer::start(addr, core_tx.clone()).await {
+            Some(addr) => match AdminServer::start(addr, status.clone()).await {
                 Ok(a) => Some(a),
                 Err(e) => {
                     tracing::warn!(%addr, error = %e, "cannot start the admin server");
@@ -194,7 +202,14 @@ impl Server {
             None => None,
         };
         let (stop, stop_rx) = oneshot::channel();
-        let accept = tokio::spawn(accept_loop(listener, cfg, core_tx.clone(), limits, stop_rx));
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            cfg,
+            core_tx.clone(),
+            limits,
+            status,
+            stop_rx,
+        ));
         tracing::info!(%local_addr, "serving ZooKeeper clients");
         Ok(Server {
             local_addr,
@@ -236,6 +251,7 @@ async fn accept_loop(
     cfg: Arc<ServerConfig>,
     core: mpsc::Sender<CoreMsg>,
     global: Arc<crate::budget::Global>,
+    status: StatusSource,
     mut stop: oneshot::Receiver<()>,
 ) {
     let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
@@ -266,6 +282,7 @@ async fn accept_loop(
         let conn = next_conn;
         next_conn += 1;
         let core = core.clone();
+        let status = status.clone();
         let per_ip = per_ip.clone();
         let limits = connection::ConnLimits {
             max_frame_len: cfg.max_frame_len,
@@ -274,7 +291,7 @@ async fn accept_loop(
             global: global.clone(),
         };
         tokio::spawn(async move {
-            connection::serve(stream, peer, conn, core, limits).await;
+            connection::serve(stream, peer, conn, core, limits, status).await;
             let mut counts = per_ip.lock().expect("connection counts lock");
             if let Some(n) = counts.get_mut(&peer.ip()) {
                 *n = n.saturating_sub(1);

@@ -53,7 +53,7 @@ impl Default for Latency {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ServerStats {
     pub packets_received: u64,
     pub packets_sent: u64,
@@ -69,12 +69,12 @@ pub struct ServerStats {
 }
 
 impl ServerStats {
-    pub fn new() -> Self {
+    pub fn new(started: Instant) -> Self {
         ServerStats {
             packets_received: 0,
             packets_sent: 0,
             latency: Latency::new(),
-            started: Instant::now(),
+            started,
             read_latency: Default::default(),
             update_latency: Default::default(),
             election_time: Default::default(),
@@ -87,21 +87,13 @@ impl ServerStats {
         self.latency.record(d);
     }
 
+    /// `srst`: the counters start again (the uptime does not).
     pub fn reset(&mut self) {
-        *self = ServerStats {
-            started: self.started,
-            ..ServerStats::new()
-        };
+        *self = ServerStats::new(self.started);
     }
 }
 
-impl Default for ServerStats {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConnStats {
     pub received: u64,
     pub sent: u64,
@@ -115,11 +107,12 @@ pub struct ConnStats {
 }
 
 impl ConnStats {
-    pub fn new() -> Self {
+    /// Counters for a connection established at `established_ms` (since the epoch).
+    pub fn new(established_ms: i64) -> Self {
         ConnStats {
             received: 0,
             sent: 0,
-            established_ms: crate::core::now_ms(),
+            established_ms,
             last_op: None,
             last_cxid: -1,
             last_zxid: -1,
@@ -129,24 +122,17 @@ impl ConnStats {
         }
     }
 
-    pub fn record(&mut self, d: Duration, zxid: i64) {
+    /// A reply with `zxid` went out at `now_ms` (since the epoch), `d` after its request came.
+    pub fn record(&mut self, d: Duration, zxid: i64, now_ms: i64) {
         self.latency.record(d);
         self.last_latency_ms = d.as_millis() as u64;
         self.last_zxid = zxid;
-        self.last_response_ms = crate::core::now_ms();
+        self.last_response_ms = now_ms;
     }
 
+    /// `crst`: the counters start again (the connection's age does not).
     pub fn reset(&mut self) {
-        *self = ConnStats {
-            established_ms: self.established_ms,
-            ..ConnStats::new()
-        };
-    }
-}
-
-impl Default for ConnStats {
-    fn default() -> Self {
-        Self::new()
+        *self = ConnStats::new(self.established_ms);
     }
 }
 

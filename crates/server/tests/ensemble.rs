@@ -526,3 +526,20 @@ fn a_member_that_shows_a_mode_takes_sessions() {
         }
     }
 }
+
+/// A new ensemble whose lowest member never starts still forms: the others initialize it in
+/// turn (the lowest initializes at once; the rest wait, so they do not depose a leader of the
+/// first term by voting for themselves in it).
+#[test]
+fn a_new_ensemble_forms_without_its_lowest_member() {
+    let cfgs = ensemble_configs(3, 0);
+    let servers: Vec<TestServer> = cfgs
+        .into_iter()
+        .skip(1)
+        .map(TestServer::start_with)
+        .collect();
+    let refs: Vec<&TestServer> = servers.iter().collect();
+    let leader = wait_for_leader(&refs);
+    let mut c = RawClient::connect(servers[leader].addr);
+    assert_eq!(c.call(create("/formed", b"", 0)).err, 0);
+}

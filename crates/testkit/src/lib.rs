@@ -179,13 +179,11 @@ impl Notification {
     }
 }
 
+/// The largest frame the test clients take: above any `jute.maxbuffer` a test sets.
+const MAX_FRAME_LEN: usize = 64 << 20;
+
 pub fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len)?;
-    let len = i32::from_be_bytes(len) as usize;
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body)?;
-    Ok(body)
+    corral_proto::frame::read_frame(stream, MAX_FRAME_LEN)
 }
 
 impl RawClient {
@@ -217,11 +215,9 @@ impl RawClient {
             },
             read_only: Some(false),
         };
-        let mut body = Vec::new();
-        hs.encode(&mut body);
-        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&body);
-        stream.write_all(&frame).map_err(|e| e.to_string())?;
+        stream
+            .write_all(&hs.to_frame())
+            .map_err(|e| e.to_string())?;
         let reply = read_frame(&mut stream).map_err(|e| format!("connection closed: {e}"))?;
         let resp = ConnectResponse::from_bytes(&reply).map_err(|e| e.to_string())?;
         assert_eq!(

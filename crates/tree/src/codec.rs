@@ -16,31 +16,60 @@ use std::collections::HashMap;
 const ENTRY_VERSION: u8 = 1;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"CRLTREE1";
 
+/// Writes an entry's fields from references, so framing a proposal copies nothing first.
+fn encode_entry(
+    zxid: i64,
+    time_ms: i64,
+    session_id: i64,
+    auth: &[Id],
+    txn: &Txn,
+    out: &mut Vec<u8>,
+) {
+    out.push(ENTRY_VERSION);
+    zxid.encode(out);
+    time_ms.encode(out);
+    session_id.encode(out);
+    (auth.len() as i32).encode(out);
+    for id in auth {
+        id.encode(out);
+    }
+    match txn {
+        Txn::CreateSession { timeout_ms } => {
+            out.push(0);
+            timeout_ms.encode(out);
+        }
+        Txn::CloseSession => out.push(1),
+        Txn::Client(req) => {
+            out.push(2);
+            (req.op_code() as i32).encode(out);
+            length_prefixed(out, |o| req.encode(o));
+        }
+        Txn::Reap { path } => {
+            out.push(3);
+            path.encode(out);
+        }
+    }
+}
+
+/// Writes what `body` writes as a jute buffer (its length first), in place.
+fn length_prefixed(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    body(out);
+    let len = (out.len() - at - 4) as i32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
 impl Entry {
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(ENTRY_VERSION);
-        self.zxid.encode(out);
-        self.time_ms.encode(out);
-        self.session_id.encode(out);
-        self.auth.encode(out);
-        match &self.txn {
-            Txn::CreateSession { timeout_ms } => {
-                out.push(0);
-                timeout_ms.encode(out);
-            }
-            Txn::CloseSession => out.push(1),
-            Txn::Client(req) => {
-                out.push(2);
-                (req.op_code() as i32).encode(out);
-                let mut body = Vec::new();
-                req.encode(&mut body);
-                Bytes::from(body).encode(out);
-            }
-            Txn::Reap { path } => {
-                out.push(3);
-                path.encode(out);
-            }
-        }
+        encode_entry(
+            self.zxid,
+            self.time_ms,
+            self.session_id,
+            &self.auth,
+            &self.txn,
+            out,
+        );
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -185,6 +214,26 @@ impl Batch {
     }
 }
 
+/// The fixed fields at the front of a framed proposal, read without decoding the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProposalHeader {
+    pub origin_server: u64,
+    pub origin_seq: u64,
+    pub term: u64,
+}
+
+impl ProposalHeader {
+    /// The header of a proposal encoded with [`Proposal::to_framed_bytes`].
+    pub fn decode(framed: &[u8]) -> Result<ProposalHeader, DecodeError> {
+        let r = &mut Reader::new(framed);
+        Ok(ProposalHeader {
+            origin_server: i64::decode(r)? as u64,
+            origin_seq: i64::decode(r)? as u64,
+            term: i64::decode(r)? as u64,
+        })
+    }
+}
+
 impl Proposal {
     /// Where the term sits in [`Proposal::to_framed_bytes`]: after the origin server and sequence.
     const TERM_AT: std::ops::Range<usize> = 16..24;
@@ -202,11 +251,14 @@ impl Proposal {
     }
 
     /// The entry codec carries session, identities and txn; its zxid and time are unused here.
+    /// Written in place: a proposal is not copied to be framed.
     fn encode_framed(&self, out: &mut Vec<u8>) {
         (self.origin_server as i64).encode(out);
         (self.origin_seq as i64).encode(out);
         (self.term as i64).encode(out);
-        Bytes::from(self.clone().into_entry(0, 0).to_bytes()).encode(out);
+        length_prefixed(out, |o| {
+            encode_entry(0, 0, self.session_id, &self.auth, &self.txn, o)
+        });
     }
 }
 

@@ -16,5 +16,7 @@ mod store;
 pub mod tree;
 
 pub use apply::{Applied, Entry, Event, Txn};
-pub use codec::{Batch, Proposal};
+pub use codec::{Batch, Proposal, ProposalHeader};
+/// The error of every decoder here (entries, proposals, snapshots).
+pub use corral_proto::DecodeError;
 pub use tree::{Data, DataTree, ImportError, ImportedNode, Node, TreeConfig};

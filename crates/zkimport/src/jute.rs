@@ -1,12 +1,15 @@
-//! Reading ZooKeeper's jute encoding from a byte stream, while keeping the running Adler-32 of
-//! everything consumed (snapshot seals cover all bytes before them) and the offset (so errors
-//! can say where the data went wrong).
+//! The streaming and checksum wrapper for ZooKeeper's files: jute read from a byte stream (a
+//! snapshot can be gigabytes, compressed), keeping the running Adler-32 of everything consumed
+//! (snapshot seals cover all bytes before them) and the offset (so errors can say where the data
+//! went wrong). Values in memory (log entries) are decoded with `corral_proto`'s reader directly
+//! (`txn.rs`); strings are decoded here as there, with `corral_proto::jute::java_string`.
 //!
 //! Jute is big-endian and untagged; `buffer`, `ustring` and `vector` carry a 4-byte length where
 //! -1 means null. Lengths are never trusted for allocation: bytes are read through `Read::take`,
 //! so a hostile length on a short input fails at end of data instead of allocating gigabytes.
 
 use crate::adler32::Adler32;
+use corral_proto::jute::java_string;
 use corral_proto::{Acl, Id};
 use std::io::{self, BufRead, Read};
 
@@ -108,11 +111,6 @@ impl<R: BufRead> JuteReader<R> {
         Ok(self.exact::<1>(what)?[0])
     }
 
-    /// Java's reader takes any nonzero byte as true.
-    pub fn boolean(&mut self, what: &'static str) -> Result<bool, JuteError> {
-        Ok(self.byte(what)? != 0)
-    }
-
     pub fn int(&mut self, what: &'static str) -> Result<i32, JuteError> {
         Ok(i32::from_be_bytes(self.exact(what)?))
     }
@@ -168,7 +166,7 @@ impl<R: BufRead> JuteReader<R> {
     }
 
     pub fn ustring(&mut self, what: &'static str) -> Result<Option<String>, JuteError> {
-        Ok(self.buffer(what)?.map(decode_string))
+        Ok(self.buffer(what)?.map(|b| java_string(&b)))
     }
 
     /// A string that must not be null.
@@ -205,68 +203,6 @@ impl<R: BufRead> JuteReader<R> {
         }
         Ok(Some(acls))
     }
-
-    /// `vector<ustring>`; `None` for a null vector. Null elements read as empty strings.
-    pub fn string_list(&mut self, what: &'static str) -> Result<Option<Vec<String>>, JuteError> {
-        let Some(count) = self.vector_len(what)? else {
-            return Ok(None);
-        };
-        let mut out = Vec::with_capacity(count.min(1024));
-        for _ in 0..count {
-            out.push(self.ustring(what)?.unwrap_or_default());
-        }
-        Ok(Some(out))
-    }
-}
-
-/// Decodes a jute `ustring`. ZooKeeper's writer encodes each UTF-16 unit on its own, so a
-/// character outside the BMP arrives as a CESU-8 surrogate pair (6 bytes); those are joined back
-/// into the character the client created. Anything else that is not UTF-8 becomes U+FFFD, as
-/// Java's decoder does.
-pub fn decode_string(bytes: Vec<u8>) -> String {
-    match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => decode_cesu8_lossy(e.as_bytes()),
-    }
-}
-
-fn decode_cesu8_lossy(mut bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    loop {
-        match std::str::from_utf8(bytes) {
-            Ok(s) => {
-                out.push_str(s);
-                return out;
-            }
-            Err(e) => {
-                let (valid, rest) = bytes.split_at(e.valid_up_to());
-                // `valid` is UTF-8 by construction of `valid_up_to`.
-                out.push_str(std::str::from_utf8(valid).unwrap_or_default());
-                if let Some(c) = surrogate_pair(rest) {
-                    out.push(c);
-                    bytes = &rest[6..];
-                } else {
-                    out.push(char::REPLACEMENT_CHARACTER);
-                    let skip = e.error_len().unwrap_or(rest.len()).max(1);
-                    bytes = &rest[skip.min(rest.len())..];
-                }
-            }
-        }
-    }
-}
-
-/// A CESU-8 high+low surrogate pair at the start of `b`, as one character.
-fn surrogate_pair(b: &[u8]) -> Option<char> {
-    let unit = |s: &[u8], lead: u8| -> Option<u32> {
-        (s[0] == 0xed && s[1] & 0xf0 == lead && s[2] & 0xc0 == 0x80)
-            .then(|| 0xd000 | (u32::from(s[1] & 0x3f) << 6) | u32::from(s[2] & 0x3f))
-    };
-    if b.len() < 6 {
-        return None;
-    }
-    let high = unit(&b[..3], 0xa0)?;
-    let low = unit(&b[3..6], 0xb0)?;
-    char::from_u32(0x10000 + ((high - 0xd800) << 10) + (low - 0xdc00))
 }
 
 #[cfg(test)]
@@ -283,7 +219,7 @@ mod tests {
             1, 0, 0, 0, 0x2a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0x07,
         ];
         let mut r = reader(&bytes);
-        assert!(r.boolean("b").unwrap());
+        assert_eq!(r.byte("b").unwrap(), 1);
         assert_eq!(r.int("i").unwrap(), 42);
         assert_eq!(r.long("l").unwrap(), -2);
         assert_eq!(r.byte("x").unwrap(), 7);
@@ -348,18 +284,5 @@ mod tests {
         );
         // A hostile count fails at end of data.
         assert!(reader(&i32::MAX.to_be_bytes()).acl_list().is_err());
-    }
-
-    #[test]
-    fn cesu8_surrogates_are_joined() {
-        // U+1F600 as Java's jute writer emits it: high D83D, low DE00, 3 bytes each.
-        let cesu = vec![b'/', 0xed, 0xa0, 0xbd, 0xed, 0xb8, 0x80, b'x'];
-        assert_eq!(decode_string(cesu), "/\u{1f600}x");
-        assert_eq!(decode_string(vec![b'a', 0xff, b'b']), "a\u{fffd}b");
-        assert_eq!(
-            decode_string(vec![0xed, 0xa0, 0xbd]),
-            "\u{fffd}\u{fffd}\u{fffd}"
-        );
-        assert_eq!(decode_string("é".as_bytes().to_vec()), "é");
     }
 }

@@ -7,25 +7,27 @@
 //! holds but whose bytes do not parse, or leave bytes over, is an error rather than the silent
 //! end of the log: it means a format this importer does not know.
 
-use crate::jute::{JuteError, JuteReader};
-use corral_proto::Acl;
+use corral_proto::jute::java_string;
+use corral_proto::{Acl, DecodeError, Jute};
 
-/// ZooKeeper's `OpCode` values that appear in logs.
+/// The opcodes that appear in logs: `corral_proto::OpCode`'s, as the ints a log holds.
 pub mod op {
-    pub const CREATE: i32 = 1;
-    pub const DELETE: i32 = 2;
-    pub const SET_DATA: i32 = 5;
-    pub const SET_ACL: i32 = 7;
-    pub const CHECK: i32 = 13;
-    pub const MULTI: i32 = 14;
-    pub const CREATE2: i32 = 15;
-    pub const RECONFIG: i32 = 16;
-    pub const CREATE_CONTAINER: i32 = 19;
-    pub const DELETE_CONTAINER: i32 = 20;
-    pub const CREATE_TTL: i32 = 21;
-    pub const ERROR: i32 = -1;
-    pub const CREATE_SESSION: i32 = -10;
-    pub const CLOSE_SESSION: i32 = -11;
+    use corral_proto::OpCode;
+
+    pub const CREATE: i32 = OpCode::Create as i32;
+    pub const DELETE: i32 = OpCode::Delete as i32;
+    pub const SET_DATA: i32 = OpCode::SetData as i32;
+    pub const SET_ACL: i32 = OpCode::SetAcl as i32;
+    pub const CHECK: i32 = OpCode::Check as i32;
+    pub const MULTI: i32 = OpCode::Multi as i32;
+    pub const CREATE2: i32 = OpCode::Create2 as i32;
+    pub const RECONFIG: i32 = OpCode::Reconfig as i32;
+    pub const CREATE_CONTAINER: i32 = OpCode::CreateContainer as i32;
+    pub const DELETE_CONTAINER: i32 = OpCode::DeleteContainer as i32;
+    pub const CREATE_TTL: i32 = OpCode::CreateTtl as i32;
+    pub const ERROR: i32 = OpCode::Error as i32;
+    pub const CREATE_SESSION: i32 = OpCode::CreateSession as i32;
+    pub const CLOSE_SESSION: i32 = OpCode::CloseSession as i32;
 }
 
 const HEADER_LEN: usize = 32;
@@ -115,16 +117,94 @@ pub enum EntryError {
     Unsupported { op: i32, zxid: i64 },
 }
 
-impl From<JuteError> for EntryError {
-    fn from(e: JuteError) -> Self {
-        EntryError::Malformed {
-            at: e.offset(),
-            what: e.to_string(),
-        }
-    }
+/// An entry being decoded: `corral_proto`'s reader (and its ACL decoding), with the names of the
+/// fields for error messages and Java's string decoding.
+struct Reader<'a> {
+    inner: corral_proto::Reader<'a>,
 }
 
-type Reader<'a> = JuteReader<&'a [u8]>;
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader {
+            inner: corral_proto::Reader::new(bytes),
+        }
+    }
+
+    fn offset(&self) -> u64 {
+        self.inner.offset() as u64
+    }
+
+    /// Decodes one value; an error says which field and where it started.
+    fn field<T>(
+        &mut self,
+        what: &str,
+        decode: impl FnOnce(&mut corral_proto::Reader<'a>) -> Result<T, DecodeError>,
+    ) -> Result<T, EntryError> {
+        let at = self.offset();
+        decode(&mut self.inner).map_err(|e| EntryError::Malformed {
+            at,
+            what: format!("{what}: {e}"),
+        })
+    }
+
+    fn int(&mut self, what: &str) -> Result<i32, EntryError> {
+        self.field(what, |r| r.i32())
+    }
+
+    fn long(&mut self, what: &str) -> Result<i64, EntryError> {
+        self.field(what, |r| r.i64())
+    }
+
+    fn boolean(&mut self, what: &str) -> Result<bool, EntryError> {
+        self.field(what, |r| r.bool())
+    }
+
+    fn buffer(&mut self, what: &str) -> Result<Option<Vec<u8>>, EntryError> {
+        self.field(what, |r| Ok(r.buffer()?.map(<[u8]>::to_vec)))
+    }
+
+    /// A string that must not be null.
+    fn string(&mut self, what: &str) -> Result<String, EntryError> {
+        let at = self.offset();
+        match self.field(what, |r| r.buffer())? {
+            Some(bytes) => Ok(java_string(bytes)),
+            None => Err(EntryError::Malformed {
+                at,
+                what: format!("null {what}"),
+            }),
+        }
+    }
+
+    fn vector_len(&mut self, what: &str, elem_min: usize) -> Result<Option<usize>, EntryError> {
+        self.field(what, |r| r.vector_len(elem_min))
+    }
+
+    /// `vector<ACL>`; `None` for a null vector. A null scheme or id (which ZooKeeper's API
+    /// cannot create) reads as empty.
+    fn acl_list(&mut self) -> Result<Option<Vec<Acl>>, EntryError> {
+        let Some(count) = self.vector_len("ACL list", Acl::MIN_LEN)? else {
+            return Ok(None);
+        };
+        let mut acls = Vec::with_capacity(count);
+        for _ in 0..count {
+            acls.push(self.field("ACL", Acl::decode)?);
+        }
+        Ok(Some(acls))
+    }
+
+    /// `vector<ustring>`; `None` for a null vector. Null elements read as empty strings.
+    fn string_list(&mut self, what: &str) -> Result<Option<Vec<String>>, EntryError> {
+        let Some(count) = self.vector_len(what, 4)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            let s = self.field(what, |r| r.buffer())?;
+            out.push(s.map(java_string).unwrap_or_default());
+        }
+        Ok(Some(out))
+    }
+}
 
 fn left(r: &Reader<'_>, total: usize) -> usize {
     total.saturating_sub(r.offset() as usize)
@@ -139,7 +219,7 @@ fn malformed(r: &Reader<'_>, what: impl Into<String>) -> EntryError {
 
 /// Decodes one log entry.
 pub fn parse_entry(bytes: &[u8]) -> Result<LogEntry, EntryError> {
-    let mut r = JuteReader::new(bytes);
+    let mut r = Reader::new(bytes);
     if bytes.len() < HEADER_LEN {
         return Err(malformed(
             &r,
@@ -273,7 +353,7 @@ fn is_multi_sub_op(op: i32) -> bool {
 /// MultiTxn: `vector<Txn { int type; buffer data }>`. Like ZooKeeper, the sub-records of a
 /// failed multi (one that contains an error) are not decoded: none of it is applied.
 fn multi(r: &mut Reader<'_>) -> Result<Txn, EntryError> {
-    let count = r.vector_len("multi txns")?.unwrap_or(0);
+    let count = r.vector_len("multi txns", 8)?.unwrap_or(0);
     let mut raw = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
         let at = r.offset();
@@ -313,7 +393,7 @@ fn sub_txn(at: u64, op: i32, data: Option<&[u8]>) -> Result<Txn, EntryError> {
         at,
         what: "multi sub-txn has no record".into(),
     })?;
-    let mut r = JuteReader::new(data);
+    let mut r = Reader::new(data);
     let txn = body(op, &mut r).map_err(at_sub)?;
     match left(&r, data.len()) {
         0 => Ok(txn),
@@ -324,38 +404,28 @@ fn sub_txn(at: u64, op: i32, data: Option<&[u8]>) -> Result<Txn, EntryError> {
     }
 }
 
-/// Encoders for tests: the inverse of the parsers above.
+/// Encoders for tests: the inverse of the parsers above, on `corral_proto`'s encoding.
 #[cfg(test)]
 pub mod encode {
     use super::*;
+    use bytes::Bytes;
 
     pub fn int(out: &mut Vec<u8>, v: i32) {
-        out.extend_from_slice(&v.to_be_bytes());
+        v.encode(out);
     }
     pub fn long(out: &mut Vec<u8>, v: i64) {
-        out.extend_from_slice(&v.to_be_bytes());
+        v.encode(out);
     }
     pub fn buffer(out: &mut Vec<u8>, v: Option<&[u8]>) {
-        match v {
-            None => int(out, -1),
-            Some(b) => {
-                int(out, b.len() as i32);
-                out.extend_from_slice(b);
-            }
-        }
+        v.map(Bytes::copy_from_slice).encode(out);
     }
     pub fn string(out: &mut Vec<u8>, s: &str) {
-        buffer(out, Some(s.as_bytes()));
+        s.to_owned().encode(out);
     }
     pub fn acls(out: &mut Vec<u8>, acls: Option<&[Acl]>) {
-        let Some(acls) = acls else {
-            return int(out, -1);
-        };
-        int(out, acls.len() as i32);
-        for a in acls {
-            int(out, a.perms);
-            string(out, &a.id.scheme);
-            string(out, &a.id.id);
+        match acls {
+            Some(acls) => acls.to_vec().encode(out),
+            None => int(out, -1),
         }
     }
 
