@@ -213,10 +213,29 @@ impl WatchManager {
 
     /// Watches, watched paths and watching connections of ZooKeeper's data-watch table (which
     /// is what wchs, wchc and wchp show): every watch but the one-shot child watches.
+    /// Counted in place, with no copy of a path (`mntr` asks on the core's task).
     pub fn counts(&self) -> (usize, usize, usize) {
-        let by_conn = self.by_connection();
-        let total = by_conn.iter().map(|(_, paths)| paths.len()).sum();
-        (total, self.by_path().len(), by_conn.len())
+        let data = |kind: &WatchKind| *kind != WatchKind::Child;
+        let mut total = 0;
+        let mut paths = 0;
+        for ws in self.by_path.values() {
+            // Distinct connections with a data-table watch on this path (lists are short).
+            let distinct = ws
+                .iter()
+                .enumerate()
+                .filter(|(i, (c, k))| {
+                    data(k) && !ws[..*i].iter().any(|(c2, k2)| c2 == c && data(k2))
+                })
+                .count();
+            total += distinct;
+            paths += usize::from(distinct > 0);
+        }
+        let conns = self
+            .by_conn
+            .values()
+            .filter(|set| set.iter().any(|(_, k)| data(k)))
+            .count();
+        (total, paths, conns)
     }
 
     /// Paths watched by each connection (wchc), from the data-watch table.
@@ -264,6 +283,26 @@ impl WatchManager {
 mod tests {
     use super::*;
     use EventType::*;
+
+    #[test]
+    fn counts_agree_with_the_lists_they_summarize() {
+        let mut w = WatchManager::default();
+        let kinds = [
+            WatchKind::Data,
+            WatchKind::Child,
+            WatchKind::Persistent,
+            WatchKind::Recursive,
+        ];
+        for i in 0..200usize {
+            let conn = (i % 7) as ConnId;
+            let path = format!("/p{}", i % 13);
+            w.add(conn, &path, kinds[i % 4]);
+            w.add(conn, &path, kinds[(i / 4) % 4]);
+        }
+        let by_conn = w.by_connection();
+        let total: usize = by_conn.iter().map(|(_, p)| p.len()).sum();
+        assert_eq!(w.counts(), (total, w.by_path().len(), by_conn.len()));
+    }
 
     #[test]
     fn one_shot_watches_fire_once() {

@@ -10,7 +10,7 @@
 
 use crate::adler32::Adler32;
 use corral_proto::jute::java_string;
-use corral_proto::{Acl, Id};
+use corral_proto::{Acl, Jute};
 use std::io::{self, BufRead, Read};
 
 /// Why a jute value could not be read. The message leaves out the offset, which callers put
@@ -27,6 +27,11 @@ pub enum JuteError {
     },
     #[error("null {what}")]
     Null { offset: u64, what: &'static str },
+    #[error("{source}")]
+    Decode {
+        offset: u64,
+        source: corral_proto::DecodeError,
+    },
     #[error("read error: {source}")]
     Io {
         offset: u64,
@@ -42,6 +47,7 @@ impl JuteError {
             JuteError::Eof { offset, .. }
             | JuteError::BadLength { offset, .. }
             | JuteError::Null { offset, .. }
+            | JuteError::Decode { offset, .. }
             | JuteError::Io { offset, .. } => *offset,
         }
     }
@@ -180,16 +186,23 @@ impl<R: BufRead> JuteReader<R> {
         self.length(what)
     }
 
-    /// One `ACL { int perms; Id { ustring scheme; ustring id } }`.
+    /// One `ACL { int perms; Id { ustring scheme; ustring id } }`: its bytes taken from the
+    /// stream, then decoded by `corral_proto` as any ACL is. A null scheme or id (which
+    /// ZooKeeper's API cannot create) reads as empty.
     pub fn acl(&mut self) -> Result<Acl, JuteError> {
-        let perms = self.int("ACL perms")?;
-        // A null scheme or id cannot be created through ZooKeeper's API; read it as empty.
-        let scheme = self.ustring("ACL scheme")?.unwrap_or_default();
-        let id = self.ustring("ACL id")?.unwrap_or_default();
-        Ok(Acl {
-            perms,
-            id: Id { scheme, id },
-        })
+        let offset = self.offset;
+        let mut record = self.exact::<4>("ACL perms")?.to_vec();
+        for what in ["ACL scheme", "ACL id"] {
+            let len = self.int(what)?;
+            record.extend_from_slice(&len.to_be_bytes());
+            match len {
+                -1 => {}
+                l if l < 0 => return Err(JuteError::BadLength { offset, what, len }),
+                l => record.extend(self.bytes(l as usize, what)?),
+            }
+        }
+        Acl::decode(&mut corral_proto::Reader::new(&record))
+            .map_err(|source| JuteError::Decode { offset, source })
     }
 
     /// `vector<ACL>`; `None` for a null vector.
