@@ -2,8 +2,11 @@
 //! admin server's `monitor` (JSON) and `/metrics` (Prometheus text format). The names are
 //! ZooKeeper's, so dashboards and alerts written for ZooKeeper keep working.
 
+use crate::stats::java_double;
+use crate::status::{Status, VERSION_LINE};
 use hdrhistogram::Histogram;
 use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 /// Latencies with quantiles, kept in microseconds and shown in milliseconds.
@@ -215,6 +218,286 @@ pub fn render_prometheus(metrics: &[Metric]) -> String {
         }
     }
     out
+}
+
+impl Status {
+    /// Every metric, named as ZooKeeper names it: `mntr`, the admin `monitor` command and
+    /// `/metrics` all render this one list.
+    pub(crate) fn metrics(&self) -> Vec<Metric> {
+        let l = &self.snap.stats.latency;
+        let watches = self.snap.watch_count;
+        let ephemerals = self.snap.ephemeral_count;
+        let timings = self.replica.timings();
+        let count = |n: usize| Value::Gauge(n as i64);
+        let (data_dir_size, log_dir_size) = self.dir_sizes();
+        let summary = |s: &crate::metrics::Summary| Value::Summary(s.reading());
+        let mut metrics = vec![
+            Metric::new("version", "the version", Value::Text(VERSION_LINE.into())),
+            Metric::new(
+                "server_state",
+                "standalone, leader, follower or observer",
+                Value::Text(self.snap.mode.into()),
+            ),
+            Metric::new("ephemerals_count", "ephemeral znodes", count(ephemerals)),
+            Metric::new(
+                "num_alive_connections",
+                "open client connections",
+                count(self.snap.conns.len()),
+            ),
+            Metric::new(
+                "avg_latency",
+                "mean request latency (ms)",
+                Value::Text(java_double(l.avg())),
+            ),
+            Metric::new(
+                "max_latency",
+                "largest request latency (ms)",
+                Value::Gauge(l.max_ms as i64),
+            ),
+            Metric::new(
+                "min_latency",
+                "smallest request latency (ms)",
+                Value::Gauge(l.min() as i64),
+            ),
+            Metric::new(
+                "outstanding_requests",
+                "requests received and not yet answered",
+                count(self.snap.outstanding_requests),
+            ),
+            Metric::new(
+                "znode_count",
+                "znodes, counting ZooKeeper's alias of the root",
+                count(self.snap.node_count + 1),
+            ),
+            Metric::new(
+                "global_sessions",
+                "live sessions",
+                count(self.snap.session_count),
+            ),
+            Metric::new(
+                "local_sessions",
+                "local sessions (Corral has none)",
+                count(0),
+            ),
+            Metric::new(
+                "packets_received",
+                "requests received",
+                Value::Counter(self.snap.stats.packets_received),
+            ),
+            Metric::new(
+                "packets_sent",
+                "replies and events sent",
+                Value::Counter(self.snap.stats.packets_sent),
+            ),
+            Metric::new("watch_count", "watches set", count(watches)),
+            Metric::new(
+                "approximate_data_size",
+                "bytes of paths and data in the tree",
+                count(self.snap.data_size),
+            ),
+            Metric::new(
+                "auth_failed_count",
+                "failed authentications",
+                Value::Counter(self.snap.stats.auth_failed),
+            ),
+            Metric::new(
+                "open_file_descriptor_count",
+                "open file descriptors",
+                Value::Gauge(open_fds()),
+            ),
+            Metric::new(
+                "max_file_descriptor_count",
+                "the limit on open file descriptors",
+                Value::Gauge(max_fds()),
+            ),
+            Metric::new(
+                "data_dir_size",
+                "bytes of snapshots",
+                Value::Gauge(data_dir_size),
+            ),
+            Metric::new(
+                "log_dir_size",
+                "bytes of the transaction log",
+                Value::Gauge(log_dir_size),
+            ),
+            Metric::new(
+                "last_zxid",
+                "the zxid of the last applied transaction",
+                Value::Gauge(self.snap.last_zxid),
+            ),
+            Metric::new(
+                "looking_count",
+                "times this member found no leader",
+                Value::Counter(self.snap.stats.looking_count),
+            ),
+            Metric::new(
+                "connection_throttled_count",
+                "times a connection's reads were held back at one of its limits",
+                Value::Counter(self.limits.throttled.load(Relaxed)),
+            ),
+            Metric::new(
+                "global_outstanding_throttled_count",
+                "times a connection's reads were held back at globalOutstandingLimit",
+                Value::Counter(self.limits.globally_throttled.load(Relaxed)),
+            ),
+            Metric::new(
+                "connection_closed_slow_count",
+                "connections closed for not reading their replies",
+                Value::Counter(self.limits.closed_slow.load(Relaxed)),
+            ),
+            Metric::new(
+                "proposals_throttled_count",
+                "times writes waited for this member's proposals in flight to drop under their byte limit",
+                Value::Counter(self.limits.proposals_throttled.load(Relaxed)),
+            ),
+            Metric::new(
+                "queued_reply_bytes",
+                "bytes of replies and notifications queued for clients' sockets",
+                Value::Gauge(self.limits.reply_bytes() as i64),
+            ),
+            Metric::new(
+                "uptime",
+                "milliseconds since the server started",
+                Value::Gauge(self.snap.uptime.as_millis() as i64),
+            ),
+            Metric::new(
+                "readlatency",
+                "read request latency (ms)",
+                summary(&self.snap.stats.read_latency),
+            ),
+            Metric::new(
+                "updatelatency",
+                "write request latency, until applied (ms)",
+                summary(&self.snap.stats.update_latency),
+            ),
+            Metric::new(
+                "fsynctime",
+                "time of one fdatasync of the log (ms)",
+                Value::Summary(timings.fsync.read().into()),
+            ),
+            Metric::new(
+                "snapshottime",
+                "time to write a snapshot (ms)",
+                Value::Summary(timings.snapshot.read().into()),
+            ),
+            Metric::new(
+                "election_time",
+                "time without a leader until one is known (ms)",
+                // ZooKeeper's election_time has no quantiles.
+                Value::Summary(SummaryReading {
+                    quantiles_ms: None,
+                    ..self.snap.stats.election_time.reading()
+                }),
+            ),
+        ];
+        metrics.extend(self.quorum_metrics());
+        metrics
+    }
+
+    /// What only quorum members report (`quorum_size`), and what only a leader reports: its
+    /// learners, pending syncs and proposal sizes (ZooKeeper's `LeaderZooKeeperServer`).
+    fn quorum_metrics(&self) -> Vec<Metric> {
+        let members = self.replica.members();
+        if members.len() < 2 {
+            return Vec::new();
+        }
+        let voters = members.values().filter(|m| !m.observer).count();
+        let mut out = vec![Metric::new(
+            "quorum_size",
+            "voting members",
+            Value::Gauge(voters as i64),
+        )];
+        let (Some(view), Some(since)) = (self.replica.leader_view(), self.snap.leading_for) else {
+            return out;
+        };
+        let counters = self.replica.leader_counters();
+        let (last, min, max) = counters.proposal_sizes();
+        let gauge = |n: usize| Value::Gauge(n as i64);
+        out.extend([
+            Metric::new(
+                "learners",
+                "members replicating from this leader",
+                gauge(view.learners),
+            ),
+            Metric::new(
+                "synced_followers",
+                "voting members caught up with this leader's term",
+                gauge(view.synced_followers),
+            ),
+            Metric::new(
+                "synced_non_voting_followers",
+                "non-voting followers (Corral has none)",
+                gauge(0),
+            ),
+            Metric::new(
+                "synced_observers",
+                "observers caught up with this leader's term",
+                gauge(view.synced_observers),
+            ),
+            Metric::new(
+                "pending_syncs",
+                "syncs being answered",
+                Value::Gauge(counters.pending_syncs()),
+            ),
+            Metric::new(
+                "leader_uptime",
+                "milliseconds since this member became leader",
+                Value::Counter(since.as_millis() as u64),
+            ),
+            Metric::new(
+                "last_proposal_size",
+                "bytes of the last log entry proposed",
+                Value::Gauge(last),
+            ),
+            Metric::new(
+                "max_proposal_size",
+                "bytes of the largest log entry proposed",
+                Value::Gauge(max),
+            ),
+            Metric::new(
+                "min_proposal_size",
+                "bytes of the smallest log entry proposed",
+                Value::Gauge(min),
+            ),
+        ]);
+        out
+    }
+
+    /// Bytes of the snapshot directory and of the log directory.
+    pub(crate) fn dir_sizes(&self) -> (i64, i64) {
+        let d = &self.cfg.data_dir;
+        (dir_size(&d.join("snapshots")), dir_size(&d.join("raft")))
+    }
+}
+
+/// The bytes of the files under `dir` (0 if it cannot be read).
+fn dir_size(dir: &std::path::Path) -> i64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len() as i64,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn open_fds() -> i64 {
+    std::fs::read_dir("/proc/self/fd").map_or(-1, |d| d.count() as i64)
+}
+
+/// The soft limit on open files, from /proc/self/limits.
+fn max_fds() -> i64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse().ok()
+        })
+        .unwrap_or(-1)
 }
 
 #[cfg(test)]

@@ -10,6 +10,17 @@ use corral_replication::ReplicaHandle;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
+/// The version Corral reports where ZooKeeper reports its own: the protocol level it matches,
+/// then Corral's own version, so tools that parse the number keep working.
+pub const VERSION_LINE: &str = concat!(
+    "3.8.4-corral-",
+    env!("CARGO_PKG_VERSION"),
+    ", built on 2026-11-25 00:00 UTC"
+);
+
+/// What ZooKeeper answers, to most status requests, while it is not serving clients.
+pub const NOT_SERVING: &str = "This ZooKeeper instance is not currently serving requests";
+
 /// Everything status renders from.
 pub struct Status {
     pub snap: Snapshot,
@@ -48,4 +59,50 @@ impl StatusSource {
         let input = Input::ResetStats { connections };
         let _ = self.core.send(CoreMsg::Input(input)).await;
     }
+}
+
+impl Status {
+    /// ZooKeeper's `envi` keys with this process's values (no JVM here).
+    pub(crate) fn environment(&self) -> Vec<(&'static str, String)> {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        let cwd = std::env::current_dir()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let env = |k: &str| std::env::var(k).unwrap_or_default();
+        vec![
+            ("zookeeper.version", VERSION_LINE.to_owned()),
+            ("host.name", host.trim().to_owned()),
+            ("java.version", "none (corral is native)".into()),
+            ("java.vendor", "none".into()),
+            ("java.home", String::new()),
+            ("java.class.path", String::new()),
+            ("java.library.path", String::new()),
+            ("java.io.tmpdir", std::env::temp_dir().display().to_string()),
+            ("java.compiler", "<NA>".into()),
+            ("os.name", "Linux".into()),
+            ("os.arch", std::env::consts::ARCH.into()),
+            ("os.version", os_release()),
+            ("user.name", env("USER")),
+            ("user.home", env("HOME")),
+            ("user.dir", cwd),
+            ("os.memory.free", "0MB".into()),
+            ("os.memory.max", "0MB".into()),
+            ("os.memory.total", format!("{}MB", resident_bytes() >> 20)),
+        ]
+    }
+}
+
+/// The kernel release (`uname -r`).
+fn os_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// This process's resident set size.
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
 }

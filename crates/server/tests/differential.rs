@@ -286,6 +286,9 @@ impl Drop for Side {
             c.send(i32::MAX, &Request::CloseSession);
             let _ = c.read_reply(i32::MAX, OpCode::CloseSession);
         }
+        // Containers the closed sessions' ephemerals leave empty are reaped now, not in the
+        // middle of the next comparison against the same reference (a reap takes a zxid).
+        std::thread::sleep(self.reap_wait);
     }
 }
 
@@ -801,21 +804,25 @@ fn random_steps(seed: u64, n: usize) -> Vec<Step> {
     let root = unique(&format!("/rand{seed}-"));
     let rel = ["", "/a", "/b", "/a/c", "/a/d", "/b/e", "/a/c/f", "/a/s-"];
     let bob = corral_tree::acl::digest_id("bob:pw");
+    let alice = corral_tree::acl::digest_id("alice:pw");
     let acls = [
         acl_open(),
         vec![Acl::new(1, "world", "anyone"), Acl::new(31, "digest", &bob)],
         vec![Acl::new(31, "digest", &bob)],
+        vec![Acl::new(31, "digest", &alice)],
+        vec![Acl::new(5, "digest", &alice), Acl::new(27, "digest", &bob)],
         vec![Acl::new(31, "auth", "")],
     ];
-    // Client 0 is bob from the start: it reads every node, so its exists watches never meet the
-    // one known difference (exists checks READ in Corral, as in ZooKeeper 3.8.4+, but not in
-    // Debian's 3.8.0, so a watch would be set on one side only).
+    // Client 0 is bob and alice from the start: it reads every node, so its exists watches
+    // never meet the one known difference (exists checks READ in Corral, as in ZooKeeper
+    // 3.8.4+, but not in Debian's 3.8.0, so a watch would be set on one side only).
     // Containers and TTL nodes live beside the root, not under it: their reaping happens on
     // each server's own clock, so nothing watches them and they are looked at only once both
     // servers have reaped what was due (`Step::Quiesce`).
     let boxes = format!("{root}-box");
     let mut steps = vec![
         Step::Auth(0, "bob:pw"),
+        Step::Auth(0, "alice:pw"),
         Step::Call(0, create(&root, b"", 0)),
         Step::Call(0, create(&boxes, b"", 0)),
     ];
@@ -897,7 +904,8 @@ fn random_steps(seed: u64, n: usize) -> Vec<Step> {
             }
             14 => {
                 if rng.below(4) == 0 {
-                    steps.push(Step::Auth(client, "bob:pw"));
+                    let who = *rng.pick(&["bob:pw", "alice:pw"]);
+                    steps.push(Step::Auth(client, who));
                     continue;
                 }
                 Request::GetChildren2(PathWatchRequest {
@@ -919,12 +927,6 @@ fn random_steps(seed: u64, n: usize) -> Vec<Step> {
             ));
         }
     }
-    // The containers' children go before the sessions do, and the emptied containers are reaped
-    // within this run: a reap left to the reference would take a zxid in the next one.
-    for j in 0..3 {
-        steps.push(Step::Call(0, delete(&format!("{boxes}/k{j}/x"), -1)));
-    }
-    steps.push(Step::Quiesce(boxes));
     steps
 }
 
@@ -933,27 +935,32 @@ fn container_episode(rng: &mut Rng, boxes: &str) -> Vec<Step> {
     let client = rng.below(3);
     let j = rng.below(3);
     let container = format!("{boxes}/k{j}");
-    let child = format!("{container}/x");
+    let child_path = format!("{container}/x");
     // (The last episode ended at a quiescent point, and nothing touches the boxes between.)
     let mut steps = vec![Step::Call(
         client,
         create_with(OpCode::CreateContainer, &container, b"c", acl_open(), 4),
     )];
-    if rng.below(3) > 0 {
+    // What makes a node due for reaping (the child's delete, a TTL that runs out) comes last
+    // before the quiescent point: the servers reap on their own clocks, and a reap between two
+    // compared steps would take a zxid on one side only.
+    let child = rng.below(3) > 0;
+    let delete_child = child && rng.below(2) == 0;
+    if child {
         let ephemeral = rng.below(2) as i32;
-        steps.push(Step::Call(client, create(&child, b"x", ephemeral)));
-        if rng.below(2) == 0 {
-            steps.push(Step::Call(client, delete(&child, -1)));
-        }
+        steps.push(Step::Call(client, create(&child_path, b"x", ephemeral)));
     }
     if rng.below(2) == 0 {
-        // Expired by the next quiescent point, or long after the test.
-        let ttl_ms = if rng.below(2) == 0 { 200 } else { 3_600_000 };
+        let runs_out = !delete_child && rng.below(2) == 0;
+        let ttl_ms = if runs_out { 200 } else { 3_600_000 };
         let flags = 5 + rng.below(2) as i32;
         steps.push(Step::Call(
             client,
             ttl(&format!("{boxes}/t{j}"), flags, ttl_ms),
         ));
+    }
+    if delete_child {
+        steps.push(Step::Call(client, delete(&child_path, -1)));
     }
     steps.push(Step::Quiesce(boxes.to_owned()));
     steps
