@@ -1,7 +1,8 @@
 //! The core driven without sockets, tasks or clocks: inputs with made-up times, effects read
-//! back. A property test runs random interleavings of packets, commits, writer progress and
-//! ticks, and checks what a client must see: replies in request order, its own writes in its
-//! reads, a watch event before any reply that shows the change, and replies held at the budget.
+//! back. A property test runs random interleavings of packets, commits, writer progress, ticks
+//! and closed connections, and checks what a client must see: replies in request order, its own
+//! writes in its reads, a watch event before any reply that shows the change, and replies held
+//! at the budget.
 
 use super::*;
 use crate::budget::{ConnBudget, Limits};
@@ -49,6 +50,8 @@ struct Client {
     /// (xid, request) sent, in order.
     sent: Vec<(i32, Request)>,
     budget: Option<Arc<ConnBudget>>,
+    /// Its connection closed: it sends nothing more, and what it got is a prefix.
+    dropped: bool,
 }
 
 /// The core, its log and its clients.
@@ -235,6 +238,8 @@ enum Step {
     /// Client `c`'s writer catches up.
     Flush(usize),
     Tick,
+    /// Client `c`'s connection closes (its session lives on).
+    Drop(usize),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -244,6 +249,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (1..4usize).prop_map(Step::Commit),
         2 => (0..3usize).prop_map(Step::Flush),
         1 => Just(Step::Tick),
+        1 => (0..3usize).prop_map(Step::Drop),
     ]
 }
 
@@ -275,6 +281,13 @@ proptest! {
                 .count()
         };
         for s in steps {
+            let sender = match s {
+                Step::Write(i) | Step::Read(i, ..) => Some(conns[i]),
+                _ => None,
+            };
+            if sender.is_some_and(|c| h.clients[&c].dropped) {
+                continue;
+            }
             match s {
                 Step::Write(i) => {
                     let c = conns[i];
@@ -302,6 +315,11 @@ proptest! {
                 Step::Tick => {
                     h.now += Duration::from_millis(50);
                     h.input(Input::Tick);
+                }
+                Step::Drop(i) => {
+                    let conn = conns[i];
+                    h.clients.get_mut(&conn).unwrap().dropped = true;
+                    h.input(Input::Closed { conn });
                 }
             }
         }
@@ -332,7 +350,7 @@ fn check_client(client: &Client, me: usize) -> Result<(), TestCaseError> {
     let mut xids: Vec<i32> = client.sent.iter().map(|(x, _)| *x).collect();
     let answered: Vec<i32> = replies.iter().map(|(x, _)| *x).collect();
     // A client whose queue passed four budgets was closed: what it got is a prefix.
-    let closed = client.received.iter().any(|o| matches!(o, Outgoing::Close));
+    let closed = client.dropped || client.received.iter().any(|o| matches!(o, Outgoing::Close));
     if closed {
         xids.truncate(answered.len());
     }
