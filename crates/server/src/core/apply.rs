@@ -5,15 +5,13 @@
 
 use super::proposals::Origin;
 use super::sessions::LiveSession;
-use super::{Core, Effect, Incoming};
-use crate::watch::ConnId;
+use super::{Core, Effect, Incoming, SyncRequest};
 use corral_proto::codes::perms;
 use corral_proto::reply::notification_frame;
 use corral_proto::Response;
 use corral_replication::{AppliedMark, Applying};
 use corral_tree::{acl, DataTree, Entry, Txn};
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
 
 /// A reconnect waiting until this member has applied the leader's read index, to decide whether
 /// the session it names exists.
@@ -25,10 +23,7 @@ pub(super) struct ConnectWait {
 /// A `sync` waiting for this member to apply the leader's read index.
 pub(super) struct SyncWait {
     index: u64,
-    conn: ConnId,
-    xid: i32,
-    path: String,
-    received: Instant,
+    sync: SyncRequest,
 }
 
 impl Core {
@@ -183,7 +178,7 @@ impl Core {
             .into_iter()
             .partition(|s| s.index <= applied);
         self.syncs = waiting;
-        for s in ready {
+        for SyncWait { sync: s, .. } in ready {
             self.finish(
                 s.conn,
                 s.xid,
@@ -234,29 +229,16 @@ impl Core {
     }
 
     /// The leader's read index for a `sync`.
-    pub(super) fn sync_index(
-        &mut self,
-        conn: ConnId,
-        xid: i32,
-        path: String,
-        received: Instant,
-        index: Option<u64>,
-    ) {
+    pub(super) fn sync_index(&mut self, sync: SyncRequest, index: Option<u64>) {
         match index {
             Some(index) => {
-                self.syncs.push(SyncWait {
-                    index,
-                    conn,
-                    xid,
-                    path,
-                    received,
-                });
+                self.syncs.push(SyncWait { index, sync });
                 self.finish_syncs();
             }
             None => {
                 // No leader to ask: the client learns of it as a lost connection.
                 tracing::warn!("sync: no leader answered; closing the connection");
-                self.close_connection(conn);
+                self.close_connection(sync.conn);
             }
         }
     }

@@ -232,21 +232,10 @@ impl Driver {
                         Input::ConnectIndex { incoming, index }
                     });
                 }
-                Effect::SyncIndex {
-                    conn,
-                    xid,
-                    path,
-                    received,
-                } => {
+                Effect::SyncIndex(sync) => {
                     self.ask(move |replica| async move {
                         let index = replica.read_index().await;
-                        Input::SyncIndex {
-                            conn,
-                            xid,
-                            path,
-                            received,
-                            index,
-                        }
+                        Input::SyncIndex { sync, index }
                     });
                 }
                 Effect::Serving(serving) => {

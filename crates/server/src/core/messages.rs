@@ -55,6 +55,15 @@ pub struct Incoming {
     pub budget: Arc<ConnBudget>,
 }
 
+/// A client's `sync` request, waiting for the leader's read index.
+#[derive(Debug)]
+pub struct SyncRequest {
+    pub conn: ConnId,
+    pub xid: i32,
+    pub path: String,
+    pub received: Instant,
+}
+
 /// Something that happened, for the core to act on.
 pub enum Input {
     Connect(Incoming),
@@ -95,10 +104,7 @@ pub enum Input {
     },
     /// The leader's read index for a `sync` (none: no leader could be asked).
     SyncIndex {
-        conn: ConnId,
-        xid: i32,
-        path: String,
-        received: Instant,
+        sync: SyncRequest,
         index: Option<u64>,
     },
     /// `crst` (the connections' counters) or `srst` (the server's).
@@ -156,12 +162,7 @@ pub enum Effect {
     /// Ask the leader's read index for this reconnect: [`Input::ConnectIndex`].
     ConnectIndex(Incoming),
     /// Ask the leader's read index for this `sync`: [`Input::SyncIndex`].
-    SyncIndex {
-        conn: ConnId,
-        xid: i32,
-        path: String,
-        received: Instant,
-    },
+    SyncIndex(SyncRequest),
     /// Whether this member serves clients changed.
     Serving(bool),
     /// A graceful stop found nothing of this member's left in flight.

@@ -35,7 +35,7 @@ pub mod status;
 mod tests;
 
 pub use driver::CoreMsg;
-pub use messages::{Effect, Incoming, Input, Outgoing, Quorum};
+pub use messages::{Effect, Incoming, Input, Outgoing, Quorum, SyncRequest};
 
 use crate::budget::Global;
 use crate::config::ServerConfig;
@@ -236,13 +236,7 @@ impl Core {
             }
             Input::Touched { touched, sessions } => self.touched(touched, sessions),
             Input::Revalidated { incoming, touched } => self.revalidated(incoming, touched),
-            Input::SyncIndex {
-                conn,
-                xid,
-                path,
-                received,
-                index,
-            } => self.sync_index(conn, xid, path, received, index),
+            Input::SyncIndex { sync, index } => self.sync_index(sync, index),
             Input::ResetStats { connections } => self.reset_stats(connections),
             Input::Apply(entries) => {
                 for applying in entries {

@@ -46,12 +46,12 @@ impl Core {
             c.in_flight += 1;
             c.syncs_in_flight += 1;
         }
-        self.effect(Effect::SyncIndex {
+        self.effect(Effect::SyncIndex(super::SyncRequest {
             conn,
             xid,
             path,
             received,
-        });
+        }));
     }
 
     pub(super) fn auth(&mut self, conn: ConnId, xid: i32, p: AuthPacket) {

@@ -136,16 +136,7 @@ impl Harness {
         let budget = Arc::new(ConnBudget::new(limits, Arc::new(Global::default())));
         self.clients.entry(conn).or_default().budget = Some(budget.clone());
         let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let handshake = Handshake {
-            request: ConnectRequest {
-                protocol_version: 0,
-                last_zxid_seen: 0,
-                time_out: 30_000,
-                session_id: 0,
-                passwd: Bytes::from_static(&[0; 16]),
-            },
-            read_only: None,
-        };
+        let handshake = handshake(0);
         self.input(Input::Connect(Incoming {
             conn,
             peer,
@@ -187,6 +178,25 @@ impl Harness {
         if budget.written(bytes) {
             self.input(Input::Resume { conn });
         }
+    }
+}
+
+/// A connect request for `session_id` (0: a new session) with its right password.
+fn handshake(session_id: i64) -> Handshake {
+    let passwd = if session_id == 0 {
+        Bytes::from_static(&[0; 16])
+    } else {
+        Bytes::copy_from_slice(&crate::session::password(session_id))
+    };
+    Handshake {
+        request: ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: 0,
+            time_out: 30_000,
+            session_id,
+            passwd,
+        },
+        read_only: None,
     }
 }
 
@@ -426,16 +436,7 @@ fn a_reconnect_whose_connection_closed_while_the_leader_was_asked_is_dropped() {
         Limits::default(),
         Arc::new(Global::default()),
     ));
-    let handshake = Handshake {
-        request: ConnectRequest {
-            protocol_version: 0,
-            last_zxid_seen: 0,
-            time_out: 30_000,
-            session_id,
-            passwd: Bytes::copy_from_slice(&crate::session::password(session_id)),
-        },
-        read_only: None,
-    };
+    let handshake = handshake(session_id);
     let peer: SocketAddr = "127.0.0.1:10".parse().unwrap();
     h.core.handle(
         Input::Connect(Incoming {
