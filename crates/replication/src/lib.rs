@@ -15,6 +15,7 @@ mod lease;
 mod log_store;
 mod network;
 mod node;
+mod runtime;
 mod state_machine;
 mod timings;
 mod types;
@@ -26,6 +27,7 @@ pub use node::{
     handle, recover, start, Member, ReplicaConfig, ReplicaHandle, ReplicationError, Role, Storage,
     Touched,
 };
+pub use runtime::seed_elections;
 pub use state_machine::{
     seed_data_dir, AppliedMark, Applying, LogStopped, SeedError, SnapshotError, SnapshotStarted,
     SnapshotTaker, ToCore,

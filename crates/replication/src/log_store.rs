@@ -7,6 +7,7 @@
 //! a blocking thread, which then tells openraft through its callback.
 
 use crate::types::{decode, encode, LogId, NodeId, SErr, TypeConfig};
+use corral_io::{Disk, Io};
 use corral_storage::fsutil::atomic_write;
 use corral_storage::log::SegmentedLog;
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -26,6 +27,7 @@ struct Inner {
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
     dir: PathBuf,
+    io: Io,
     pub(crate) timings: Arc<crate::ReplicaTimings>,
 }
 
@@ -37,8 +39,11 @@ fn read_err(e: impl std::error::Error + 'static) -> SErr {
     StorageIOError::read_logs(AnyError::new(&e)).into()
 }
 
-fn read_small<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, SErr> {
-    match std::fs::read(path) {
+fn read_small<T: serde::de::DeserializeOwned>(
+    disk: &dyn Disk,
+    path: &Path,
+) -> Result<Option<T>, SErr> {
+    match disk.read(path) {
         Ok(bytes) => decode(&bytes).map(Some).map_err(read_err),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(read_err(e)),
@@ -46,14 +51,22 @@ fn read_small<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, 
 }
 
 impl LogStore {
-    pub fn open(dir: &Path, segment_bytes: u64) -> Result<LogStore, corral_storage::StorageError> {
-        let mut log = SegmentedLog::open(&dir.join("log"), segment_bytes)?;
-        let purged: Option<LogId> =
-            read_small(&dir.join("purged")).map_err(|e| corral_storage::StorageError::Corrupt {
+    pub fn open(
+        io: &Io,
+        dir: &Path,
+        segment_bytes: u64,
+    ) -> Result<LogStore, corral_storage::StorageError> {
+        let mut log = SegmentedLog::open_on(io.disk.clone(), &dir.join("log"), segment_bytes)?;
+        // The file holds an `Option<LogId>` (as `purge` writes it). Read as a bare `LogId`, its
+        // tag byte shifted every field: a purge point of T10-N1-198 came back as T1-N10-1, and
+        // a restarted member asked for entries long purged (found by the simulation, seed 2).
+        let purged: Option<LogId> = read_small::<Option<LogId>>(&*io.disk, &dir.join("purged"))
+            .map_err(|e| corral_storage::StorageError::Corrupt {
                 path: dir.join("purged"),
                 offset: 0,
                 why: e.to_string(),
-            })?;
+            })?
+            .flatten();
         let last = match log.last_index() {
             Some(i) => {
                 let bytes = log.read(i, i + 1)?.remove(0).1;
@@ -67,9 +80,16 @@ impl LogStore {
             }
             None => None,
         };
+        tracing::info!(
+            first = log.first_index(),
+            last = last.map(|l| l.index),
+            purged = purged.map(|p| p.index),
+            "opened the log"
+        );
         Ok(LogStore {
             inner: Arc::new(Mutex::new(Inner { log, last, purged })),
             dir: dir.to_owned(),
+            io: io.clone(),
             timings: Default::default(),
         })
     }
@@ -141,26 +161,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), SErr> {
         let (path, bytes) = (self.vote_path(), encode(vote));
-        tokio::task::spawn_blocking(move || atomic_write(&path, &bytes))
+        let disk = self.io.disk.clone();
+        self.io
+            .blocking(move || atomic_write(&*disk, &path, &bytes))
             .await
-            .expect("vote writer")
             .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SErr> {
-        read_small(&self.vote_path())
+        read_small(&*self.io.disk, &self.vote_path())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), SErr> {
         // A hint only: no fsync. Losing it means openraft re-applies less and the leader
         // re-commits the rest.
-        let _ = std::fs::write(self.dir.join("committed"), encode(&committed));
+        let _ = self
+            .io
+            .disk
+            .write_unsynced(&self.dir.join("committed"), &encode(&committed));
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, SErr> {
         // Written without fsync or rename, so a crash can tear it; a torn hint is no hint.
-        match read_small::<Option<LogId>>(&self.dir.join("committed")) {
+        match read_small::<Option<LogId>>(&*self.io.disk, &self.dir.join("committed")) {
             // A follower may note a commit point before its own log is synced: never claim more
             // than the log holds.
             Ok(c) => {
@@ -187,6 +211,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let follows = inner.log.last_index().is_none_or(|l| l + 1 == index);
                 let after_purge = inner.purged.is_some_and(|p| p.index + 1 == index);
                 if !follows && after_purge {
+                    tracing::info!(dir = %self.dir.display(), index, "an installed snapshot supersedes the log: emptying it");
                     // An installed snapshot moved past this log: what it held is superseded.
                     if let Some(first) = inner.log.first_index() {
                         inner.log.truncate_from(first).map_err(write_err)?;
@@ -202,56 +227,86 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let inner = self.inner.clone();
         let timings = self.timings.clone();
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
+        let sync = move || {
+            let started = corral_io::now();
             let result = inner.lock().expect("log lock").log.sync();
-            timings.fsync.record(started.elapsed());
+            timings.fsync.record(corral_io::now() - started);
             callback.log_io_completed(result.map_err(std::io::Error::other));
-        });
+        };
+        if self.io.inline_blocking {
+            sync();
+        } else {
+            tokio::task::spawn_blocking(sync);
+        }
         Ok(())
     }
 
     async fn truncate(&mut self, since: LogId) -> Result<(), SErr> {
+        tracing::info!(dir = %self.dir.display(), since = since.index, "truncating the log");
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut inner = inner.lock().expect("log lock");
-            inner.log.truncate_from(since.index).map_err(write_err)?;
-            inner.last = match since.index.checked_sub(1) {
-                Some(prev) if inner.log.last_index() == Some(prev) => {
-                    let bytes = inner
-                        .log
-                        .read(prev, prev + 1)
-                        .map_err(read_err)?
-                        .remove(0)
-                        .1;
-                    Some(
-                        decode::<Entry<TypeConfig>>(&bytes)
+        self.io
+            .blocking(move || {
+                let mut inner = inner.lock().expect("log lock");
+                inner.log.truncate_from(since.index).map_err(write_err)?;
+                inner.last = match since.index.checked_sub(1) {
+                    Some(prev) if inner.log.last_index() == Some(prev) => {
+                        let bytes = inner
+                            .log
+                            .read(prev, prev + 1)
                             .map_err(read_err)?
-                            .log_id,
-                    )
-                }
-                _ => inner.purged,
-            };
-            Ok(())
-        })
-        .await
-        .expect("log truncation")
+                            .remove(0)
+                            .1;
+                        Some(
+                            decode::<Entry<TypeConfig>>(&bytes)
+                                .map_err(read_err)?
+                                .log_id,
+                        )
+                    }
+                    _ => inner.purged,
+                };
+                Ok(())
+            })
+            .await
     }
 
     async fn purge(&mut self, upto: LogId) -> Result<(), SErr> {
         let inner = self.inner.clone();
         let path = self.dir.join("purged");
-        tokio::task::spawn_blocking(move || {
-            atomic_write(&path, &encode(&Some(upto))).map_err(write_err)?;
-            let mut inner = inner.lock().expect("log lock");
-            inner.purged = Some(upto);
-            if inner.last.is_none_or(|l| l.index < upto.index) {
-                inner.last = Some(upto);
-            }
-            inner.log.purge_through(upto.index).map_err(write_err)?;
-            Ok(())
-        })
-        .await
-        .expect("log purge")
+        let disk = self.io.disk.clone();
+        tracing::info!(path = %path.display(), upto = upto.index, "purging the log");
+        self.io
+            .blocking(move || {
+                atomic_write(&*disk, &path, &encode(&Some(upto))).map_err(write_err)?;
+                let mut inner = inner.lock().expect("log lock");
+                inner.purged = Some(upto);
+                if inner.last.is_none_or(|l| l.index < upto.index) {
+                    inner.last = Some(upto);
+                }
+                inner.log.purge_through(upto.index).map_err(write_err)?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corral_io::mem_disk::MemDisk;
+    use openraft::CommittedLeaderId;
+
+    #[tokio::test]
+    async fn a_purge_point_reads_back_as_written() {
+        let io = Io {
+            disk: Arc::new(MemDisk::new()),
+            inline_blocking: true,
+            ..Io::real()
+        };
+        let dir = Path::new("/raft");
+        let mut store = LogStore::open(&io, dir, 1 << 20).unwrap();
+        let upto = LogId::new(CommittedLeaderId::new(10, 1), 198);
+        store.purge(upto).await.unwrap();
+        let reopened = LogStore::open(&io, dir, 1 << 20).unwrap();
+        assert_eq!(reopened.inner.lock().unwrap().purged, Some(upto));
     }
 }

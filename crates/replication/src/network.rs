@@ -4,6 +4,7 @@
 
 use crate::lease::Lease;
 use crate::types::{decode, encode, CorralNode, NodeId, TypeConfig};
+use corral_io::{BoxStream, Net};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -11,9 +12,9 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Frames larger than this are refused: a peer never needs more (snapshots travel in chunks).
 const MAX_PEER_FRAME: usize = 64 << 20;
@@ -60,7 +61,7 @@ pub struct TouchAnswer {
     pub unknown: Vec<i64>,
 }
 
-pub async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+pub async fn read_frame<S: AsyncRead + Unpin + ?Sized>(s: &mut S) -> std::io::Result<Vec<u8>> {
     let len = s.read_u32().await? as usize;
     if len > MAX_PEER_FRAME {
         return Err(std::io::Error::other(format!("peer frame of {len} bytes")));
@@ -70,7 +71,10 @@ pub async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-pub async fn write_frame(s: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+pub async fn write_frame<S: AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(4 + bytes.len());
     out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
     out.extend_from_slice(bytes);
@@ -79,13 +83,15 @@ pub async fn write_frame(s: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()>
 
 /// A connection to one peer, reopened on demand.
 pub struct PeerClient {
+    net: Arc<dyn Net>,
     addr: String,
-    conn: Option<TcpStream>,
+    conn: Option<BoxStream>,
 }
 
 impl PeerClient {
-    pub fn new(addr: &str) -> Self {
+    pub fn new(net: Arc<dyn Net>, addr: &str) -> Self {
         PeerClient {
+            net,
             addr: addr.to_owned(),
             conn: None,
         }
@@ -96,11 +102,11 @@ impl PeerClient {
         req: &PeerRequest,
         ttl: Duration,
     ) -> Result<PeerResponse, CallError> {
-        let started = std::time::Instant::now();
+        let started = corral_io::now();
         if self.conn.is_none() {
             // Not connected in time: nothing was sent, so the caller may try again (a write
             // forwarded to a leader that never got it is not of unknown outcome).
-            let connect = tokio::time::timeout(ttl, TcpStream::connect(&self.addr)).await;
+            let connect = tokio::time::timeout(ttl, self.net.connect(&self.addr)).await;
             let s = match connect {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return Err(CallError::Unreachable(e)),
@@ -111,10 +117,9 @@ impl PeerClient {
                     )))
                 }
             };
-            let _ = s.set_nodelay(true);
             self.conn = Some(s);
         }
-        let ttl = ttl.saturating_sub(started.elapsed());
+        let ttl = ttl.saturating_sub(corral_io::now() - started);
         let result = tokio::time::timeout(ttl, self.call_inner(req)).await;
         match result {
             Ok(Ok(r)) => Ok(r),
@@ -162,6 +167,7 @@ impl CallError {
 /// Makes connections to peers at the addresses this member's own configuration gives them (as
 /// ZooKeeper does), falling back to the address recorded in the replicated membership.
 pub struct NetFactory {
+    pub net: Arc<dyn Net>,
     pub addrs: std::sync::Arc<std::collections::BTreeMap<NodeId, String>>,
     /// Where accepted AppendEntries are recorded, as the leader's lease.
     pub lease: std::sync::Arc<Lease>,
@@ -180,7 +186,7 @@ impl RaftNetworkFactory<TypeConfig> for NetFactory {
         let addr = self.addrs.get(&target).unwrap_or(&node.raft_addr);
         PeerConn {
             target,
-            client: PeerClient::new(addr),
+            client: PeerClient::new(self.net.clone(), addr),
             lease: self.lease.clone(),
         }
     }
@@ -200,7 +206,7 @@ impl RaftNetwork<TypeConfig> for PeerConn {
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, CorralNode, RaftError<NodeId>>>
     {
         // The instant this request vouches for, should the target accept it: its send time.
-        let sent_at = std::time::Instant::now();
+        let sent_at = corral_io::now();
         let term = rpc.vote.leader_id().term;
         match self
             .client

@@ -17,16 +17,17 @@ use crate::network::{
 };
 use crate::state_machine::{mark_of, AppliedMark, StateMachine, ToCore};
 use crate::types::{decode, encode, CorralNode, NodeId, Payload, Raft};
+use corral_io::hash::HashMap;
+use corral_io::{BoxStream, Io, Listener};
 use corral_storage::snapshot::SnapshotStore;
 use corral_tree::{Batch, DataTree, TreeConfig};
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::raft::AppendEntriesResponse;
 use openraft::{Config, ServerState, SnapshotMeta, SnapshotPolicy};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Most bytes of proposals in one log entry.
@@ -71,6 +72,8 @@ pub struct ReplicaConfig {
     pub lease: LeaseTimes,
     /// How long a lagging member may take to receive a snapshot (initLimit × tickTime).
     pub install_snapshot_timeout_ms: u64,
+    /// The disk, network and clocks (the real ones but in the simulation).
+    pub io: Io,
 }
 
 impl ReplicaConfig {
@@ -146,11 +149,16 @@ pub struct Storage {
 /// Opens the log and loads the newest valid snapshot (blocking I/O): the tree, the log position
 /// it reflects, and the storage. Entries after the snapshot are re-applied by Raft once it runs.
 pub fn recover(cfg: &ReplicaConfig) -> Result<(DataTree, AppliedMark, Storage), ReplicationError> {
-    let snapshots = SnapshotStore::open(&cfg.data_dir.join("snapshots"), cfg.snapshot_retain)?;
+    let snapshots = SnapshotStore::open_on(
+        cfg.io.disk.clone(),
+        &cfg.data_dir.join("snapshots"),
+        cfg.snapshot_retain,
+    )?;
     // Scanning the log (every record's checksum) and decoding the snapshot are independent:
     // side by side, a restart takes the longer of the two rather than their sum.
     let (log, newest) = std::thread::scope(|scope| {
-        let log = scope.spawn(|| LogStore::open(&cfg.data_dir.join("raft"), cfg.segment_bytes));
+        let log =
+            scope.spawn(|| LogStore::open(&cfg.io, &cfg.data_dir.join("raft"), cfg.segment_bytes));
         let newest = newest_usable_snapshot(&snapshots);
         (log.join().expect("the log scan panicked"), newest)
     });
@@ -199,12 +207,6 @@ pub fn recover(cfg: &ReplicaConfig) -> Result<(DataTree, AppliedMark, Storage), 
         loaded,
     };
     Ok((tree, mark, storage))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// A snapshot's meta, its bytes and the tree they decode to.
@@ -258,6 +260,7 @@ pub struct ReplicaHandle {
     touch_link: Arc<tokio::sync::Mutex<Option<(NodeId, PeerClient)>>>,
     /// The newest term whose leader was found gone (an election already started for it).
     leader_gone_in: Arc<std::sync::atomic::AtomicU64>,
+    io: Io,
 }
 
 /// A touch round's outcome, for the core.
@@ -348,7 +351,7 @@ impl ReplicaHandle {
             return leader_read_index(raft).await;
         }
         let addr = &self.members.get(&leader)?.raft_addr;
-        match PeerClient::new(addr)
+        match PeerClient::new(self.io.net.clone(), addr)
             .call(&PeerRequest::ReadIndex, Duration::from_secs(5))
             .await
         {
@@ -362,13 +365,13 @@ impl ReplicaHandle {
     pub async fn touch(&self, sessions: Vec<(i64, u32)>) -> Touched {
         let mut link = self.touch_link.lock().await;
         // What a grant vouches for starts now, not while the round waited for the link.
-        let sent_at = Instant::now();
+        let sent_at = corral_io::now();
         let round = PeerRequest::Touch(TouchRound { sessions });
         let answer = match self.leader().filter(|l| *l != self.id) {
             Some(leader) => {
                 if link.as_ref().is_none_or(|(to, _)| *to != leader) {
                     let addr = self.members.get(&leader).map(|m| m.raft_addr.clone());
-                    *link = addr.map(|a| (leader, PeerClient::new(&a)));
+                    *link = addr.map(|a| (leader, PeerClient::new(self.io.net.clone(), &a)));
                 }
                 match link.as_mut() {
                     Some((_, client)) => match client.call(&round, TOUCH_TIMEOUT).await {
@@ -389,7 +392,7 @@ impl ReplicaHandle {
     /// Asks the leader whether `session` is alive, and to keep it so for its timeout from now:
     /// a reconnect's revalidation (on its own connection, beside the periodic rounds).
     pub async fn revalidate(&self, session: i64) -> Touched {
-        let sent_at = Instant::now();
+        let sent_at = corral_io::now();
         let round = PeerRequest::Touch(TouchRound {
             sessions: vec![(session, 0)],
         });
@@ -398,7 +401,10 @@ impl ReplicaHandle {
             .and_then(|l| self.members.get(&l))
             .map(|m| m.raft_addr.clone());
         let answer = match addr {
-            Some(addr) => match PeerClient::new(&addr).call(&round, TOUCH_TIMEOUT).await {
+            Some(addr) => match PeerClient::new(self.io.net.clone(), &addr)
+                .call(&round, TOUCH_TIMEOUT)
+                .await
+            {
                 Ok(PeerResponse::Touched(answer)) => Some(answer),
                 _ => None,
             },
@@ -457,6 +463,7 @@ pub fn handle(cfg: &ReplicaConfig) -> (ReplicaHandle, mpsc::UnboundedReceiver<by
         lease: Arc::new(Lease::new(cfg.id, cfg.voters(), cfg.lease)),
         touch_link: Default::default(),
         leader_gone_in: Default::default(),
+        io: cfg.io.clone(),
     };
     (handle, proposals)
 }
@@ -486,14 +493,12 @@ pub async fn start(
     .map_err(|e| ReplicationError::Raft(Box::new(e)))?;
     let me = cfg.members.get(&cfg.id).cloned();
     let peer_listener = match &me {
-        Some(m) if cfg.members.len() > 1 => {
-            Some(TcpListener::bind(&m.raft_addr).await.map_err(|source| {
-                ReplicationError::Bind {
-                    addr: m.raft_addr.clone(),
-                    source,
-                }
-            })?)
-        }
+        Some(m) if cfg.members.len() > 1 => Some(cfg.io.net.bind(&m.raft_addr).await.map_err(
+            |source| ReplicationError::Bind {
+                addr: m.raft_addr.clone(),
+                source,
+            },
+        )?),
         _ => None,
     };
     let sm = StateMachine {
@@ -502,6 +507,7 @@ pub async fn start(
         loaded: recovered.loaded.take(),
         raft: handle.raft.clone(),
         timings: handle.timings.clone(),
+        io: cfg.io.clone(),
     };
     let addrs = cfg
         .members
@@ -509,6 +515,7 @@ pub async fn start(
         .map(|(id, m)| (*id, m.raft_addr.clone()))
         .collect();
     let network = NetFactory {
+        net: cfg.io.net.clone(),
         addrs: Arc::new(addrs),
         lease: handle.lease.clone(),
     };
@@ -595,7 +602,7 @@ async fn proposer(
     mut rx: mpsc::UnboundedReceiver<bytes::Bytes>,
     core: mpsc::Sender<ToCore>,
 ) {
-    let mut peers: HashMap<NodeId, PeerClient> = HashMap::new();
+    let mut peers: HashMap<NodeId, PeerClient> = HashMap::default();
     while let Some(first) = rx.recv().await {
         let mut items = vec![first];
         let mut bytes = items[0].len();
@@ -608,12 +615,12 @@ async fn proposer(
                 Err(_) => break,
             }
         }
-        let deadline = Instant::now() + LEADER_WAIT;
+        let deadline = corral_io::now() + LEADER_WAIT;
         loop {
             let leader = raft.metrics().borrow().current_leader;
             let attempt = match leader {
                 Some(l) if l == handle.id => {
-                    let payload = Payload(Batch::encode_framed(now_ms(), &items));
+                    let payload = Payload(Batch::encode_framed(handle.io.clock.now_ms(), &items));
                     handle.leader_counters.proposed(payload.0.len());
                     match raft.client_write(payload).await {
                         Ok(_) => Placement::Placed,
@@ -632,9 +639,9 @@ async fn proposer(
                 }
                 Some(l) => match handle.members.get(&l) {
                     Some(m) => {
-                        let client = peers
-                            .entry(l)
-                            .or_insert_with(|| PeerClient::new(&m.raft_addr));
+                        let client = peers.entry(l).or_insert_with(|| {
+                            PeerClient::new(handle.io.net.clone(), &m.raft_addr)
+                        });
                         let req = PeerRequest::Propose(items.iter().map(|b| b.to_vec()).collect());
                         match client.call(&req, Duration::from_secs(2)).await {
                             Ok(PeerResponse::Proposed(true)) => Placement::Placed,
@@ -652,7 +659,7 @@ async fn proposer(
                 // Taken, or perhaps taken: once an entry of a newer term is applied, the core
                 // proposes again whatever the old term lost.
                 Placement::Placed | Placement::Unknown => break,
-                Placement::Retry if Instant::now() < deadline => {
+                Placement::Retry if corral_io::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Placement::Retry => {
@@ -775,7 +782,7 @@ async fn watch_role(
 }
 
 async fn serve_peers(
-    listener: TcpListener,
+    mut listener: Box<dyn Listener>,
     raft: Raft,
     handle: ReplicaHandle,
     core: mpsc::Sender<ToCore>,
@@ -785,7 +792,6 @@ async fn serve_peers(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let _ = stream.set_nodelay(true);
         tokio::spawn(serve_peer(
             stream,
             raft.clone(),
@@ -796,7 +802,7 @@ async fn serve_peers(
 }
 
 async fn serve_peer(
-    mut s: TcpStream,
+    mut s: BoxStream,
     raft: Raft,
     handle: ReplicaHandle,
     core: mpsc::Sender<ToCore>,
@@ -869,7 +875,7 @@ async fn answer_touch(
         (m.state == ServerState::Leader && m.current_leader == Some(handle.id))
             .then_some(m.current_term)
     };
-    let granted = leading_term.is_some_and(|term| handle.lease.exclusive(term, Instant::now()));
+    let granted = leading_term.is_some_and(|term| handle.lease.exclusive(term, corral_io::now()));
     TouchAnswer { granted, unknown }
 }
 
@@ -893,11 +899,11 @@ async fn leader_read_index(raft: &Raft) -> Option<u64> {
 /// refused says so; one reset (while connecting or once accepted) met the listener of a process
 /// still being torn down (its connections close before its listener does), so look again. A
 /// peer that cannot be reached at all (a partition) is not gone.
-async fn peer_is_gone(addr: &str) -> bool {
+async fn peer_is_gone(net: &dyn corral_io::Net, addr: &str) -> bool {
     use std::io::ErrorKind::{ConnectionRefused, ConnectionReset};
     use tokio::io::AsyncReadExt;
     for _ in 0..PROBES {
-        match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(addr)).await {
+        match tokio::time::timeout(PROBE_TIMEOUT, net.connect(addr)).await {
             Ok(Err(e)) if e.kind() == ConnectionRefused => return true,
             Ok(Err(e)) if e.kind() == ConnectionReset => {}
             Ok(Ok(mut s)) => {
@@ -933,7 +939,7 @@ async fn suspect_leader(raft: Raft, handle: ReplicaHandle, leader: NodeId) {
     let Some(addr) = handle.members.get(&leader).map(|m| m.raft_addr.clone()) else {
         return;
     };
-    if !peer_is_gone(&addr).await {
+    if !peer_is_gone(&*handle.io.net, &addr).await {
         return;
     }
     let (voters, term): (Vec<NodeId>, u64) = {

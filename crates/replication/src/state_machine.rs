@@ -106,6 +106,9 @@ pub enum ToCore {
 /// the thread that forked exists in it. If fork fails, the tree is copied instead.
 pub struct SnapshotTaker {
     store: Arc<SnapshotStore>,
+    /// Whether a child process may write it (not on a simulated disk, which lives in this
+    /// process's memory).
+    fork: bool,
 }
 
 /// How a snapshot was started.
@@ -131,6 +134,12 @@ fn meta_for(mark: &AppliedMark) -> SnapshotMeta<u64, crate::CorralNode> {
 
 impl SnapshotTaker {
     pub fn start(self, tree: &DataTree, mark: &AppliedMark) -> SnapshotStarted {
+        if !self.fork {
+            return SnapshotStarted::Copied {
+                tree: Box::new(tree.clone()),
+                mark: mark.clone(),
+            };
+        }
         // SAFETY: the child only allocates, writes files and calls _exit; it touches no lock
         // another thread could have held at the fork (no logging, no runtime).
         let server = unsafe { libc::getpid() };
@@ -179,6 +188,7 @@ pub struct StateMachine {
     /// Set once Raft runs: after a snapshot, the log it makes redundant is purged through it.
     pub(crate) raft: Arc<std::sync::OnceLock<crate::types::Raft>>,
     pub(crate) timings: Arc<crate::ReplicaTimings>,
+    pub(crate) io: corral_io::Io,
 }
 
 fn sm_err(e: impl std::fmt::Display) -> SErr {
@@ -263,13 +273,14 @@ pub fn mark_of(meta: &SnapshotMeta<u64, crate::CorralNode>) -> AppliedMark {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-        let started_at = std::time::Instant::now();
+        let started_at = corral_io::now();
         let take = SnapshotTaker {
             store: self.snapshots.clone(),
+            fork: self.io.fork_snapshots,
         };
         let started = self.ask(|reply| ToCore::Snapshot { take, reply }).await?;
         let store = self.snapshots.clone();
-        let snapshot = tokio::task::spawn_blocking(move || {
+        let snapshot = self.io.blocking(move || {
             let (meta, bytes) = match started {
                 SnapshotStarted::Forked { pid, mark } => {
                     if !wait_child(pid) {
@@ -299,9 +310,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 snapshot: Box::new(Cursor::new(bytes)),
             })
         })
-        .await
-        .map_err(sm_err)??;
-        self.timings.snapshot.record(started_at.elapsed());
+        .await?;
+        self.timings.snapshot.record(corral_io::now() - started_at);
         // Keep the log the oldest retained snapshot needs, so any of them can serve as a
         // fallback if a newer one is found damaged.
         if let (Ok(list), Some(raft)) = (self.snapshots.list(), self.raft.get()) {
@@ -370,6 +380,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             loaded: None,
             raft: self.raft.clone(),
             timings: self.timings.clone(),
+            io: self.io.clone(),
         }
     }
 
@@ -387,9 +398,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| StorageIOError::read_snapshot(None, AnyError::error(e.to_string())))?;
         let store = self.snapshots.clone();
         let meta_copy = meta.clone();
-        tokio::task::spawn_blocking(move || save(&store, &meta_copy, &bytes))
-            .await
-            .map_err(sm_err)??;
+        self.io
+            .blocking(move || save(&store, &meta_copy, &bytes))
+            .await?;
         let mark = mark_of(meta);
         let tree = Box::new(tree);
         self.ask(|done| ToCore::Install { tree, mark, done })
@@ -412,9 +423,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         let store = self.snapshots.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_newest(&store))
+        let loaded = self
+            .io
+            .blocking(move || load_newest(&store))
             .await
-            .map_err(sm_err)?
             .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)))?;
         Ok(loaded.map(|(meta, bytes)| Snapshot {
             meta,

@@ -34,6 +34,8 @@ pub enum ConfigError {
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// The disk, network and clocks the server runs on: the machine's, but in the simulation.
+    pub io: corral_io::Io,
     pub tick_time_ms: u32,
     /// Ticks a member may go without quorum contact and still serve (`syncLimit`; the lease is
     /// also bounded by `minSessionTimeout`).
@@ -149,6 +151,7 @@ pub const ALL_FOUR_LETTER_WORDS: &[&str] = &[
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
+            io: corral_io::Io::real(),
             tick_time_ms: 2000,
             // ZooKeeper's sample zoo.cfg.
             sync_limit: 5,

@@ -14,6 +14,8 @@ use crate::four_letter::parse_word;
 use crate::status::StatusSource;
 use crate::watch::ConnId;
 use bytes::BytesMut;
+use corral_io::net::{ReadHalf, WriteHalf};
+use corral_io::BoxStream;
 use corral_proto::frame::{FrameDecoder, Handshake};
 use corral_proto::reply::{encode_reply, reply_len};
 use corral_proto::{Jute, Request, RequestHeader};
@@ -21,8 +23,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most bytes gathered into one write.
@@ -33,15 +33,14 @@ const SESSION_CLOSE_GRACE: Duration = Duration::from_secs(1);
 const THROTTLE_LOG_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn serve(
-    stream: TcpStream,
+    stream: BoxStream,
     peer: SocketAddr,
     conn: ConnId,
     core: mpsc::Sender<CoreMsg>,
     limits: ConnLimits,
     status: StatusSource,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = stream.split();
     // Small to start: most connections are idle sessions; busy ones grow their buffers.
     let mut buf = BytesMut::with_capacity(1024);
     let decoder = FrameDecoder::new(limits.max_frame_len);
@@ -100,16 +99,16 @@ pub async fn serve(
                     };
                     if let Some(over) = room {
                         let due = match throttle_logged {
-                            Some(at) => at.elapsed() >= THROTTLE_LOG_EVERY,
+                            Some(at) => corral_io::now() - at >= THROTTLE_LOG_EVERY,
                             None => true,
                         };
                         if due {
-                            throttle_logged = Some(Instant::now());
+                            throttle_logged = Some(corral_io::now());
                             let l = budget.limits();
                             tracing::info!(%peer, ?over, max_outstanding = l.max_outstanding, max_reply_bytes = l.max_reply_bytes, global_outstanding = l.global_outstanding, "a client's reads held back at a limit");
                         }
                     }
-                    let received = Instant::now();
+                    let received = corral_io::now();
                     if frame.len() < 8 {
                         tracing::warn!(%peer, len = frame.len(), "closing: frame too short for a request header");
                         break 'conn;
@@ -160,7 +159,7 @@ struct Writer {
 impl Writer {
     /// `write_all`, telling the budget of every part the socket takes: a client that reads
     /// slowly makes progress, one that reads nothing does not.
-    async fn write_counting(&self, wr: &mut OwnedWriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
+    async fn write_counting(&self, wr: &mut WriteHalf, mut buf: &[u8]) -> std::io::Result<()> {
         while !buf.is_empty() {
             let n = wr.write(buf).await?;
             if n == 0 {
@@ -174,7 +173,7 @@ impl Writer {
 
     async fn run(
         self,
-        mut wr: OwnedWriteHalf,
+        mut wr: WriteHalf,
         mut outbox: mpsc::UnboundedReceiver<Outgoing>,
         closed: oneshot::Sender<()>,
         client_gone: oneshot::Receiver<()>,
@@ -259,7 +258,7 @@ enum Opening {
 /// Reads a four-letter word or the connect request; `None` when the connection closes first
 /// or sends something else (logged).
 async fn read_opening(
-    rd: &mut OwnedReadHalf,
+    rd: &mut ReadHalf,
     buf: &mut BytesMut,
     decoder: &FrameDecoder,
     peer: SocketAddr,

@@ -15,7 +15,7 @@
 //! ZooKeeper hands out such sessions only with `localSessionsEnabled=true`; Corral always does.
 
 use crate::watch::ConnId;
-use std::collections::HashMap;
+use corral_io::hash::HashMap;
 use std::time::{Duration, Instant};
 
 /// The shortest time without serving before read-only mode starts (ZooKeeper's 2 s).
@@ -55,7 +55,7 @@ impl ReadOnly {
             delay: tick.max(MIN_DELAY),
             not_serving_since: Some(now),
             active: false,
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
         }
     }
 

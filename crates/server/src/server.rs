@@ -6,14 +6,14 @@ use crate::connection;
 use crate::core::driver::Driver;
 use crate::core::CoreMsg;
 use crate::status::StatusSource;
+use corral_io::hash::HashMap;
+use corral_io::Listener;
 use corral_replication::{LeaseTimes, Member, ReplicaConfig, ReplicaHandle, ReplicationError};
 use corral_tree::TreeConfig;
 use std::collections::BTreeMap;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -59,6 +59,7 @@ pub struct Server {
     core: JoinHandle<()>,
     core_tx: mpsc::Sender<CoreMsg>,
     replica: ReplicaHandle,
+    status: StatusSource,
 }
 
 /// The replication settings a server configuration implies: an ensemble from `server.N` lines,
@@ -124,6 +125,7 @@ pub fn replica_config(cfg: &ServerConfig) -> ReplicaConfig {
         election_timeout_max_ms: ELECTION_TIMEOUT_MAX_MS,
         lease,
         install_snapshot_timeout_ms: tick_ms * u64::from(cfg.init_limit),
+        io: cfg.io.clone(),
     }
 }
 
@@ -137,16 +139,19 @@ impl Server {
     pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
         let rcfg = replica_config(&cfg);
         let recover_cfg = rcfg.clone();
-        let (tree, mark, storage) =
-            tokio::task::spawn_blocking(move || corral_replication::recover(&recover_cfg))
-                .await
-                .expect("recovery task")
-                .map_err(|source| ServerError::Recovery {
-                    dir: cfg.data_dir.clone(),
-                    source,
-                })?;
+        let (tree, mark, storage) = cfg
+            .io
+            .blocking(move || corral_replication::recover(&recover_cfg))
+            .await
+            .map_err(|source| ServerError::Recovery {
+                dir: cfg.data_dir.clone(),
+                source,
+            })?;
         let addr = SocketAddr::new(cfg.client_address, cfg.client_port);
-        let listener = TcpListener::bind(addr)
+        let listener = cfg
+            .io
+            .net
+            .bind(&addr.to_string())
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
         let local_addr = listener
@@ -207,7 +212,7 @@ impl Server {
             cfg,
             core_tx.clone(),
             limits,
-            status,
+            status.clone(),
             stop_rx,
         ));
         tracing::info!(%local_addr, "serving ZooKeeper clients");
@@ -221,7 +226,13 @@ impl Server {
             core,
             core_tx,
             replica,
+            status,
         })
+    }
+
+    /// Where this server's status snapshots come from (what the four-letter words render).
+    pub fn status_source(&self) -> StatusSource {
+        self.status.clone()
     }
 
     /// Stops gracefully: stops accepting, answers the writes in flight (for up to 5 s), stops
@@ -247,7 +258,7 @@ impl Server {
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    mut listener: Box<dyn Listener>,
     cfg: Arc<ServerConfig>,
     core: mpsc::Sender<CoreMsg>,
     global: Arc<crate::budget::Global>,

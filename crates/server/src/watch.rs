@@ -10,9 +10,9 @@
 //! One table maps a path to its watchers, so a million watches on a million paths cost one entry
 //! each, and a second index per connection makes dropping a connection cheap.
 
+use corral_io::hash::{HashMap, HashSet};
 use corral_proto::EventType;
 use corral_tree::path;
-use std::collections::{HashMap, HashSet};
 
 pub type ConnId = u64;
 

@@ -12,10 +12,11 @@
 
 use crate::fsutil::{create_dir_all, sync_dir};
 use crate::StorageError;
-use std::fs::{self, File, OpenOptions};
+use corral_io::disk::{FileWriter, RealDisk};
+use corral_io::{Disk, DiskFile, OpenMode};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"CRLLOG01";
 const HEADER: usize = 8;
@@ -28,7 +29,7 @@ struct Segment {
     /// Byte offset of each record; record `first + i` starts at `offsets[i]`.
     offsets: Vec<u64>,
     len: u64,
-    reader: File,
+    reader: Box<dyn DiskFile>,
 }
 
 impl Segment {
@@ -38,9 +39,10 @@ impl Segment {
 }
 
 pub struct SegmentedLog {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     segments: Vec<Segment>,
-    writer: Option<BufWriter<File>>,
+    writer: Option<BufWriter<FileWriter>>,
     max_segment_bytes: u64,
     unsynced: bool,
     dir_unsynced: bool,
@@ -51,16 +53,23 @@ fn segment_name(first: u64) -> String {
 }
 
 impl SegmentedLog {
-    /// Opens (or creates) the log in `dir`, checking every record.
+    /// Opens (or creates) the log in `dir` on the machine's disk, checking every record.
     pub fn open(dir: &Path, max_segment_bytes: u64) -> Result<SegmentedLog, StorageError> {
-        create_dir_all(dir)?;
-        let mut firsts: Vec<u64> = fs::read_dir(dir)
+        SegmentedLog::open_on(Arc::new(RealDisk), dir, max_segment_bytes)
+    }
+
+    /// Opens (or creates) the log in `dir` on `disk`, checking every record.
+    pub fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        max_segment_bytes: u64,
+    ) -> Result<SegmentedLog, StorageError> {
+        create_dir_all(&*disk, dir)?;
+        let mut firsts: Vec<u64> = disk
+            .list(dir)
             .map_err(|e| StorageError::io(dir, e))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".log")?.parse().ok()
-            })
+            .into_iter()
+            .filter_map(|name| name.strip_suffix(".log")?.parse().ok())
             .collect();
         firsts.sort_unstable();
         let mut segments: Vec<Segment> = Vec::new();
@@ -68,7 +77,7 @@ impl SegmentedLog {
         for (i, first) in firsts.into_iter().enumerate() {
             let is_last = i + 1 == count;
             let path = dir.join(segment_name(first));
-            let seg = scan_segment(&path, first, is_last)?;
+            let seg = scan_segment(&*disk, &path, first, is_last)?;
             if let Some(prev) = segments.last() {
                 if let Some(prev_last) = prev.last() {
                     if prev_last + 1 != first {
@@ -85,6 +94,7 @@ impl SegmentedLog {
             segments.push(seg);
         }
         let mut log = SegmentedLog {
+            disk,
             dir: dir.to_owned(),
             segments,
             writer: None,
@@ -93,11 +103,11 @@ impl SegmentedLog {
             dir_unsynced: false,
         };
         if let Some(last) = log.segments.last() {
-            let f = OpenOptions::new()
-                .append(true)
-                .open(&last.path)
+            let f = log
+                .disk
+                .open(&last.path, OpenMode::Append)
                 .map_err(|e| StorageError::io(&last.path, e))?;
-            log.writer = Some(BufWriter::with_capacity(256 << 10, f));
+            log.writer = Some(BufWriter::with_capacity(256 << 10, FileWriter(f)));
         }
         Ok(log)
     }
@@ -159,6 +169,7 @@ impl SegmentedLog {
         if self.unsynced {
             if let (Some(w), Some(s)) = (self.writer.as_ref(), self.segments.last()) {
                 w.get_ref()
+                    .0
                     .sync_data()
                     .map_err(|e| StorageError::io(&s.path, e))?;
             }
@@ -167,19 +178,21 @@ impl SegmentedLog {
         if let Some(s) = self.segments.last() {
             if s.offsets.is_empty() {
                 let s = self.segments.pop().expect("checked");
-                fs::remove_file(&s.path).map_err(|e| StorageError::io(&s.path, e))?;
+                self.disk
+                    .remove_file(&s.path)
+                    .map_err(|e| StorageError::io(&s.path, e))?;
             }
         }
         let path = self.dir.join(segment_name(first));
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .read(true)
-            .open(&path)
+        let mut f = self
+            .disk
+            .open(&path, OpenMode::Create)
             .map_err(|e| StorageError::io(&path, e))?;
         f.write_all(MAGIC).map_err(|e| StorageError::io(&path, e))?;
-        let reader = f.try_clone().map_err(|e| StorageError::io(&path, e))?;
+        let reader = self
+            .disk
+            .open(&path, OpenMode::Read)
+            .map_err(|e| StorageError::io(&path, e))?;
         self.segments.push(Segment {
             first,
             path,
@@ -187,7 +200,7 @@ impl SegmentedLog {
             len: HEADER as u64,
             reader,
         });
-        self.writer = Some(BufWriter::with_capacity(256 << 10, f));
+        self.writer = Some(BufWriter::with_capacity(256 << 10, FileWriter(f)));
         self.dir_unsynced = true;
         self.unsynced = true;
         Ok(())
@@ -207,13 +220,14 @@ impl SegmentedLog {
             self.flush()?;
             if let (Some(w), Some(s)) = (self.writer.as_ref(), self.segments.last()) {
                 w.get_ref()
+                    .0
                     .sync_data()
                     .map_err(|e| StorageError::io(&s.path, e))?;
             }
             self.unsynced = false;
         }
         if self.dir_unsynced {
-            sync_dir(&self.dir)?;
+            sync_dir(&*self.disk, &self.dir)?;
             self.dir_unsynced = false;
         }
         Ok(())
@@ -256,7 +270,9 @@ impl SegmentedLog {
         while let Some(s) = self.segments.last() {
             if s.first >= index && self.segments.len() > 1 {
                 let s = self.segments.pop().expect("checked");
-                fs::remove_file(&s.path).map_err(|e| StorageError::io(&s.path, e))?;
+                self.disk
+                    .remove_file(&s.path)
+                    .map_err(|e| StorageError::io(&s.path, e))?;
                 self.dir_unsynced = true;
             } else {
                 break;
@@ -270,17 +286,15 @@ impl SegmentedLog {
                 s.offsets.truncate((index - s.first) as usize);
                 s.len = cut;
             }
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&s.path)
+            // The writer's buffer was flushed above; the file is cut and synced through a
+            // fresh handle, which then becomes the writer.
+            let mut f = self
+                .disk
+                .open(&s.path, OpenMode::Append)
                 .map_err(|e| StorageError::io(&s.path, e))?;
             f.set_len(s.len).map_err(|e| StorageError::io(&s.path, e))?;
-            f.sync_all().map_err(|e| StorageError::io(&s.path, e))?;
-            let f = OpenOptions::new()
-                .append(true)
-                .open(&s.path)
-                .map_err(|e| StorageError::io(&s.path, e))?;
-            self.writer = Some(BufWriter::with_capacity(256 << 10, f));
+            f.sync_data().map_err(|e| StorageError::io(&s.path, e))?;
+            self.writer = Some(BufWriter::with_capacity(256 << 10, FileWriter(f)));
         }
         self.sync()
     }
@@ -293,14 +307,16 @@ impl SegmentedLog {
             let next_first = self.segments[1].first;
             if next_first <= index + 1 {
                 let s = self.segments.remove(0);
-                fs::remove_file(&s.path).map_err(|e| StorageError::io(&s.path, e))?;
+                self.disk
+                    .remove_file(&s.path)
+                    .map_err(|e| StorageError::io(&s.path, e))?;
                 removed += 1;
             } else {
                 break;
             }
         }
         if removed > 0 {
-            sync_dir(&self.dir)?;
+            sync_dir(&*self.disk, &self.dir)?;
         }
         Ok(removed)
     }
@@ -335,8 +351,13 @@ fn valid_record_follows(bytes: &[u8], pos: usize, damaged_index: u64) -> bool {
 }
 
 /// Reads a segment back, checking every record. Damage at the tail of the last segment is cut.
-fn scan_segment(path: &Path, first: u64, is_last: bool) -> Result<Segment, StorageError> {
-    let bytes = fs::read(path).map_err(|e| StorageError::io(path, e))?;
+fn scan_segment(
+    disk: &dyn Disk,
+    path: &Path,
+    first: u64,
+    is_last: bool,
+) -> Result<Segment, StorageError> {
+    let bytes = disk.read(path).map_err(|e| StorageError::io(path, e))?;
     let corrupt = |offset: usize, why: String| StorageError::Corrupt {
         path: path.to_owned(),
         offset: offset as u64,
@@ -388,22 +409,22 @@ fn scan_segment(path: &Path, first: u64, is_last: bool) -> Result<Segment, Stora
         }
         // A crash tore the last write; it was never synced, so never acknowledged.
         tracing::warn!(path = %path.display(), offset = pos, %why, "cutting a torn tail off the log");
-        let f = OpenOptions::new()
-            .write(true)
-            .open(path)
+        let mut f = disk
+            .open(path, OpenMode::Append)
             .map_err(|e| StorageError::io(path, e))?;
         if pos == 0 {
             f.set_len(0).map_err(|e| StorageError::io(path, e))?;
-            (&f).write_all(MAGIC)
-                .map_err(|e| StorageError::io(path, e))?;
+            f.write_all(MAGIC).map_err(|e| StorageError::io(path, e))?;
             pos = HEADER;
         } else {
             f.set_len(pos as u64)
                 .map_err(|e| StorageError::io(path, e))?;
         }
-        f.sync_all().map_err(|e| StorageError::io(path, e))?;
+        f.sync_data().map_err(|e| StorageError::io(path, e))?;
     }
-    let reader = File::open(path).map_err(|e| StorageError::io(path, e))?;
+    let reader = disk
+        .open(path, OpenMode::Read)
+        .map_err(|e| StorageError::io(path, e))?;
     Ok(Segment {
         first,
         path: path.to_owned(),
@@ -416,6 +437,7 @@ fn scan_segment(path: &Path, first: u64, is_last: bool) -> Result<Segment, Stora
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::{self, OpenOptions};
 
     fn temp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("corral-log-{name}-{}", std::process::id()));

@@ -7,8 +7,10 @@
 
 use crate::fsutil::{atomic_write, create_dir_all};
 use crate::StorageError;
-use std::fs;
+use corral_io::disk::RealDisk;
+use corral_io::{Disk, OpenMode};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"CRLSNAP1";
 
@@ -28,6 +30,7 @@ pub struct LoadedSnapshot {
 }
 
 pub struct SnapshotStore {
+    disk: Arc<dyn Disk>,
     dir: PathBuf,
     retain: usize,
 }
@@ -46,10 +49,20 @@ fn parse_name(name: &str) -> Option<SnapshotId> {
 }
 
 impl SnapshotStore {
-    /// A store keeping the `retain` newest snapshots (at least one).
+    /// A store on the machine's disk keeping the `retain` newest snapshots (at least one).
     pub fn open(dir: &Path, retain: usize) -> Result<SnapshotStore, StorageError> {
-        create_dir_all(dir)?;
+        SnapshotStore::open_on(Arc::new(RealDisk), dir, retain)
+    }
+
+    /// A store on `disk` keeping the `retain` newest snapshots (at least one).
+    pub fn open_on(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        retain: usize,
+    ) -> Result<SnapshotStore, StorageError> {
+        create_dir_all(&*disk, dir)?;
         Ok(SnapshotStore {
+            disk,
             dir: dir.to_owned(),
             retain: retain.max(1),
         })
@@ -57,10 +70,12 @@ impl SnapshotStore {
 
     /// Snapshot ids on disk, newest first.
     pub fn list(&self) -> Result<Vec<SnapshotId>, StorageError> {
-        let mut ids: Vec<SnapshotId> = fs::read_dir(&self.dir)
+        let mut ids: Vec<SnapshotId> = self
+            .disk
+            .list(&self.dir)
             .map_err(|e| StorageError::io(&self.dir, e))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| parse_name(&e.file_name().to_string_lossy()))
+            .iter()
+            .filter_map(|name| parse_name(name))
             .collect();
         ids.sort_unstable_by(|a, b| b.cmp(a));
         Ok(ids)
@@ -82,10 +97,12 @@ impl SnapshotStore {
         let crc = crc32c::crc32c(&bytes);
         bytes.extend_from_slice(&crc.to_be_bytes());
         let path = self.dir.join(file_name(id));
-        atomic_write(&path, &bytes)?;
+        atomic_write(&*self.disk, &path, &bytes)?;
         for old in self.list()?.into_iter().skip(self.retain) {
             let p = self.dir.join(file_name(old));
-            fs::remove_file(&p).map_err(|e| StorageError::io(&p, e))?;
+            self.disk
+                .remove_file(&p)
+                .map_err(|e| StorageError::io(&p, e))?;
         }
         Ok(path)
     }
@@ -93,7 +110,6 @@ impl SnapshotStore {
     /// Reads and checks one snapshot file. The payload (the whole tree, often hundreds of MB)
     /// is read straight into its own buffer: no second copy and no second set of fresh pages.
     pub fn load(&self, id: SnapshotId) -> Result<LoadedSnapshot, StorageError> {
-        use std::io::Read;
         let path = self.dir.join(file_name(id));
         let io = |e| StorageError::io(&path, e);
         let corrupt = |offset: usize, why: &str| StorageError::Corrupt {
@@ -101,16 +117,16 @@ impl SnapshotStore {
             offset: offset as u64,
             why: why.to_owned(),
         };
-        let mut file = fs::File::open(&path).map_err(io)?;
-        let file_len = file.metadata().map_err(io)?.len() as usize;
+        let file = self.disk.open(&path, OpenMode::Read).map_err(io)?;
+        let file_len = file.len().map_err(io)? as usize;
         // What the header claims is checked against the file's size before anything is
         // allocated for it.
-        let mut read_part = |len: usize, at: usize, what: &str| -> Result<Vec<u8>, StorageError> {
+        let read_part = |len: usize, at: usize, what: &str| -> Result<Vec<u8>, StorageError> {
             if at + len > file_len {
                 return Err(corrupt(at, what));
             }
             let mut part = vec![0u8; len];
-            file.read_exact(&mut part).map_err(io)?;
+            file.read_exact_at(&mut part, at as u64).map_err(io)?;
             Ok(part)
         };
         let head = read_part(12, 0, "not a Corral snapshot")?;
@@ -166,6 +182,7 @@ impl SnapshotStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn temp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("corral-snap-{name}-{}", std::process::id()));

@@ -6,12 +6,12 @@
 use super::proposals::Origin;
 use super::sessions::LiveSession;
 use super::{Core, Effect, Incoming, SyncRequest};
+use corral_io::hash::{HashMap, HashSet};
 use corral_proto::codes::perms;
 use corral_proto::reply::notification_frame;
 use corral_proto::Response;
 use corral_replication::{AppliedMark, Applying};
 use corral_tree::{acl, DataTree, Entry, Txn};
-use std::collections::{HashMap, HashSet};
 
 /// A reconnect waiting until this member has applied the leader's read index, to decide whether
 /// the session it names exists.

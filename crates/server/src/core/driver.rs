@@ -5,13 +5,13 @@
 //! decides anything.
 
 use super::status::{Detail, Snapshot};
-use super::{now_ms, Core, Effect, Incoming, Input, Outgoing, Quorum};
+use super::{Core, Effect, Incoming, Input, Outgoing, Quorum};
 use crate::budget::Global;
 use crate::config::ServerConfig;
 use crate::watch::ConnId;
+use corral_io::hash::HashMap;
 use corral_replication::{AppliedMark, LeaseTimes, LogStopped, ReplicaHandle, ToCore};
 use corral_tree::DataTree;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -83,12 +83,13 @@ impl Driver {
     ) -> Self {
         let tick = Duration::from_millis((cfg.tick_time_ms as u64 / 2).clamp(10, 500));
         let quorum = Box::new(replica.clone());
-        let core = Core::new(cfg, tree, mark, quorum, limits, Instant::now(), now_ms());
+        let epoch_ms = cfg.io.clock.now_ms();
+        let core = Core::new(cfg, tree, mark, quorum, limits, corral_io::now(), epoch_ms);
         Driver {
             core,
             replica,
             inbox,
-            outboxes: HashMap::new(),
+            outboxes: HashMap::default(),
             serving: watch::Sender::new(false),
             draining: None,
             tick,
@@ -148,7 +149,7 @@ impl Driver {
                 self.handle(input);
             }
             CoreMsg::Status { detail, reply } => {
-                let _ = reply.send(self.core.status(detail, Instant::now()));
+                let _ = reply.send(self.core.status(detail, corral_io::now()));
                 self.carry_out();
             }
             CoreMsg::Drain { done } => {
@@ -167,9 +168,9 @@ impl Driver {
             }
             ToCore::Snapshot { take, reply } => {
                 self.handle(Input::SnapshotTaken);
-                let started = Instant::now();
+                let started = corral_io::now();
                 let _ = reply.send(take.start(self.core.tree(), self.core.mark()));
-                tracing::debug!(pause = ?started.elapsed(), "snapshot started");
+                tracing::debug!(pause = ?(corral_io::now() - started), "snapshot started");
             }
             ToCore::Install { tree, mark, done } => {
                 self.handle(Input::Install { tree, mark });
@@ -179,7 +180,7 @@ impl Driver {
                 let _ = reply.send(self.core.mark().clone());
             }
             ToCore::Touch { sessions, reply } => {
-                let _ = reply.send(self.core.touch_sessions(Instant::now(), sessions));
+                let _ = reply.send(self.core.touch_sessions(corral_io::now(), sessions));
                 self.carry_out();
             }
             ToCore::Lost { seqs } => self.handle(Input::Lost { seqs }),
@@ -189,7 +190,7 @@ impl Driver {
     }
 
     fn handle(&mut self, input: Input) {
-        self.core.handle(input, Instant::now());
+        self.core.handle(input, corral_io::now());
         self.carry_out();
     }
 

@@ -45,27 +45,20 @@ use crate::session::SessionIds;
 use crate::stats::ServerStats;
 use crate::watch::{ConnId, WatchManager};
 use apply::{ConnectWait, SyncWait};
+use corral_io::hash::{HashMap, HashSet};
 use corral_replication::{AppliedMark, Role};
 use corral_tree::DataTree;
 use ordering::Conn;
 use proposals::PendingSet;
 use sessions::LiveSession;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How long a proposal may wait for its entry before its client is told the connection is lost.
 const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(15);
 /// The longest interval between a follower's touch rounds (a quarter tick when shorter).
 const TOUCH_EVERY_MAX_MS: u64 = 100;
-
-/// Milliseconds since the epoch, from the system clock: for the driver and renderers, never the
-/// core (which has [`Core::epoch_ms`]).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 pub struct Core {
     cfg: Arc<ServerConfig>,
@@ -160,9 +153,9 @@ impl Core {
             mark,
             watches: WatchManager::default(),
             sessions,
-            closing: HashSet::new(),
-            active: HashSet::new(),
-            conns: HashMap::new(),
+            closing: HashSet::default(),
+            active: HashSet::default(),
+            conns: HashMap::default(),
             ids: SessionIds::new(server_id, epoch_ms),
             stats: ServerStats::new(now),
             next_reap: now + reap_every,
@@ -193,8 +186,8 @@ impl Core {
             now,
             epoch: (now, epoch_ms),
             effects: VecDeque::new(),
-            asking: HashSet::new(),
-            abandoned: HashSet::new(),
+            asking: HashSet::default(),
+            abandoned: HashSet::default(),
         }
     }
 

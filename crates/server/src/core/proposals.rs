@@ -7,7 +7,7 @@ use crate::watch::ConnId;
 use bytes::Bytes;
 use corral_proto::records::Id;
 use corral_proto::ErrorCode;
-use corral_replication::LogStopped;
+use corral_replication::{LogStopped, Role};
 use corral_tree::{Proposal, Txn};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -303,11 +303,20 @@ impl Core {
         }
         tracing::error!(%why, "refusing writes until restart; reads go on");
         self.refusing_writes = true;
+        // A standalone server's log is the only one: what it failed to write is certainly not
+        // applied, and ZooKeeper's refusal says so. In an ensemble a pending write may already
+        // be with the leader (forwarded, or replicated before this member's own fsync failed)
+        // and commit without this member: its outcome is unknown, so its client loses the
+        // connection, never hears "not applied" (found by the simulation, seed 52).
+        let certain = self.role == Role::Standalone;
         for p in self.pending.take_all() {
             if let Some(c) = p.origin.conn().and_then(|c| self.conns.get_mut(&c)) {
                 c.in_flight = c.in_flight.saturating_sub(1);
             }
-            self.refuse(p.origin);
+            match p.origin.conn() {
+                Some(conn) if !certain => self.close_connection(conn),
+                _ => self.refuse(p.origin),
+            }
         }
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {

@@ -1,0 +1,479 @@
+//! One seed's run: three members, the clients and the nemesis on turmoil's simulated network
+//! and clock, each member on its own in-memory disk; then the checks.
+
+use crate::io::member_io;
+use crate::nemesis::{self, Fault, Scheduled, MEMBERS};
+use crate::workload::{self, member_addr, Client, EPHEMERALS};
+use corral_io::mem_disk::MemDisk;
+use corral_proto::records::{PathRequest, PathWatchRequest};
+use corral_proto::{ErrorCode, Request, Response};
+use corral_server::config::ServerLine;
+use corral_server::core::status::Detail;
+use corral_server::status::StatusSource;
+use corral_server::{Server, ServerConfig};
+use corral_testkit::linearizable::{self, Event, Outcome, State};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// What one run is asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seed: u64,
+    pub clients: usize,
+    /// How long the workload and the faults last, in simulated milliseconds.
+    pub workload_ms: u64,
+}
+
+/// What the run's hosts share (all on one thread).
+#[derive(Default)]
+pub struct Shared {
+    pub trace: Vec<String>,
+    pub history: Vec<Event>,
+    pub failures: Vec<String>,
+    pub statuses: BTreeMap<usize, StatusSource>,
+    /// Clients told to go silent, until when (simulated ms).
+    pub frozen: BTreeMap<usize, u64>,
+    pub last_event_zxid: Vec<i64>,
+    pub acked_writes: u64,
+    pub expired_sessions: u64,
+    pub events_fired: u64,
+    /// What the checker found on each member: (last zxid, digest).
+    pub converged: Vec<(i64, u64)>,
+}
+
+/// What a run found.
+pub struct Report {
+    pub failures: Vec<String>,
+    pub trace: Vec<String>,
+    pub trace_hash: u64,
+    pub summary: String,
+}
+
+fn member_name(m: usize) -> String {
+    format!("m{}", m + 1)
+}
+
+fn member_config(m: usize, disk: MemDisk, skew_ms: i64) -> ServerConfig {
+    let mut servers = BTreeMap::new();
+    for i in 0..MEMBERS {
+        let key = format!("server.{}", i + 1);
+        let line =
+            ServerLine::parse(&key, &format!("m{}:2888:3888", i + 1)).expect("a valid server line");
+        servers.insert(i as u64 + 1, line);
+    }
+    ServerConfig {
+        io: member_io(disk, skew_ms),
+        tick_time_ms: 500,
+        sync_limit: 5,
+        init_limit: 10,
+        client_port: 2181,
+        client_address: [0, 0, 0, 0].into(),
+        // Named per member only so that log lines say whose disk they are about.
+        data_dir: format!("/m{}", m + 1).into(),
+        min_session_timeout_ms: 1000,
+        max_session_timeout_ms: 10_000,
+        admin_addr: None,
+        // Small, so that snapshots, log purges and snapshot installs happen within a run.
+        snap_count: 200,
+        my_id: m as u64 + 1,
+        servers,
+        ..ServerConfig::default()
+    }
+}
+
+/// FNV-1a over the trace: stable across runs and Rust versions.
+fn hash_lines(lines: &[String]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for line in lines {
+        for b in line.bytes().chain(std::iter::once(b'\n')) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// The nemesis' hand on the simulation.
+struct Nemesis<'s, 'a> {
+    sim: &'s mut turmoil::Sim<'a>,
+    disks: &'s [MemDisk],
+    shared: &'s Rc<RefCell<Shared>>,
+    clients: usize,
+    crashed: [bool; MEMBERS],
+}
+
+impl Nemesis<'_, '_> {
+    fn hosts_but(&self, m: usize) -> Vec<String> {
+        (0..MEMBERS)
+            .filter(|o| *o != m)
+            .map(member_name)
+            .chain((0..self.clients).map(|c| format!("c{c}")))
+            .chain(["checker".to_owned()])
+            .collect()
+    }
+
+    fn trace(&self, what: String) {
+        self.shared
+            .borrow_mut()
+            .trace
+            .push(format!("{} nemesis {what}", sim_now(self.sim)));
+    }
+
+    /// A process restart: its page cache (unsynced writes) survives, its memory does not.
+    fn restart(&mut self, m: usize) {
+        self.disks[m].fail_syncs(0);
+        self.disks[m].set_full(false);
+        self.sim.crash(member_name(m));
+        self.shared.borrow_mut().statuses.remove(&m);
+        self.sim.bounce(member_name(m));
+        self.crashed[m] = false;
+    }
+
+    fn start(&mut self, f: &Scheduled) {
+        self.trace(format!("start {} until {}", f.fault, f.end_ms));
+        match f.fault {
+            Fault::Isolate { member } => {
+                for other in self.hosts_but(member) {
+                    self.sim.partition(member_name(member), other);
+                }
+            }
+            Fault::OneWay { from, to } => self
+                .sim
+                .partition_oneway(member_name(from), member_name(to)),
+            Fault::Crash { member, torn_seed } => {
+                if !self.crashed[member] {
+                    self.sim.crash(member_name(member));
+                    self.shared.borrow_mut().statuses.remove(&member);
+                    let mut torn = StdRng::seed_from_u64(torn_seed);
+                    // Each file keeps none, some or all of what it had not synced.
+                    self.disks[member].crash(|unsynced| match torn.gen_range(0..3) {
+                        0 => 0,
+                        1 => torn.gen_range(0..=unsynced),
+                        _ => unsynced,
+                    });
+                    self.crashed[member] = true;
+                }
+            }
+            Fault::Slow { max_latency_ms } => self
+                .sim
+                .set_max_message_latency(Duration::from_millis(max_latency_ms)),
+            Fault::FailSyncs { member, count } => self.disks[member].fail_syncs(count),
+            Fault::DiskFull { member } => self.disks[member].set_full(true),
+            Fault::Freeze { client } => {
+                let until = sim_now(self.sim) + 2 * workload::SESSION_TIMEOUT_MS as u64 + 500;
+                self.shared.borrow_mut().frozen.insert(client, until);
+            }
+            Fault::CutClient { client, member } => self
+                .sim
+                .partition(format!("c{client}"), member_name(member)),
+        }
+    }
+
+    fn end(&mut self, f: &Scheduled) {
+        self.trace(format!("end {}", f.fault));
+        match f.fault {
+            Fault::Isolate { member } => {
+                for other in self.hosts_but(member) {
+                    self.sim.repair(member_name(member), other);
+                }
+            }
+            Fault::OneWay { from, to } => {
+                self.sim.repair_oneway(member_name(from), member_name(to))
+            }
+            Fault::Crash { member, .. } => {
+                if self.crashed[member] {
+                    self.sim.bounce(member_name(member));
+                    self.crashed[member] = false;
+                }
+            }
+            Fault::Slow { .. } => self.sim.set_max_message_latency(BASE_LATENCY),
+            Fault::FailSyncs { member, .. } | Fault::DiskFull { member } => self.restart(member),
+            Fault::Freeze { .. } => {}
+            Fault::CutClient { client, member } => {
+                self.sim.repair(format!("c{client}"), member_name(member))
+            }
+        }
+    }
+}
+
+const BASE_LATENCY: Duration = Duration::from_millis(3);
+
+fn sim_now(sim: &turmoil::Sim<'_>) -> u64 {
+    sim.elapsed().as_millis() as u64
+}
+
+/// After the clients are done: every member holds no ephemeral of a closed or expired session
+/// and all hold the same tree.
+async fn check_members(shared: Rc<RefCell<Shared>>) {
+    for m in 0..MEMBERS {
+        let addr = member_addr(m);
+        let mut answer = None;
+        // Up to about 20 s: a member that does not answer by then once faults stopped has a
+        // liveness problem, reported as such.
+        for _ in 0..12 {
+            if let Ok((mut conn, _)) = crate::client::connect(&addr, None, 0, 3000).await {
+                let sync = Request::Sync(PathRequest { path: "/".into() });
+                let list = Request::GetChildren(PathWatchRequest {
+                    path: EPHEMERALS.into(),
+                    watch: false,
+                });
+                if let (Ok(_), Ok(r)) = (conn.call(&sync).await, conn.call(&list).await) {
+                    let _ = conn.call(&Request::CloseSession).await;
+                    answer = Some(r);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut s = shared.borrow_mut();
+        match answer {
+            None => s
+                .failures
+                .push(format!("m{} never answered once faults stopped", m + 1)),
+            Some(r) => match (r.err, r.body) {
+                (ErrorCode::Ok, Some(Response::GetChildren(left))) if !left.is_empty() => {
+                    s.failures.push(format!(
+                        "m{}: ephemerals outlived their sessions: {left:?}",
+                        m + 1
+                    ))
+                }
+                (ErrorCode::Ok, _) | (ErrorCode::NoNode, _) => {}
+                (err, _) => s
+                    .failures
+                    .push(format!("m{}: listing {EPHEMERALS}: {err:?}", m + 1)),
+            },
+        }
+    }
+    // Let the checker's own session closes reach every member.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sources: Vec<(usize, StatusSource)> = shared
+        .borrow()
+        .statuses
+        .iter()
+        .map(|(m, s)| (*m, s.clone()))
+        .collect();
+    let detail = Detail {
+        digest: true,
+        ..Detail::default()
+    };
+    let mut seen = Vec::new();
+    for (m, source) in sources {
+        match source.status(detail).await {
+            Some(st) => seen.push((st.snap.last_zxid, st.snap.digest.unwrap_or_default())),
+            None => shared
+                .borrow_mut()
+                .failures
+                .push(format!("m{} has no running core at the end", m + 1)),
+        }
+    }
+    let mut s = shared.borrow_mut();
+    if seen.len() == MEMBERS && seen.windows(2).any(|w| w[0] != w[1]) {
+        s.failures
+            .push(format!("members did not converge: (zxid, digest) {seen:?}"));
+    }
+    s.converged = seen;
+}
+
+/// Runs one seed.
+pub fn run(opts: &Options) -> Report {
+    corral_replication::seed_elections(Some(opts.seed));
+    corral_io::hash::seed_hashes(Some(opts.seed));
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let schedule = nemesis::schedule(&mut rng, opts.workload_ms, opts.clients);
+    let skews: Vec<i64> = (0..MEMBERS).map(|_| rng.gen_range(-200..=200)).collect();
+    let disks: Vec<MemDisk> = (0..MEMBERS).map(|_| MemDisk::new()).collect();
+    let shared = Rc::new(RefCell::new(Shared {
+        last_event_zxid: vec![0; opts.clients],
+        ..Shared::default()
+    }));
+    let final_read_ms = opts.workload_ms + 3_000;
+    let check_ms = final_read_ms + 2 * workload::SESSION_TIMEOUT_MS as u64 + 3_000;
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_millis(check_ms + 60_000))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_micros(200))
+        .max_message_latency(BASE_LATENCY)
+        .rng_seed(opts.seed)
+        .build();
+    for m in 0..MEMBERS {
+        let (disk, skew, shared) = (disks[m].clone(), skews[m], shared.clone());
+        sim.host(member_name(m), move || {
+            let cfg = member_config(m, disk.clone(), skew);
+            let shared = shared.clone();
+            async move {
+                let server = Server::start(cfg)
+                    .await
+                    .map_err(|e| format!("m{} cannot start: {e}", m + 1))?;
+                shared
+                    .borrow_mut()
+                    .statuses
+                    .insert(m, server.status_source());
+                std::future::pending::<()>().await;
+                Ok(())
+            }
+        });
+    }
+    for c in 0..opts.clients {
+        let client = Client::new(c, opts.seed, shared.clone());
+        let until = opts.workload_ms;
+        sim.client(format!("c{c}"), async move {
+            client.run(until, final_read_ms).await;
+            Ok(())
+        });
+    }
+    let checker_shared = shared.clone();
+    sim.client("checker", async move {
+        tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_millis(check_ms))
+            .await;
+        check_members(checker_shared).await;
+        Ok(())
+    });
+
+    let mut nemesis = Nemesis {
+        sim: &mut sim,
+        disks: &disks,
+        shared: &shared,
+        clients: opts.clients,
+        crashed: [false; MEMBERS],
+    };
+    let mut next = 0;
+    let mut active: Vec<Scheduled> = Vec::new();
+    let mut failures = Vec::new();
+    loop {
+        let now = sim_now(nemesis.sim);
+        while next < schedule.len() && schedule[next].start_ms <= now {
+            nemesis.start(&schedule[next]);
+            active.push(schedule[next].clone());
+            next += 1;
+        }
+        let (due, rest): (Vec<_>, Vec<_>) = active.into_iter().partition(|f| f.end_ms <= now);
+        active = rest;
+        for f in &due {
+            nemesis.end(f);
+        }
+        match nemesis.sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                failures.push(format!("the simulation stopped: {e}"));
+                break;
+            }
+        }
+    }
+    corral_replication::seed_elections(None);
+    corral_io::hash::seed_hashes(None);
+
+    let mut s = shared.borrow_mut();
+    failures.append(&mut s.failures);
+    if linearizable::check(&s.history, INITIAL).is_err() {
+        failures.push(format!(
+            "history not linearizable; {}",
+            first_violation(&s.history)
+        ));
+    }
+    let last_read = s
+        .history
+        .iter()
+        .filter_map(|e| match e.outcome {
+            Outcome::Saw(state) => Some((e.answered, state.version)),
+            _ => None,
+        })
+        .max();
+    if let Some((_, version)) = last_read {
+        if (version as u64) < s.acked_writes {
+            failures.push(format!(
+                "acknowledged writes lost: {} acknowledged, the register's version is {version}",
+                s.acked_writes
+            ));
+        }
+    }
+    let faults: Vec<String> = schedule.iter().map(|f| f.fault.to_string()).collect();
+    let summary = format!(
+        "{} ops, {} writes acknowledged, {} sessions expired, {} watch events, {} faults, final (zxid, digest) {:?}",
+        s.history.len(),
+        s.acked_writes,
+        s.expired_sessions,
+        s.events_fired,
+        faults.len(),
+        s.converged.first()
+    );
+    let trace = std::mem::take(&mut s.trace);
+    Report {
+        failures,
+        trace_hash: hash_lines(&trace),
+        trace,
+        summary,
+    }
+}
+
+const INITIAL: State = State {
+    value: 0,
+    version: 0,
+};
+
+/// The history cut at the earliest answer after which it is no longer linearizable, and the
+/// operations around that point: where to start reading a failing seed's trace.
+fn first_violation(history: &[Event]) -> String {
+    let cut = |t: u64| -> Vec<Event> {
+        history
+            .iter()
+            .filter(|e| e.invoked <= t)
+            .map(|e| {
+                let mut e = e.clone();
+                if e.answered > t {
+                    e.outcome = Outcome::Unknown;
+                    e.answered = u64::MAX;
+                }
+                e
+            })
+            .collect()
+    };
+    let mut answers: Vec<u64> = history
+        .iter()
+        .map(|e| e.answered)
+        .filter(|a| *a != u64::MAX)
+        .collect();
+    answers.sort_unstable();
+    // Binary search for the first answer whose prefix fails.
+    let (mut lo, mut hi) = (0, answers.len());
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if linearizable::check(&cut(answers[mid]), INITIAL).is_err() {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let Some(&at) = answers.get(lo) else {
+        return "no prefix fails (the whole history does)".into();
+    };
+    let around: Vec<String> = history
+        .iter()
+        .filter(|e| e.answered == at || (e.invoked <= at && e.answered >= at))
+        .map(|e| format!("{e:?}"))
+        .collect();
+    truncate(
+        &format!(
+            "first fails at {} ms: {}",
+            at / 1_000_000,
+            around.join("; ")
+        ),
+        1200,
+    )
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        s.to_owned()
+    } else {
+        let mut end = n;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &s[..end])
+    }
+}
