@@ -7,8 +7,9 @@ use crate::client::{connect, Conn, Notification, Session};
 use crate::nemesis::MEMBERS;
 use crate::run::Shared;
 use bytes::Bytes;
-use corral_proto::records::{CreateRequest, PathRequest, PathWatchRequest, SetDataRequest};
-use corral_proto::{ErrorCode, OpCode, Request, Response};
+use corral_proto::records::{PathRequest, PathWatchRequest, SetDataRequest};
+use corral_proto::{ErrorCode, Request, Response};
+use corral_testkit::create;
 use corral_testkit::linearizable::{Event, Op, Outcome, State};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -31,22 +32,6 @@ pub fn sim_nanos() -> u64 {
 
 pub fn sim_ms() -> u64 {
     turmoil::sim_elapsed().unwrap_or_default().as_millis() as u64
-}
-
-fn open_acl() -> Vec<corral_proto::records::Acl> {
-    corral_testkit::open_acl()
-}
-
-fn create(path: &str, data: &[u8], flags: i32) -> Request {
-    Request::Create {
-        op: OpCode::Create,
-        req: CreateRequest {
-            path: path.into(),
-            data: Some(Bytes::copy_from_slice(data)),
-            acl: open_acl(),
-            flags,
-        },
-    }
 }
 
 /// One simulated client.
