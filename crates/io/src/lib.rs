@@ -10,6 +10,7 @@
 //! is simulated time; anywhere else it is the real one. Code reads it through [`now`], never
 //! through `std::time::Instant::now`.
 
+pub mod broken;
 pub mod clock;
 pub mod disk;
 pub mod hash;

@@ -80,6 +80,12 @@ impl MemDisk {
         self.state().full = full;
     }
 
+    /// Whether injected faults are armed: syncs set to fail, or a full disk.
+    pub fn is_failing(&self) -> bool {
+        let s = self.state();
+        s.failing_syncs > 0 || s.full
+    }
+
     /// What a crash leaves: the synced names and contents, plus of each file's unsynced
     /// appended bytes the prefix `torn(unsynced_len)` chooses. Writes that did not extend the
     /// synced contents (a truncation, say) are lost whole.

@@ -60,13 +60,17 @@ impl LogStore {
         // The file holds an `Option<LogId>` (as `purge` writes it). Read as a bare `LogId`, its
         // tag byte shifted every field: a purge point of T10-N1-198 came back as T1-N10-1, and
         // a restarted member asked for entries long purged (found by the simulation, seed 2).
-        let purged: Option<LogId> = read_small::<Option<LogId>>(&*io.disk, &dir.join("purged"))
-            .map_err(|e| corral_storage::StorageError::Corrupt {
-                path: dir.join("purged"),
-                offset: 0,
-                why: e.to_string(),
-            })?
-            .flatten();
+        let purged_path = dir.join("purged");
+        let purged = if corral_io::broken::is(corral_io::broken::Broken::PurgeMisread) {
+            read_small::<LogId>(&*io.disk, &purged_path)
+        } else {
+            read_small::<Option<LogId>>(&*io.disk, &purged_path).map(Option::flatten)
+        }
+        .map_err(|e| corral_storage::StorageError::Corrupt {
+            path: purged_path.clone(),
+            offset: 0,
+            why: e.to_string(),
+        })?;
         let last = match log.last_index() {
             Some(i) => {
                 let bytes = log.read(i, i + 1)?.remove(0).1;
@@ -103,6 +107,18 @@ impl LogStore {
     /// The first index the log holds, for recovery's gap check.
     pub fn first_index(&self) -> Option<u64> {
         self.inner.lock().expect("log lock").log.first_index()
+    }
+
+    /// Whether the log holds the entry `id` names (same index and term).
+    fn holds(&self, id: &LogId) -> bool {
+        let mut inner = self.inner.lock().expect("log lock");
+        let Ok(mut found) = inner.log.read(id.index, id.index + 1) else {
+            return false;
+        };
+        found
+            .pop()
+            .and_then(|(_, bytes)| decode::<Entry<TypeConfig>>(&bytes).ok())
+            .is_some_and(|entry| entry.log_id == *id)
     }
 
     fn vote_path(&self) -> PathBuf {
@@ -169,7 +185,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SErr> {
-        read_small(&*self.io.disk, &self.vote_path())
+        // Read back uncommitted, always. openraft restarts a member whose stored vote is a
+        // committed one for itself as the leader of that same term, with no election. But a
+        // leader sends entries before its own fsync of them completes, so a crash can take from
+        // its log entries that followers hold: leading the same term again, it would write new
+        // entries at those indexes with the same term, and followers would take theirs for
+        // matching (Raft's log matching broken, trees diverged: found by the simulation, seed
+        // 456 of its second version). Uncommitted, the vote still says whom this member voted
+        // for in that term; it restarts as a follower and a leader is elected in a new term.
+        let vote: Option<Vote<NodeId>> = read_small(&*self.io.disk, &self.vote_path())?;
+        if corral_io::broken::is(corral_io::broken::Broken::ResumeLeadership) {
+            return Ok(vote);
+        }
+        Ok(vote.map(|v| Vote {
+            committed: false,
+            ..v
+        }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), SErr> {
@@ -185,13 +216,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn read_committed(&mut self) -> Result<Option<LogId>, SErr> {
         // Written without fsync or rename, so a crash can tear it; a torn hint is no hint.
         match read_small::<Option<LogId>>(&*self.io.disk, &self.dir.join("committed")) {
-            // A follower may note a commit point before its own log is synced: never claim more
-            // than the log holds.
-            Ok(c) => {
-                let last = self.inner.lock().expect("log lock").last;
-                Ok(c.flatten()
-                    .filter(|c| last.is_some_and(|l| c.index <= l.index)))
-            }
+            // A member may note a commit point before its own copy of the entry is synced, and
+            // a crash can then take the entry, or undo the truncation that made room for it, so
+            // that an older entry of another term sits at that index again; applied, it would
+            // make this member's tree diverge. The hint counts only if the log holds that very
+            // entry.
+            Ok(c) => Ok(c.flatten().filter(|c| self.holds(c))),
             Err(e) => {
                 tracing::warn!(error = %e, "ignoring an unreadable commit hint");
                 Ok(None)
@@ -224,6 +254,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     .map_err(write_err)?;
                 inner.last = Some(entry.log_id);
             }
+        }
+        if corral_io::broken::is(corral_io::broken::Broken::AckBeforeFsync) {
+            // The planted bug: durable by word only.
+            callback.log_io_completed(Ok(()));
+            return Ok(());
         }
         let inner = self.inner.clone();
         let timings = self.timings.clone();
@@ -308,5 +343,66 @@ mod tests {
         store.purge(upto).await.unwrap();
         let reopened = LogStore::open(&io, dir, 1 << 20).unwrap();
         assert_eq!(reopened.inner.lock().unwrap().purged, Some(upto));
+    }
+
+    #[tokio::test]
+    async fn a_vote_reads_back_uncommitted_so_a_leader_restarts_as_a_follower() {
+        let io = Io {
+            disk: Arc::new(MemDisk::new()),
+            inline_blocking: true,
+            ..Io::real()
+        };
+        let mut store = LogStore::open(&io, Path::new("/raft"), 1 << 20).unwrap();
+        let mut led = Vote::new(7, 1);
+        led.commit();
+        store.save_vote(&led).await.unwrap();
+        let back = store.read_vote().await.unwrap().unwrap();
+        assert!(!back.is_committed());
+        assert_eq!(
+            back.leader_id, led.leader_id,
+            "still the vote of term 7 for member 1"
+        );
+    }
+
+    fn blank(term: u64, index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    /// A commit hint for an entry whose copy a crash replaced by an older entry of another term
+    /// at the same index.
+    #[tokio::test]
+    async fn a_commit_hint_counts_only_for_the_entry_the_log_holds() {
+        let disk = MemDisk::new();
+        let io = Io {
+            disk: Arc::new(disk.clone()),
+            inline_blocking: true,
+            ..Io::real()
+        };
+        let dir = Path::new("/raft");
+        let mut store = LogStore::open(&io, dir, 1 << 20).unwrap();
+        for index in 1..=3 {
+            let mut inner = store.inner.lock().unwrap();
+            inner.log.append(index, &encode(&blank(1, index))).unwrap();
+            inner.last = Some(blank(1, index).log_id);
+        }
+        store.inner.lock().unwrap().log.sync().unwrap();
+        let newer = blank(2, 3).log_id;
+        store.save_committed(Some(newer)).await.unwrap();
+        assert_eq!(
+            store.read_committed().await.unwrap(),
+            None,
+            "the log holds (1, 3), not (2, 3)"
+        );
+        let held = blank(1, 3).log_id;
+        store.save_committed(Some(held)).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), Some(held));
+        store
+            .save_committed(Some(blank(1, 4).log_id))
+            .await
+            .unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), None, "past the log");
     }
 }

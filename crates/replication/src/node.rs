@@ -501,6 +501,8 @@ pub async fn start(
         )?),
         _ => None,
     };
+    // A member that restarts (its disk held a log or a snapshot) replays; a new one does not.
+    let restarted = recovered.loaded.is_some() || recovered.log.first_index().is_some();
     let sm = StateMachine {
         core: core.clone(),
         snapshots: recovered.snapshots.clone(),
@@ -508,6 +510,7 @@ pub async fn start(
         raft: handle.raft.clone(),
         timings: handle.timings.clone(),
         io: cfg.io.clone(),
+        applied_writes: !restarted,
     };
     let addrs = cfg
         .members
@@ -622,14 +625,32 @@ async fn proposer(
                 Some(l) if l == handle.id => {
                     let payload = Payload(Batch::encode_framed(handle.io.clock.now_ms(), &items));
                     handle.leader_counters.proposed(payload.0.len());
-                    match raft.client_write(payload).await {
-                        Ok(_) => Placement::Placed,
+                    // Bounded: a leader cut off from its quorum keeps its entry uncommitted,
+                    // and openraft may never answer it once another leader truncates it; the
+                    // proposer must go on (found by the simulation: a member that had led
+                    // before a partition took no write again once it healed).
+                    let wait =
+                        if corral_io::broken::is(corral_io::broken::Broken::UnboundedLogWrite) {
+                            Duration::MAX
+                        } else {
+                            LEADER_WAIT
+                        };
+                    match tokio::time::timeout(wait, raft.client_write(payload)).await {
+                        Ok(Ok(_)) => Placement::Placed,
                         // The entry may have been appended and may still commit under the next
                         // leader: proposing it again could apply it twice.
-                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                             Placement::Unknown
                         }
-                        Err(e) => {
+                        Err(_) => {
+                            tracing::warn!(
+                                proposals = items.len(),
+                                wait = ?LEADER_WAIT,
+                                "a log write went unanswered; going on without its outcome"
+                            );
+                            Placement::Unknown
+                        }
+                        Ok(Err(e)) => {
                             tracing::error!(error = %e, "the replicated log stopped");
                             let why = crate::LogStopped::WriteFailed(e.to_string());
                             let _ = core.send(ToCore::Stopped { why }).await;

@@ -49,6 +49,7 @@ impl AppliedMark {
 
 /// One committed log entry for the core: its position, and the batch it carries (none for the
 /// entries Raft writes for itself).
+#[derive(Clone)]
 pub struct Applying {
     pub mark: AppliedMark,
     pub batch: Option<Batch>,
@@ -189,6 +190,10 @@ pub struct StateMachine {
     pub(crate) raft: Arc<std::sync::OnceLock<crate::types::Raft>>,
     pub(crate) timings: Arc<crate::ReplicaTimings>,
     pub(crate) io: corral_io::Io,
+    /// Whether this process has applied an entry with writes yet, or is a new member with
+    /// nothing to replay (read only by the planted `ApplyTwice` bug of the simulation,
+    /// `corral_io::broken`, whose replay after a restart applies its first entry twice).
+    pub(crate) applied_writes: bool,
 }
 
 fn sm_err(e: impl std::fmt::Display) -> SErr {
@@ -356,13 +361,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     None
                 }
             };
-            batch.push(Applying {
+            let applying = Applying {
                 mark: AppliedMark {
                     last: Some(entry.log_id),
                     membership: membership.clone(),
                 },
                 batch: payload,
-            });
+            };
+            let first_writes =
+                applying.batch.is_some() && !std::mem::replace(&mut self.applied_writes, true);
+            if first_writes && corral_io::broken::is(corral_io::broken::Broken::ApplyTwice) {
+                tracing::warn!(
+                    index = entry.log_id.index,
+                    "planted bug: applying an entry twice"
+                );
+                batch.push(applying.clone());
+            }
+            batch.push(applying);
         }
         let n = batch.len();
         self.ask(|done| ToCore::Apply {
@@ -381,6 +396,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             raft: self.raft.clone(),
             timings: self.timings.clone(),
             io: self.io.clone(),
+            applied_writes: true,
         }
     }
 

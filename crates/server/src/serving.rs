@@ -12,6 +12,7 @@
 //!
 //! Everything here takes `now` as an argument; the core passes the time it read once per message.
 
+use corral_io::broken::Broken;
 use std::time::{Duration, Instant};
 
 /// The member's serving state, with the lease end cached: the lease only moves forward while
@@ -59,7 +60,12 @@ impl Serving {
         if !matches!(self.until, Some(u) if now < u) {
             self.until = lease();
         }
-        let held = self.until.is_some_and(|u| now < u);
+        let mut held = self.until.is_some_and(|u| now < u);
+        if !held && self.serving && corral_io::broken::is(Broken::SkipServingRule) {
+            // The planted bug: serving on past the lease (with no lease end to wake up for).
+            self.until = None;
+            held = true;
+        }
         let serving = held && (self.serving || knows_leader);
         match (self.serving, serving) {
             (false, true) => {
@@ -88,6 +94,9 @@ pub(crate) fn past_confirmation(
     check_every: Duration,
     drift_percent: u32,
 ) -> bool {
+    if corral_io::broken::is(Broken::SkipServingRule) {
+        return false;
+    }
     let drift = timeout * drift_percent / 100;
     now + drift + check_every + CHECK_SLACK >= confirmed
 }

@@ -89,6 +89,9 @@ impl WatchManager {
     pub fn add(&mut self, conn: ConnId, path: &str, kind: WatchKind) {
         let watchers = self.by_path.entry(path.into()).or_default();
         if watchers.contains(&(conn, kind)) {
+            if corral_io::broken::is(corral_io::broken::Broken::DropWatch) {
+                self.remove_one(conn, path, kind);
+            }
             return;
         }
         watchers.push((conn, kind));

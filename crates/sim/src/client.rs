@@ -14,8 +14,8 @@ use turmoil::net::TcpStream;
 /// The largest frame a simulated client takes.
 const MAX_FRAME: usize = 4 << 20;
 /// How long a client waits for a reply before it takes the connection for lost (ZooKeeper's
-/// clients wait two thirds of the session timeout without hearing anything).
-pub const REPLY_WAIT: Duration = Duration::from_millis(1500);
+/// clients wait two thirds of the session timeout, 3 s here, without hearing anything).
+pub const REPLY_WAIT: Duration = Duration::from_millis(2000);
 
 pub struct Reply {
     pub err: ErrorCode,
@@ -107,8 +107,13 @@ pub async fn connect(
 impl Conn {
     /// Sends a request and waits for its reply, queueing the notifications that come first.
     pub async fn call(&mut self, req: &Request) -> Result<Reply, Lost> {
-        let xid = self.next_xid;
-        self.next_xid += 1;
+        // Pings carry xid -2, as ZooKeeper's clients send them.
+        let xid = if matches!(req, Request::Ping) {
+            -2
+        } else {
+            self.next_xid += 1;
+            self.next_xid - 1
+        };
         let op = req.op_code();
         let exchange = async {
             self.stream

@@ -1,8 +1,8 @@
-//! One seed's run: three members, the clients and the nemesis on turmoil's simulated network
+//! One seed's run: three (or five) members, the clients and the nemesis on turmoil's simulated network
 //! and clock, each member on its own in-memory disk; then the checks.
 
 use crate::io::member_io;
-use crate::nemesis::{self, Fault, Scheduled, MEMBERS};
+use crate::nemesis::{self, Fault, Scheduled};
 use crate::workload::{self, member_addr, Client, EPHEMERALS};
 use corral_io::mem_disk::MemDisk;
 use corral_proto::records::{PathRequest, PathWatchRequest};
@@ -23,6 +23,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Options {
     pub seed: u64,
+    /// How many members the ensemble has (3 or 5).
+    pub members: usize,
     pub clients: usize,
     /// How long the workload and the faults last, in simulated milliseconds.
     pub workload_ms: u64,
@@ -31,6 +33,7 @@ pub struct Options {
 /// What the run's hosts share (all on one thread).
 #[derive(Default)]
 pub struct Shared {
+    pub members: usize,
     pub trace: Vec<String>,
     pub history: Vec<Event>,
     pub failures: Vec<String>,
@@ -39,10 +42,14 @@ pub struct Shared {
     pub frozen: BTreeMap<usize, u64>,
     pub last_event_zxid: Vec<i64>,
     pub acked_writes: u64,
+    /// The counter's acknowledged increments.
+    pub increments: Vec<crate::counter::Increment>,
     pub expired_sessions: u64,
     pub events_fired: u64,
     /// What the checker found on each member: (last zxid, digest).
     pub converged: Vec<(i64, u64)>,
+    /// Since when (simulated ms) each member can exchange messages with none of its peers.
+    pub cut_since: Vec<Option<u64>>,
 }
 
 /// What a run found.
@@ -57,9 +64,68 @@ fn member_name(m: usize) -> String {
     format!("m{}", m + 1)
 }
 
-fn member_config(m: usize, disk: MemDisk, skew_ms: i64) -> ServerConfig {
+const TICK_MS: u32 = 500;
+const SYNC_LIMIT: u32 = 5;
+const MIN_SESSION_MS: u32 = 1000;
+
+/// How long after a member is cut off from all its peers a client may still hear from it: its
+/// lease `L = 0.99 × min(syncLimit × tickTime, minSessionTimeout)` (ARCHITECTURE.md, "The
+/// serving rule"), the core's check slack (10 ms), and the slowest message twice over (a grant
+/// in flight at the cut, a reply in flight at the lease's end).
+pub const SERVING_BOUND_MS: u64 = LEASE_MS + 10 + 2 * nemesis::MAX_LATENCY_MS;
+
+/// A member's lease, `L` above.
+const LEASE_MS: u64 = {
+    let quorum_ms = (SYNC_LIMIT * TICK_MS) as u64;
+    let shorter = if quorum_ms < MIN_SESSION_MS as u64 {
+        quorum_ms
+    } else {
+        MIN_SESSION_MS as u64
+    };
+    shorter * 99 / 100
+};
+
+/// How often the lease watch asks every member whether it serves.
+const LEASE_WATCH_EVERY: Duration = Duration::from_millis(25);
+
+/// The serving rule seen from inside: every `LEASE_WATCH_EVERY`, each member's core is asked
+/// whether it serves (the question applies the rule first, as any request does). A member cut
+/// off from all its peers for longer than its lease (plus the core's 10 ms of check slack) must
+/// say no, whether or not a client happens to be talking to it.
+async fn watch_leases(shared: Rc<RefCell<Shared>>, until_ms: u64) {
+    let members = shared.borrow().members;
+    let mut reported = vec![false; members];
+    while workload::sim_ms() < until_ms {
+        for (m, seen) in reported.iter_mut().enumerate() {
+            let Some(source) = shared.borrow().statuses.get(&m).cloned() else {
+                continue;
+            };
+            // A paused member answers nothing; the others are not kept waiting.
+            let asked = tokio::time::timeout(LEASE_WATCH_EVERY, source.status(Detail::default()));
+            let Ok(Some(status)) = asked.await else {
+                continue;
+            };
+            let now = workload::sim_ms();
+            let mut s = shared.borrow_mut();
+            let cut_for = s.cut_since[m].map(|since| now.saturating_sub(since));
+            if let Some(late) = cut_for.filter(|l| *l > LEASE_MS + 10) {
+                if status.snap.serving && !*seen {
+                    *seen = true;
+                    s.failures.push(format!(
+                        "m{} still serves {late} ms after it was cut off from its peers (its \
+                         lease is {LEASE_MS} ms)",
+                        m + 1
+                    ));
+                }
+            }
+        }
+        tokio::time::sleep(LEASE_WATCH_EVERY).await;
+    }
+}
+
+fn member_config(m: usize, members: usize, disk: MemDisk, skew_ms: i64) -> ServerConfig {
     let mut servers = BTreeMap::new();
-    for i in 0..MEMBERS {
+    for i in 0..members {
         let key = format!("server.{}", i + 1);
         let line =
             ServerLine::parse(&key, &format!("m{}:2888:3888", i + 1)).expect("a valid server line");
@@ -67,18 +133,18 @@ fn member_config(m: usize, disk: MemDisk, skew_ms: i64) -> ServerConfig {
     }
     ServerConfig {
         io: member_io(disk, skew_ms),
-        tick_time_ms: 500,
-        sync_limit: 5,
+        tick_time_ms: TICK_MS,
+        sync_limit: SYNC_LIMIT,
         init_limit: 10,
         client_port: 2181,
         client_address: [0, 0, 0, 0].into(),
         // Named per member only so that log lines say whose disk they are about.
         data_dir: format!("/m{}", m + 1).into(),
-        min_session_timeout_ms: 1000,
+        min_session_timeout_ms: MIN_SESSION_MS,
         max_session_timeout_ms: 10_000,
         admin_addr: None,
         // Small, so that snapshots, log purges and snapshot installs happen within a run.
-        snap_count: 200,
+        snap_count: 50,
         my_id: m as u64 + 1,
         servers,
         ..ServerConfig::default()
@@ -103,17 +169,76 @@ struct Nemesis<'s, 'a> {
     disks: &'s [MemDisk],
     shared: &'s Rc<RefCell<Shared>>,
     clients: usize,
-    crashed: [bool; MEMBERS],
+    members: usize,
+    crashed: Vec<bool>,
+    /// How many active faults cut each directed link (from, to): faults overlap, and a link
+    /// heals only when the last fault cutting it ends.
+    cuts: BTreeMap<(String, String), u32>,
 }
 
 impl Nemesis<'_, '_> {
     fn hosts_but(&self, m: usize) -> Vec<String> {
-        (0..MEMBERS)
+        (0..self.members)
             .filter(|o| *o != m)
             .map(member_name)
             .chain((0..self.clients).map(|c| format!("c{c}")))
             .chain(["checker".to_owned()])
             .collect()
+    }
+
+    fn peers_of(&self, m: usize) -> Vec<String> {
+        (0..self.members)
+            .filter(|o| *o != m)
+            .map(member_name)
+            .collect()
+    }
+
+    /// Cuts (`cut`) or heals one directed link, counting the faults on it.
+    fn link(&mut self, from: &str, to: &str, cut: bool) {
+        let key = (from.to_owned(), to.to_owned());
+        let count = self.cuts.entry(key.clone()).or_default();
+        if cut {
+            *count += 1;
+            if *count == 1 {
+                self.sim.partition_oneway(from, to);
+            }
+        } else {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.cuts.remove(&key);
+                self.sim.repair_oneway(from, to);
+            }
+        }
+    }
+
+    fn both_ways(&mut self, a: &str, others: &[String], cut: bool) {
+        for o in others {
+            self.link(a, o, cut);
+            self.link(o, a, cut);
+        }
+        self.note_cut_members();
+    }
+
+    fn is_cut(&self, from: &str, to: &str) -> bool {
+        self.cuts.contains_key(&(from.to_owned(), to.to_owned()))
+    }
+
+    /// Records which members can exchange messages with no peer now (a round trip needs both
+    /// ways), for the serving-rule check.
+    fn note_cut_members(&mut self) {
+        let now = sim_now(self.sim);
+        for m in 0..self.members {
+            let me = member_name(m);
+            let cut = self
+                .peers_of(m)
+                .iter()
+                .all(|o| self.is_cut(&me, o) || self.is_cut(o, &me));
+            let mut s = self.shared.borrow_mut();
+            s.cut_since[m] = match (cut, s.cut_since[m]) {
+                (true, since) => since.or(Some(now)),
+                (false, _) => None,
+            };
+        }
     }
 
     fn trace(&self, what: String) {
@@ -133,31 +258,49 @@ impl Nemesis<'_, '_> {
         self.crashed[m] = false;
     }
 
+    /// SIGKILL or power loss: each file keeps none, some or all of what it had not synced.
+    fn crash(&mut self, member: usize, torn_seed: u64) {
+        if self.crashed[member] {
+            return;
+        }
+        self.sim.crash(member_name(member));
+        self.shared.borrow_mut().statuses.remove(&member);
+        let mut torn = StdRng::seed_from_u64(torn_seed);
+        self.disks[member].crash(|unsynced| match torn.gen_range(0..3) {
+            0 => 0,
+            1 => torn.gen_range(0..=unsynced),
+            _ => unsynced,
+        });
+        self.crashed[member] = true;
+    }
+
+    fn power_on(&mut self, member: usize) {
+        if self.crashed[member] {
+            self.sim.bounce(member_name(member));
+            self.crashed[member] = false;
+        }
+    }
+
     fn start(&mut self, f: &Scheduled) {
         self.trace(format!("start {} until {}", f.fault, f.end_ms));
         match f.fault {
             Fault::Isolate { member } => {
-                for other in self.hosts_but(member) {
-                    self.sim.partition(member_name(member), other);
+                self.both_ways(&member_name(member), &self.hosts_but(member), true)
+            }
+            Fault::CutPeers { member } => {
+                self.both_ways(&member_name(member), &self.peers_of(member), true)
+            }
+            Fault::OneWay { from, to } => {
+                self.link(&member_name(from), &member_name(to), true);
+                self.note_cut_members();
+            }
+            Fault::Crash { member, torn_seed } => self.crash(member, torn_seed),
+            Fault::PowerLoss { torn_seed } => {
+                for member in 0..self.members {
+                    self.crash(member, torn_seed.wrapping_add(member as u64));
                 }
             }
-            Fault::OneWay { from, to } => self
-                .sim
-                .partition_oneway(member_name(from), member_name(to)),
-            Fault::Crash { member, torn_seed } => {
-                if !self.crashed[member] {
-                    self.sim.crash(member_name(member));
-                    self.shared.borrow_mut().statuses.remove(&member);
-                    let mut torn = StdRng::seed_from_u64(torn_seed);
-                    // Each file keeps none, some or all of what it had not synced.
-                    self.disks[member].crash(|unsynced| match torn.gen_range(0..3) {
-                        0 => 0,
-                        1 => torn.gen_range(0..=unsynced),
-                        _ => unsynced,
-                    });
-                    self.crashed[member] = true;
-                }
-            }
+            Fault::Pause { member } => self.sim.pause(member_name(member)),
             Fault::Slow { max_latency_ms } => self
                 .sim
                 .set_max_message_latency(Duration::from_millis(max_latency_ms)),
@@ -167,9 +310,9 @@ impl Nemesis<'_, '_> {
                 let until = sim_now(self.sim) + 2 * workload::SESSION_TIMEOUT_MS as u64 + 500;
                 self.shared.borrow_mut().frozen.insert(client, until);
             }
-            Fault::CutClient { client, member } => self
-                .sim
-                .partition(format!("c{client}"), member_name(member)),
+            Fault::CutClient { client, member } => {
+                self.both_ways(&format!("c{client}"), &[member_name(member)], true)
+            }
         }
     }
 
@@ -177,24 +320,23 @@ impl Nemesis<'_, '_> {
         self.trace(format!("end {}", f.fault));
         match f.fault {
             Fault::Isolate { member } => {
-                for other in self.hosts_but(member) {
-                    self.sim.repair(member_name(member), other);
-                }
+                self.both_ways(&member_name(member), &self.hosts_but(member), false)
+            }
+            Fault::CutPeers { member } => {
+                self.both_ways(&member_name(member), &self.peers_of(member), false)
             }
             Fault::OneWay { from, to } => {
-                self.sim.repair_oneway(member_name(from), member_name(to))
+                self.link(&member_name(from), &member_name(to), false);
+                self.note_cut_members();
             }
-            Fault::Crash { member, .. } => {
-                if self.crashed[member] {
-                    self.sim.bounce(member_name(member));
-                    self.crashed[member] = false;
-                }
-            }
+            Fault::Crash { member, .. } => self.power_on(member),
+            Fault::PowerLoss { .. } => (0..self.members).for_each(|m| self.power_on(m)),
+            Fault::Pause { member } => self.sim.resume(member_name(member)),
             Fault::Slow { .. } => self.sim.set_max_message_latency(BASE_LATENCY),
             Fault::FailSyncs { member, .. } | Fault::DiskFull { member } => self.restart(member),
             Fault::Freeze { .. } => {}
             Fault::CutClient { client, member } => {
-                self.sim.repair(format!("c{client}"), member_name(member))
+                self.both_ways(&format!("c{client}"), &[member_name(member)], false)
             }
         }
     }
@@ -209,7 +351,8 @@ fn sim_now(sim: &turmoil::Sim<'_>) -> u64 {
 /// After the clients are done: every member holds no ephemeral of a closed or expired session
 /// and all hold the same tree.
 async fn check_members(shared: Rc<RefCell<Shared>>) {
-    for m in 0..MEMBERS {
+    let members = shared.borrow().members;
+    for m in 0..members {
         let addr = member_addr(m);
         let mut answer = None;
         // Up to about 20 s: a member that does not answer by then once faults stopped has a
@@ -271,7 +414,7 @@ async fn check_members(shared: Rc<RefCell<Shared>>) {
         }
     }
     let mut s = shared.borrow_mut();
-    if seen.len() == MEMBERS && seen.windows(2).any(|w| w[0] != w[1]) {
+    if seen.len() == members && seen.windows(2).any(|w| w[0] != w[1]) {
         s.failures
             .push(format!("members did not converge: (zxid, digest) {seen:?}"));
     }
@@ -283,10 +426,13 @@ pub fn run(opts: &Options) -> Report {
     corral_replication::seed_elections(Some(opts.seed));
     corral_io::hash::seed_hashes(Some(opts.seed));
     let mut rng = StdRng::seed_from_u64(opts.seed);
-    let schedule = nemesis::schedule(&mut rng, opts.workload_ms, opts.clients);
-    let skews: Vec<i64> = (0..MEMBERS).map(|_| rng.gen_range(-200..=200)).collect();
-    let disks: Vec<MemDisk> = (0..MEMBERS).map(|_| MemDisk::new()).collect();
+    let members = opts.members;
+    let schedule = nemesis::schedule(&mut rng, opts.workload_ms, opts.clients, members);
+    let skews: Vec<i64> = (0..members).map(|_| rng.gen_range(-200..=200)).collect();
+    let disks: Vec<MemDisk> = (0..members).map(|_| MemDisk::new()).collect();
     let shared = Rc::new(RefCell::new(Shared {
+        members,
+        cut_since: vec![None; members],
         last_event_zxid: vec![0; opts.clients],
         ..Shared::default()
     }));
@@ -299,15 +445,27 @@ pub fn run(opts: &Options) -> Report {
         .max_message_latency(BASE_LATENCY)
         .rng_seed(opts.seed)
         .build();
-    for m in 0..MEMBERS {
+    for m in 0..members {
         let (disk, skew, shared) = (disks[m].clone(), skews[m], shared.clone());
         sim.host(member_name(m), move || {
-            let cfg = member_config(m, disk.clone(), skew);
-            let shared = shared.clone();
+            let cfg = member_config(m, members, disk.clone(), skew);
+            let (disk, shared) = (disk.clone(), shared.clone());
             async move {
-                let server = Server::start(cfg)
-                    .await
-                    .map_err(|e| format!("m{} cannot start: {e}", m + 1))?;
+                let server = match Server::start(cfg).await {
+                    Ok(server) => server,
+                    Err(e) if disk.is_failing() => {
+                        // As a real member on a failing disk: down until the fault ends and
+                        // the nemesis restarts it.
+                        shared.borrow_mut().trace.push(format!(
+                            "{} m{} cannot start on its failing disk: {e}",
+                            workload::sim_ms(),
+                            m + 1
+                        ));
+                        std::future::pending::<()>().await;
+                        unreachable!()
+                    }
+                    Err(e) => return Err(format!("m{} cannot start: {e}", m + 1).into()),
+                };
                 shared
                     .borrow_mut()
                     .statuses
@@ -325,6 +483,11 @@ pub fn run(opts: &Options) -> Report {
             Ok(())
         });
     }
+    let watch_shared = shared.clone();
+    sim.client("lease-watch", async move {
+        watch_leases(watch_shared, final_read_ms).await;
+        Ok(())
+    });
     let checker_shared = shared.clone();
     sim.client("checker", async move {
         tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_millis(check_ms))
@@ -338,7 +501,9 @@ pub fn run(opts: &Options) -> Report {
         disks: &disks,
         shared: &shared,
         clients: opts.clients,
-        crashed: [false; MEMBERS],
+        members,
+        crashed: vec![false; members],
+        cuts: BTreeMap::new(),
     };
     let mut next = 0;
     let mut active: Vec<Scheduled> = Vec::new();
@@ -375,6 +540,9 @@ pub fn run(opts: &Options) -> Report {
             first_violation(&s.history)
         ));
     }
+    if let Err(why) = crate::counter::check(&s.increments) {
+        failures.push(format!("the counter is not linearizable: {why}"));
+    }
     let last_read = s
         .history
         .iter()
@@ -393,8 +561,9 @@ pub fn run(opts: &Options) -> Report {
     }
     let faults: Vec<String> = schedule.iter().map(|f| f.fault.to_string()).collect();
     let summary = format!(
-        "{} ops, {} writes acknowledged, {} sessions expired, {} watch events, {} faults, final (zxid, digest) {:?}",
+        "{} ops, {} increments, {} writes acknowledged, {} sessions expired, {} watch events, {} faults, final (zxid, digest) {:?}",
         s.history.len(),
+        s.increments.len(),
         s.acked_writes,
         s.expired_sessions,
         s.events_fired,

@@ -1,11 +1,11 @@
 //! What the simulated clients do: a register workload (setData, compare-and-set on the version,
-//! sync then getData with a watch) on one znode, each client with an ephemeral node for its
-//! session, moving to another member when a connection is lost, as real clients do. Every
-//! operation goes into the history the linearizability checker reads.
+//! sync then getData with a watch, plain getData) on one znode, a counter (sequential creates),
+//! idle spells with pings, each client with an ephemeral node for its session, moving to
+//! another member when a connection is lost, as real clients do. Every operation goes into the
+//! histories the checkers read.
 
 use crate::client::{connect, Conn, Notification, Session};
-use crate::nemesis::MEMBERS;
-use crate::run::Shared;
+use crate::run::{Shared, SERVING_BOUND_MS};
 use bytes::Bytes;
 use corral_proto::records::{PathRequest, PathWatchRequest, SetDataRequest};
 use corral_proto::{ErrorCode, Request, Response};
@@ -19,6 +19,8 @@ use std::time::Duration;
 
 pub const REGISTER: &str = "/reg";
 pub const EPHEMERALS: &str = "/eph";
+/// The counter's parent: each increment creates a sequential child.
+pub const COUNTER: &str = "/ctr";
 /// The session timeout the clients ask for.
 pub const SESSION_TIMEOUT_MS: i32 = 3000;
 
@@ -42,6 +44,8 @@ pub struct Client {
     session: Option<Session>,
     conn: Option<Conn>,
     member: usize,
+    /// How many members the ensemble has.
+    members: usize,
     last_zxid: i64,
     sessions_opened: u32,
     next_value: u64,
@@ -49,10 +53,15 @@ pub struct Client {
     /// Whether a getData watch on the register is set on the current connection and has not
     /// fired (a connection holds one such watch however often it is set).
     watch_armed: bool,
+    /// The register's version when that watch was (last) set.
+    watched_version: i32,
+    /// The newest version of the register this client has seen: what it sees never goes back.
+    seen_version: i32,
 }
 
 impl Client {
     pub fn new(id: usize, seed: u64, shared: Rc<RefCell<Shared>>) -> Client {
+        let members = shared.borrow().members;
         Client {
             id,
             shared,
@@ -61,12 +70,15 @@ impl Client {
             ),
             session: None,
             conn: None,
-            member: id % MEMBERS,
+            member: id % members,
+            members,
             last_zxid: 0,
             sessions_opened: 0,
             next_value: 1,
             last_version: 0,
             watch_armed: false,
+            watched_version: 0,
+            seen_version: 0,
         }
     }
 
@@ -80,7 +92,7 @@ impl Client {
     /// Connects, resuming the session if there is one, on this member or the next ones.
     async fn ensure_connected(&mut self) {
         while self.conn.is_none() {
-            for _ in 0..MEMBERS {
+            for _ in 0..self.members {
                 let addr = member_addr(self.member);
                 match connect(
                     &addr,
@@ -112,7 +124,7 @@ impl Client {
                     }
                     Err(false) => {}
                 }
-                self.member = (self.member + 1) % MEMBERS;
+                self.member = (self.member + 1) % self.members;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -125,6 +137,7 @@ impl Client {
         for req in [
             create(REGISTER, b"0", 0),
             create(EPHEMERALS, b"", 0),
+            create(COUNTER, b"", 0),
             create(&eph, b"", 1),
         ] {
             if self.call(&req).await.is_none() {
@@ -140,13 +153,14 @@ impl Client {
             Ok(reply) => {
                 self.last_zxid = conn.last_zxid;
                 self.collect_events();
+                self.check_serving();
                 Some(reply)
             }
             Err(_) => {
                 self.collect_events();
                 self.trace(format!("lost the connection to m{}", self.member + 1));
                 self.conn = None;
-                self.member = (self.member + 1) % MEMBERS;
+                self.member = (self.member + 1) % self.members;
                 None
             }
         }
@@ -178,6 +192,49 @@ impl Client {
             shared.last_event_zxid[self.id] = e.zxid.max(shared.last_event_zxid[self.id]);
             shared.events_fired += 1;
         }
+    }
+
+    /// The serving rule: a member cut off from all its peers stops answering within its lease.
+    fn check_serving(&mut self) {
+        let mut shared = self.shared.borrow_mut();
+        if let Some(since) = shared.cut_since[self.member] {
+            let late = sim_ms().saturating_sub(since);
+            if late > SERVING_BOUND_MS {
+                shared.failures.push(format!(
+                    "c{}: m{} answered {late} ms after it was cut off from its peers (its lease \
+                     allows {SERVING_BOUND_MS} ms)",
+                    self.id,
+                    self.member + 1
+                ));
+            }
+        }
+    }
+
+    /// A version of the register seen in a reply on the current connection: it never goes back
+    /// (not even on another member), and it is newer than a watched one only once that watch
+    /// has fired (ZooKeeper: a client sees the event before the data that triggered it).
+    fn saw_version(&mut self, version: i32) {
+        let mut shared = self.shared.borrow_mut();
+        if version < self.seen_version {
+            shared.failures.push(format!(
+                "c{}: saw version {version} of {REGISTER} after version {} (on m{})",
+                self.id,
+                self.seen_version,
+                self.member + 1
+            ));
+        }
+        if self.watch_armed && version > self.watched_version {
+            shared.failures.push(format!(
+                "c{}: saw version {version} of {REGISTER} before its watch set at version {} \
+                 fired (on m{})",
+                self.id,
+                self.watched_version,
+                self.member + 1
+            ));
+            // Reported once.
+            self.watch_armed = false;
+        }
+        self.seen_version = self.seen_version.max(version);
     }
 
     fn record(&mut self, op: Op, outcome: Outcome, invoked: u64) {
@@ -225,6 +282,7 @@ impl Client {
             None => Outcome::Unknown,
             Some(r) => match (r.err, r.body) {
                 (ErrorCode::Ok, Some(Response::Stat(stat))) => {
+                    self.saw_version(stat.version);
                     self.last_version = stat.version;
                     self.shared.borrow_mut().acked_writes += 1;
                     Outcome::Written {
@@ -256,7 +314,9 @@ impl Client {
             true => match self.call(&get).await {
                 Some(r) => match (r.err, r.body) {
                     (ErrorCode::Ok, Some(Response::GetData(d))) => {
+                        self.saw_version(d.stat.version);
                         self.watch_armed = true;
+                        self.watched_version = d.stat.version;
                         self.last_version = d.stat.version;
                         Outcome::Saw(State {
                             value: Self::value_of(&d.data),
@@ -271,6 +331,55 @@ impl Client {
         let seen = outcome != Outcome::Unknown;
         self.record(Op::Read, outcome, invoked);
         seen
+    }
+
+    /// getData without sync or watch, as most reads are: answered by the member from what it
+    /// has applied, so not linearizable, but never older than what this client saw, and (like
+    /// any reply) only from a member that may serve.
+    async fn local_read(&mut self) {
+        let get = Request::GetData(PathWatchRequest {
+            path: REGISTER.into(),
+            watch: false,
+        });
+        if let Some(r) = self.call(&get).await {
+            if let (ErrorCode::Ok, Some(Response::GetData(d))) = (r.err, r.body) {
+                self.trace(format!("local read -> version {}", d.stat.version));
+                self.saw_version(d.stat.version);
+            }
+        }
+    }
+
+    /// Increments the counter: a persistent sequential create under it.
+    async fn increment(&mut self) {
+        let invoked = sim_nanos();
+        let req = create(&format!("{COUNTER}/n-"), b"", 2);
+        let Some(reply) = self.call(&req).await else {
+            return;
+        };
+        if let (ErrorCode::Ok, Some(Response::Path(path))) = (reply.err, reply.body) {
+            let value = crate::counter::number_of(&path).unwrap_or(u64::MAX);
+            self.trace(format!("increment -> {value}"));
+            self.shared
+                .borrow_mut()
+                .increments
+                .push(crate::counter::Increment {
+                    invoked,
+                    answered: sim_nanos(),
+                    value,
+                });
+        }
+    }
+
+    /// Idle for a while, pinging as a client does that holds a lock and waits: its session
+    /// lives on what the pings hear.
+    async fn idle(&mut self) {
+        let until = sim_ms() + self.rng.gen_range(300..1500);
+        while sim_ms() < until {
+            if self.call(&Request::Ping).await.is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     fn frozen_until(&self) -> Option<u64> {
@@ -290,17 +399,22 @@ impl Client {
                 continue;
             }
             self.ensure_connected().await;
-            match self.rng.gen_range(0..10) {
-                0..=3 => self.write(false).await,
-                4..=6 => self.write(true).await,
-                _ => {
+            match self.rng.gen_range(0..20) {
+                0..=4 => self.write(false).await,
+                5..=9 => self.write(true).await,
+                10..=11 => self.increment().await,
+                12..=14 => self.local_read().await,
+                15..=17 => {
                     self.read().await;
                 }
+                _ => self.idle().await,
             }
             let think = self.rng.gen_range(0..30);
             tokio::time::sleep(Duration::from_millis(think)).await;
         }
-        while self.frozen_until().is_some() || sim_ms() < final_read_ms {
+        // A freeze that began late (or during the last operation) still runs its course.
+        let until = self.frozen_until().unwrap_or(0).max(final_read_ms);
+        while sim_ms() < until {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.shared.borrow_mut().frozen.remove(&self.id);

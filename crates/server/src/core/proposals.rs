@@ -308,7 +308,8 @@ impl Core {
         // be with the leader (forwarded, or replicated before this member's own fsync failed)
         // and commit without this member: its outcome is unknown, so its client loses the
         // connection, never hears "not applied" (found by the simulation, seed 52).
-        let certain = self.role == Role::Standalone;
+        let certain = self.role == Role::Standalone
+            || corral_io::broken::is(corral_io::broken::Broken::RefusePending);
         for p in self.pending.take_all() {
             if let Some(c) = p.origin.conn().and_then(|c| self.conns.get_mut(&c)) {
                 c.in_flight = c.in_flight.saturating_sub(1);
