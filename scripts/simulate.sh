@@ -74,7 +74,7 @@ if [[ -n "$ci" ]]; then
     echo "broken variants: all caught within $BROKEN_SEEDS seeds"
     # The real bugs the simulation found, put back: each still caught by its seed (the fourth,
     # resume-leadership, needs a history too rare to hunt here; docs/simulation.md, bug 3).
-    for found in purge-misread:14 refuse-pending:30 unbounded-log-write:153; do
+    for found in purge-misread:9 refuse-pending:2 unbounded-log-write:68; do
         "$sim" --broken "${found%%:*}" --first-seed "${found##*:}" --seeds 1 || {
             echo "a fixed bug, put back, went unnoticed by its seed: $found"
             exit 1

@@ -24,7 +24,7 @@ pub enum Fault {
     /// `Crash`; all restart when the fault ends.
     PowerLoss { torn_seed: u64 },
     /// SIGSTOP a member, SIGCONT it when the fault ends: nothing of it runs meanwhile, and its
-    /// clock jumps on waking (turmoil patched, `vendor/turmoil-pause.patch`).
+    /// clock jumps on waking (turmoil patched, `vendor/turmoil.patch`).
     Pause { member: usize },
     /// Every message takes up to this long.
     Slow { max_latency_ms: u64 },

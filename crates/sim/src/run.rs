@@ -429,6 +429,11 @@ pub fn run(opts: &Options) -> Report {
     let members = opts.members;
     let schedule = nemesis::schedule(&mut rng, opts.workload_ms, opts.clients, members);
     let skews: Vec<i64> = (0..members).map(|_| rng.gen_range(-200..=200)).collect();
+    // Clock rates within ±0.5% of true, so any two members' clocks run at most 1% apart: the
+    // drift the serving rule's inequality allows for (ARCHITECTURE.md, "The serving rule").
+    let rates: Vec<f64> = (0..members)
+        .map(|_| 1.0 + rng.gen_range(-0.005..=0.005))
+        .collect();
     let disks: Vec<MemDisk> = (0..members).map(|_| MemDisk::new()).collect();
     let shared = Rc::new(RefCell::new(Shared {
         members,
@@ -474,6 +479,9 @@ pub fn run(opts: &Options) -> Report {
                 Ok(())
             }
         });
+    }
+    for (m, rate) in rates.iter().enumerate() {
+        sim.set_clock_rate(member_name(m), *rate);
     }
     for c in 0..opts.clients {
         let client = Client::new(c, opts.seed, shared.clone());

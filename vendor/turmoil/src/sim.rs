@@ -39,6 +39,9 @@ pub struct Sim<'a> {
 
     /// Paused hosts (Corral's patch) and when each was paused.
     paused: IndexMap<IpAddr, Duration>,
+
+    /// Hosts whose clocks run at another rate than the simulation's (Corral's patch).
+    clock_rates: IndexMap<IpAddr, f64>,
 }
 
 impl<'a> Sim<'a> {
@@ -56,6 +59,7 @@ impl<'a> Sim<'a> {
             elapsed: Duration::ZERO,
             steps: 1, // bumped after each step
             paused: IndexMap::new(),
+            clock_rates: IndexMap::new(),
         }
     }
 
@@ -208,6 +212,16 @@ impl<'a> Sim<'a> {
                 let rt = self.rts.get_mut(&h).expect("missing host");
                 rt.advance(self.elapsed - since);
             }
+        }
+    }
+
+    /// Makes the resolved hosts' clocks run at `rate` times the simulation's (Corral's patch):
+    /// 1.01 is a clock 1% fast. Their timers, and the time they read, follow that clock.
+    pub fn set_clock_rate(&mut self, addrs: impl ToIpAddrs, rate: f64) {
+        assert!(rate > 0.0, "a clock rate must be positive");
+        let hosts = self.world.borrow_mut().lookup_many(addrs);
+        for h in hosts {
+            self.clock_rates.insert(h, rate);
         }
     }
 
@@ -479,7 +493,11 @@ impl<'a> Sim<'a> {
                 world.current_host_mut().timer.now(rt.now());
             }
 
-            let is_software_finished = World::enter(&self.world, || rt.tick(tick))?;
+            let own_tick = self
+                .clock_rates
+                .get(&addr)
+                .map_or(tick, |rate| tick.mul_f64(*rate));
+            let is_software_finished = World::enter(&self.world, || rt.tick(own_tick))?;
 
             if rt.is_client() {
                 is_finished = is_finished && is_software_finished;
