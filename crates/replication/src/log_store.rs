@@ -330,13 +330,18 @@ mod tests {
     use corral_io::mem_disk::MemDisk;
     use openraft::CommittedLeaderId;
 
-    #[tokio::test]
-    async fn a_purge_point_reads_back_as_written() {
-        let io = Io {
+    /// An in-memory disk, blocking work inline.
+    fn memory_io() -> Io {
+        Io {
             disk: Arc::new(MemDisk::new()),
             inline_blocking: true,
             ..Io::real()
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_purge_point_reads_back_as_written() {
+        let io = memory_io();
         let dir = Path::new("/raft");
         let mut store = LogStore::open(&io, dir, 1 << 20).unwrap();
         let upto = LogId::new(CommittedLeaderId::new(10, 1), 198);
@@ -347,11 +352,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_vote_reads_back_uncommitted_so_a_leader_restarts_as_a_follower() {
-        let io = Io {
-            disk: Arc::new(MemDisk::new()),
-            inline_blocking: true,
-            ..Io::real()
-        };
+        let io = memory_io();
         let mut store = LogStore::open(&io, Path::new("/raft"), 1 << 20).unwrap();
         let mut led = Vote::new(7, 1);
         led.commit();
@@ -375,12 +376,7 @@ mod tests {
     /// at the same index.
     #[tokio::test]
     async fn a_commit_hint_counts_only_for_the_entry_the_log_holds() {
-        let disk = MemDisk::new();
-        let io = Io {
-            disk: Arc::new(disk.clone()),
-            inline_blocking: true,
-            ..Io::real()
-        };
+        let io = memory_io();
         let dir = Path::new("/raft");
         let mut store = LogStore::open(&io, dir, 1 << 20).unwrap();
         for index in 1..=3 {
