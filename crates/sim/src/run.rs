@@ -211,10 +211,29 @@ impl Nemesis<'_, '_> {
         }
     }
 
-    fn both_ways(&mut self, a: &str, others: &[String], cut: bool) {
-        for o in others {
-            self.link(a, o, cut);
-            self.link(o, a, cut);
+    /// The directed links a network fault cuts (none for the other faults).
+    fn links_cut_by(&self, fault: &Fault) -> Vec<(String, String)> {
+        let both_ways = |a: String, others: Vec<String>| -> Vec<(String, String)> {
+            others
+                .into_iter()
+                .flat_map(|o| [(a.clone(), o.clone()), (o, a.clone())])
+                .collect()
+        };
+        match *fault {
+            Fault::Isolate { member } => both_ways(member_name(member), self.hosts_but(member)),
+            Fault::CutPeers { member } => both_ways(member_name(member), self.peers_of(member)),
+            Fault::OneWay { from, to } => vec![(member_name(from), member_name(to))],
+            Fault::CutClient { client, member } => {
+                both_ways(format!("c{client}"), vec![member_name(member)])
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Cuts (`cut`) or heals the links of a network fault.
+    fn set_links(&mut self, fault: &Fault, cut: bool) {
+        for (from, to) in self.links_cut_by(fault) {
+            self.link(&from, &to, cut);
         }
         self.note_cut_members();
     }
@@ -284,16 +303,10 @@ impl Nemesis<'_, '_> {
     fn start(&mut self, f: &Scheduled) {
         self.trace(format!("start {} until {}", f.fault, f.end_ms));
         match f.fault {
-            Fault::Isolate { member } => {
-                self.both_ways(&member_name(member), &self.hosts_but(member), true)
-            }
-            Fault::CutPeers { member } => {
-                self.both_ways(&member_name(member), &self.peers_of(member), true)
-            }
-            Fault::OneWay { from, to } => {
-                self.link(&member_name(from), &member_name(to), true);
-                self.note_cut_members();
-            }
+            Fault::Isolate { .. }
+            | Fault::CutPeers { .. }
+            | Fault::OneWay { .. }
+            | Fault::CutClient { .. } => self.set_links(&f.fault, true),
             Fault::Crash { member, torn_seed } => self.crash(member, torn_seed),
             Fault::PowerLoss { torn_seed } => {
                 for member in 0..self.members {
@@ -310,34 +323,22 @@ impl Nemesis<'_, '_> {
                 let until = sim_now(self.sim) + 2 * workload::SESSION_TIMEOUT_MS as u64 + 500;
                 self.shared.borrow_mut().frozen.insert(client, until);
             }
-            Fault::CutClient { client, member } => {
-                self.both_ways(&format!("c{client}"), &[member_name(member)], true)
-            }
         }
     }
 
     fn end(&mut self, f: &Scheduled) {
         self.trace(format!("end {}", f.fault));
         match f.fault {
-            Fault::Isolate { member } => {
-                self.both_ways(&member_name(member), &self.hosts_but(member), false)
-            }
-            Fault::CutPeers { member } => {
-                self.both_ways(&member_name(member), &self.peers_of(member), false)
-            }
-            Fault::OneWay { from, to } => {
-                self.link(&member_name(from), &member_name(to), false);
-                self.note_cut_members();
-            }
+            Fault::Isolate { .. }
+            | Fault::CutPeers { .. }
+            | Fault::OneWay { .. }
+            | Fault::CutClient { .. } => self.set_links(&f.fault, false),
             Fault::Crash { member, .. } => self.power_on(member),
             Fault::PowerLoss { .. } => (0..self.members).for_each(|m| self.power_on(m)),
             Fault::Pause { member } => self.sim.resume(member_name(member)),
             Fault::Slow { .. } => self.sim.set_max_message_latency(BASE_LATENCY),
             Fault::FailSyncs { member, .. } | Fault::DiskFull { member } => self.restart(member),
             Fault::Freeze { .. } => {}
-            Fault::CutClient { client, member } => {
-                self.both_ways(&format!("c{client}"), &[member_name(member)], false)
-            }
         }
     }
 }
