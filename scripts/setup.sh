@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Corral's tests and benchmarks need, only what is missing: Debian's zookeeper
 # (the reference server and zkCli.sh, with its Jetty AdminServer), zookeeper-bin (the C client),
-# netcat, a JRE, npm, and a Python venv (.venv, or $CORRAL_VENV) with kazoo, pytest,
-# prometheus_client and pexpect. scripts/test.sh and bench/compare run it first.
+# netcat, a JDK, Curator (libcurator-framework-java), npm, and a Python venv (.venv, or
+# $CORRAL_VENV) with kazoo, pytest, prometheus_client and pexpect. scripts/test.sh and bench/compare run it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${CORRAL_VENV:-$PWD/.venv}"
@@ -14,6 +14,11 @@ command -v nc >/dev/null || missing+=(netcat-openbsd)
 # The nemesis tests put ensemble members in network namespaces (ip netns).
 command -v ip >/dev/null || missing+=(iproute2)
 command -v java >/dev/null || missing+=(default-jre-headless)
+# Curator's ensemble tracking (tests/compat/test_reconfig.py) runs as a Java source file: the
+# source launcher needs a JDK.
+command -v javac >/dev/null || missing+=(default-jdk-headless)
+[ -r /usr/share/java/curator-framework.jar ] || missing+=(libcurator-framework-java)
+[ -r /usr/share/java/slf4j-nop.jar ] || missing+=(libslf4j-java)
 command -v npm >/dev/null || missing+=(npm)
 command -v python3 >/dev/null || missing+=(python3)
 # Debian's python3 makes venvs only with python3-venv (ensurepip) installed.

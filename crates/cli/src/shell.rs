@@ -78,6 +78,7 @@ pub const USAGE: &[&str] = &[
     "\tls [-s] [-w] [-R] path",
     "\tprintwatches on|off",
     "\tquit ",
+    "\treconfig [-s] [-v version] [[-file path] | [-members serverID=host:port1:port2;port3[,...]*]] | [-add serverId=host:port1:port2;port3[,...]]* [-remove serverId[,...]*]",
     "\tredo cmdno",
     "\tremovewatches path [-c|-d|-a] [-l]",
     "\tset [-s] [-v version] path data",
@@ -109,6 +110,7 @@ pub const COMMANDS: &[&str] = &[
     "ls",
     "printwatches",
     "quit",
+    "reconfig",
     "redo",
     "removewatches",
     "set",
@@ -361,6 +363,7 @@ impl Shell {
                 Ok(())
             }
             "config" => self.config(&c, rest).await,
+            "reconfig" => self.reconfig(&c, rest).await,
             "whoami" => {
                 let users = c.list_auth_users().await.map_err(|e| e.to_string())?;
                 self.out("Auth scheme: User");
@@ -589,6 +592,55 @@ impl Shell {
             .map_err(|e| format!("authentication failed: {e}"))
     }
 
+    /// zkCli's `reconfig`: incremental (`-add`, `-remove`) or a whole new membership
+    /// (`-members`, or the `server.N` lines of `-file`); `-v` is the version (hex) it must
+    /// replace.
+    async fn reconfig(&self, c: &zk::Client, rest: &[String]) -> Result<(), String> {
+        let r = ReconfigArgs::parse(rest)?;
+        let members = match &r.file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {path}: {e}"))?
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| l.starts_with("server."))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            None => r.members.clone(),
+        };
+        let split = |s: &str| s.split(',').map(str::to_owned).collect::<Vec<_>>();
+        let (joining, leaving, ensemble) = match &members {
+            Some(m) => (Vec::new(), Vec::new(), split(m)),
+            None => (
+                r.add.iter().flat_map(|a| split(a)).collect(),
+                r.remove.iter().flat_map(|a| split(a)).collect(),
+                Vec::new(),
+            ),
+        };
+        let update = match &members {
+            Some(_) => zk::EnsembleUpdate::New {
+                ensemble: ensemble.iter().map(String::as_str),
+            },
+            None => zk::EnsembleUpdate::Incremental {
+                joinings: joining.iter().map(String::as_str),
+                leavings: leaving.iter().map(String::as_str),
+            },
+        };
+        let (data, stat) = c
+            .update_ensemble(update, r.version)
+            .await
+            .map_err(|e| reconfig_error(&e))?;
+        self.out("Committed new configuration:");
+        String::from_utf8_lossy(&data)
+            .lines()
+            .for_each(|l| self.out(l));
+        if r.stat {
+            stat_lines(&stat).iter().for_each(|l| self.out(l));
+        }
+        Ok(())
+    }
+
     async fn config(&self, c: &zk::Client, rest: &[String]) -> Result<(), String> {
         let a = Args::parse(rest, "")?;
         let (data, stat) = if a.has('w') {
@@ -785,6 +837,72 @@ fn parse_version(v: Option<&str>) -> Result<Option<i32>, String> {
     })
     .transpose()
     .map(|v| v.filter(|v| *v != -1))
+}
+
+/// `reconfig`'s options, as zkCli takes them (multi-letter flags, lower-cased values).
+#[derive(Debug, Default, PartialEq)]
+struct ReconfigArgs {
+    stat: bool,
+    version: Option<i64>,
+    add: Vec<String>,
+    remove: Vec<String>,
+    members: Option<String>,
+    file: Option<String>,
+}
+
+impl ReconfigArgs {
+    fn parse(args: &[String]) -> Result<ReconfigArgs, String> {
+        let mut r = ReconfigArgs::default();
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let mut value = || it.next().cloned().ok_or_else(|| usage_of("reconfig"));
+            match flag.as_str() {
+                "-s" => r.stat = true,
+                "-v" => {
+                    let v = value()?;
+                    let v = i64::from_str_radix(v.trim_start_matches("0x"), 16).map_err(|_| {
+                        "-v must be followed by a long (configuration version)".to_owned()
+                    })?;
+                    r.version = Some(v);
+                }
+                "-add" => r.add.push(value()?.to_lowercase()),
+                "-remove" => r.remove.push(value()?.to_lowercase()),
+                "-members" => r.members = Some(value()?.to_lowercase()),
+                "-file" => r.file = Some(value()?),
+                _ => return Err(usage_of("reconfig")),
+            }
+        }
+        let incremental = !r.add.is_empty() || !r.remove.is_empty();
+        let whole = r.members.is_some() || r.file.is_some();
+        if incremental && whole {
+            return Err(
+                "Can't use -file or -members together with -add or -remove (mixing \
+                        incremental and non-incremental modes is not allowed)"
+                    .into(),
+            );
+        }
+        if !incremental && !whole {
+            return Err(usage_of("reconfig"));
+        }
+        Ok(r)
+    }
+}
+
+/// What zkCli says when a reconfig is refused (its `CliWrapperException`; the path is empty).
+fn reconfig_error(e: &zk::Error) -> String {
+    match e {
+        zk::Error::BadArguments(_) => "Arguments are not valid : ".into(),
+        zk::Error::ReconfigDisabled => "KeeperErrorCode = Reconfig is disabled".into(),
+        zk::Error::UnexpectedErrorCode(-13) => "No quorum of new config is connected and \
+            up-to-date with the leader of last commmitted config - try invoking reconfiguration \
+            after new servers are connected and synced"
+            .into(),
+        zk::Error::UnexpectedErrorCode(-14) => {
+            "Another reconfiguration is in progress -- concurrent reconfigs not supported (yet)"
+                .into()
+        }
+        other => error_text(other, ""),
+    }
 }
 
 pub fn usage_of(cmd: &str) -> String {

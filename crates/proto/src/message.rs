@@ -370,7 +370,7 @@ impl Response {
             Create | CreateContainer | Sync => Response::Path(String::decode(r)?),
             Create2 | CreateTtl => Response::Create2(Create2Response::decode(r)?),
             Exists | SetData | SetAcl => Response::Stat(Stat::decode(r)?),
-            GetData => Response::GetData(GetDataResponse::decode(r)?),
+            GetData | Reconfig => Response::GetData(GetDataResponse::decode(r)?),
             GetChildren => Response::GetChildren(Vec::<String>::decode(r)?),
             GetChildren2 => Response::GetChildren2(GetChildren2Response::decode(r)?),
             GetAcl => Response::GetAcl(GetAclResponse::decode(r)?),

@@ -82,8 +82,9 @@ pub struct Lease {
 
 #[derive(Debug, Default)]
 struct Evidence {
-    /// The voters of the current membership.
-    voters: Vec<NodeId>,
+    /// The voters of the current membership: one set, or two while a reconfiguration is in its
+    /// joint phase (a quorum then means a majority of each, as for a commit).
+    voters: Vec<Vec<NodeId>>,
     /// The term `acks` belong to: the newest term this member led.
     term: u64,
     /// For each voter, the send time of the newest AppendEntries it accepted in `term`.
@@ -98,7 +99,7 @@ impl Lease {
             times,
             me,
             state: Mutex::new(Evidence {
-                voters,
+                voters: vec![voters],
                 ..Evidence::default()
             }),
         }
@@ -114,7 +115,7 @@ impl Lease {
     }
 
     /// The membership changed.
-    pub fn set_voters(&self, voters: Vec<NodeId>) {
+    pub fn set_voters(&self, voters: Vec<Vec<NodeId>>) {
         self.evidence().voters = voters;
     }
 
@@ -139,10 +140,20 @@ impl Lease {
     }
 
     /// The latest instant a quorum of voters acknowledged this member as leader, if any did.
+    /// During a joint reconfiguration that is the earlier of the two majorities' instants: a
+    /// candidate needs both, so both must be bound to refuse it.
     pub fn quorum_acked(&self, now: Instant) -> Option<Instant> {
         let e = self.evidence();
-        let mut times: Vec<Instant> = e
+        let per_config = e
             .voters
+            .iter()
+            .map(|voters| self.majority_acked(&e, voters, now));
+        per_config.reduce(|a, b| a.zip(b).map(|(a, b)| a.min(b)))?
+    }
+
+    /// The latest instant a majority of `voters` acknowledged this member.
+    fn majority_acked(&self, e: &Evidence, voters: &[NodeId], now: Instant) -> Option<Instant> {
+        let mut times: Vec<Instant> = voters
             .iter()
             .filter_map(|v| {
                 if *v == self.me {
@@ -152,7 +163,7 @@ impl Lease {
                 }
             })
             .collect();
-        let quorum = e.voters.len() / 2 + 1;
+        let quorum = voters.len() / 2 + 1;
         if times.len() < quorum {
             return None;
         }
@@ -296,5 +307,31 @@ mod tests {
         lease.granted(t0);
         lease.granted(t0 - 5 * MS);
         assert_eq!(lease.serving_until(t0 + MS), Some(t0 + 3960 * MS));
+    }
+
+    #[test]
+    fn a_joint_membership_needs_a_majority_of_each_configuration() {
+        let lease = Lease::new(1, vec![1, 2, 3], times());
+        lease.set_voters(vec![vec![1, 2, 3], vec![3, 4, 5]]);
+        let t0 = Instant::now();
+        lease.acked(1, 2, t0 + 20 * MS);
+        assert_eq!(
+            lease.quorum_acked(t0 + 40 * MS),
+            None,
+            "no majority of 3, 4, 5"
+        );
+        lease.acked(1, 4, t0 + 10 * MS);
+        assert_eq!(
+            lease.quorum_acked(t0 + 40 * MS),
+            None,
+            "4 alone is no majority"
+        );
+        lease.acked(1, 5, t0 + 30 * MS);
+        // 1, 2 at 20 ms; 5, 4 at 10 ms: the earlier binds.
+        assert_eq!(lease.quorum_acked(t0 + 40 * MS), Some(t0 + 10 * MS));
+        lease.set_voters(vec![vec![3, 4, 5]]);
+        lease.acked(1, 3, t0 + 35 * MS);
+        // A leader outside the configuration counts only the voters' acknowledgements.
+        assert_eq!(lease.quorum_acked(t0 + 40 * MS), Some(t0 + 30 * MS));
     }
 }

@@ -13,8 +13,10 @@
 mod leader_stats;
 mod lease;
 mod log_store;
+mod membership;
 mod network;
 mod node;
+mod reconfig;
 mod runtime;
 mod state_machine;
 mod timings;
@@ -22,11 +24,12 @@ mod types;
 
 pub use leader_stats::{LeaderCounters, LeaderView};
 pub use lease::{LeaseTimes, CLOCK_DRIFT_PERCENT};
+pub use membership::{Member, Membership};
 pub use network::TouchAnswer;
 pub use node::{
-    handle, recover, start, Member, ReplicaConfig, ReplicaHandle, ReplicationError, Role, Storage,
-    Touched,
+    handle, recover, start, ReplicaConfig, ReplicaHandle, ReplicationError, Role, Storage, Touched,
 };
+pub use reconfig::ReconfigRefused;
 pub use runtime::seed_elections;
 pub use state_machine::{
     seed_data_dir, AppliedMark, Applying, LogStopped, SeedError, SnapshotError, SnapshotStarted,

@@ -30,6 +30,12 @@ pub enum PeerRequest {
     ReadIndex,
     /// A follower's or observer's touch round (see [`TouchRound`]).
     Touch(TouchRound),
+    /// A reconfiguration forwarded to the leader: the whole membership wanted, each node with
+    /// whether it observes.
+    Reconfig(Vec<(NodeId, CorralNode, bool)>),
+    /// Whether the receiver's log has a membership: a member about to initialize a new
+    /// ensemble asks first, so that one joining an existing ensemble never does.
+    Initialized,
 }
 
 /// What a follower or observer tells the leader every round: the sessions its clients were heard
@@ -38,6 +44,8 @@ pub enum PeerRequest {
 /// only while it can vouch that it is the only leader.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TouchRound {
+    /// The sender: a member the membership no longer holds is refused.
+    pub from: NodeId,
     pub sessions: Vec<(i64, u32)>,
 }
 
@@ -50,6 +58,8 @@ pub enum PeerResponse {
     Proposed(bool),
     ReadIndex(Option<u64>),
     Touched(TouchAnswer),
+    Reconfigured(Result<(), crate::ReconfigRefused>),
+    Initialized(bool),
 }
 
 /// The leader's answer to a touch round.
@@ -59,6 +69,8 @@ pub struct TouchAnswer {
     pub granted: bool,
     /// Sessions of the round the leader does not know, or is closing.
     pub unknown: Vec<i64>,
+    /// The leader's membership does not hold the sender (a reconfiguration removed it).
+    pub removed: bool,
 }
 
 pub async fn read_frame<S: AsyncRead + Unpin + ?Sized>(s: &mut S) -> std::io::Result<Vec<u8>> {
@@ -165,7 +177,8 @@ impl CallError {
 }
 
 /// Makes connections to peers at the addresses this member's own configuration gives them (as
-/// ZooKeeper does), falling back to the address recorded in the replicated membership.
+/// ZooKeeper does), falling back to the address recorded in the replicated membership (a member
+/// a reconfiguration added).
 pub struct NetFactory {
     pub net: Arc<dyn Net>,
     pub addrs: std::sync::Arc<std::collections::BTreeMap<NodeId, String>>,
@@ -183,7 +196,10 @@ impl RaftNetworkFactory<TypeConfig> for NetFactory {
     type Network = PeerConn;
 
     async fn new_client(&mut self, target: NodeId, node: &CorralNode) -> PeerConn {
-        let addr = self.addrs.get(&target).unwrap_or(&node.raft_addr);
+        let addr = self
+            .addrs
+            .get(&target)
+            .map_or(node.peer_addr(), String::as_str);
         PeerConn {
             target,
             client: PeerClient::new(self.net.clone(), addr),

@@ -11,10 +11,12 @@
 
 use crate::lease::{Lease, LeaseTimes};
 use crate::log_store::LogStore;
+use crate::membership::{Member, Membership, SharedMembership};
 use crate::network::{
     read_frame, write_frame, CallError, NetFactory, PeerClient, PeerRequest, PeerResponse,
     TouchAnswer, TouchRound,
 };
+use crate::reconfig::ReconfigRefused;
 use crate::state_machine::{mark_of, AppliedMark, StateMachine, ToCore};
 use crate::types::{decode, encode, CorralNode, NodeId, Payload, Raft};
 use corral_io::hash::HashMap;
@@ -40,20 +42,18 @@ const LEADER_WAIT: Duration = Duration::from_secs(3);
 const TOUCH_TIMEOUT: Duration = Duration::from_millis(500);
 /// Heartbeat rounds a leader tries before it gives up confirming its read index.
 const READ_INDEX_ROUNDS: usize = 3;
+/// How long a member waits for a reconfiguration it forwarded to the leader (the leader's own
+/// wait for new members to catch up is bounded by initLimit × tickTime before it).
+const RECONFIG_WAIT: Duration = Duration::from_secs(60);
+/// How long a member about to initialize a new ensemble waits for each peer to say whether its
+/// log has a membership.
+const INITIALIZED_WAIT: Duration = Duration::from_millis(500);
 /// How many times, and how long each, a member looks whether its leader's peer port is gone.
 const PROBES: usize = 5;
 const PROBE_TIMEOUT: Duration = Duration::from_millis(50);
 /// How long the successor waits after a dead leader is found before it asks for votes, so the
 /// other members have given up their vote lease too.
 const SUCCESSOR_DELAY: Duration = Duration::from_millis(15);
-
-/// A member as the configuration names it (`server.N=host:peerPort:electionPort[:observer]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub raft_addr: String,
-    pub client_addr: String,
-    pub observer: bool,
-}
 
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
@@ -251,7 +251,17 @@ pub struct ReplicaHandle {
     id: NodeId,
     outbox: mpsc::UnboundedSender<bytes::Bytes>,
     raft: Arc<OnceLock<Raft>>,
-    members: Arc<BTreeMap<NodeId, Member>>,
+    /// The membership, from the replicated log once it has one.
+    membership: SharedMembership,
+    /// Peer addresses from this member's own configuration: they win over the replicated ones
+    /// (as in ZooKeeper, a member dials its peers where its configuration says).
+    local_addrs: Arc<BTreeMap<NodeId, String>>,
+    /// Taken while this member, leading, carries out a reconfiguration: one at a time.
+    reconfiguring: Arc<tokio::sync::Mutex<()>>,
+    /// How long a reconfiguration waits for new members to catch up (initLimit × tickTime).
+    catch_up: Duration,
+    /// Configured without `server.N` lines: a one-member ensemble that cannot be reconfigured.
+    standalone: bool,
     timings: Arc<crate::ReplicaTimings>,
     leader_counters: Arc<crate::LeaderCounters>,
     lease: Arc<Lease>,
@@ -260,6 +270,8 @@ pub struct ReplicaHandle {
     touch_link: Arc<tokio::sync::Mutex<Option<(NodeId, PeerClient)>>>,
     /// The newest term whose leader was found gone (an election already started for it).
     leader_gone_in: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the leader's refusal of this member (removed from the ensemble) was logged.
+    told_removed: Arc<std::sync::atomic::AtomicBool>,
     io: Io,
 }
 
@@ -302,13 +314,14 @@ impl ReplicaHandle {
             return None;
         }
         let mut view = crate::LeaderView::default();
+        let members = self.membership.get();
         for (id, matched) in m.replication.as_ref()?.iter() {
             if *id == self.id {
                 continue;
             }
             view.learners += 1;
             let synced = matched.is_some_and(|l| l.leader_id.term == m.current_term);
-            let observer = self.members.get(id).is_some_and(|mm| mm.observer);
+            let observer = members.members.get(id).is_some_and(|mm| mm.observer);
             match (synced, observer) {
                 (true, false) => view.synced_followers += 1,
                 (true, true) => view.synced_observers += 1,
@@ -350,8 +363,8 @@ impl ReplicaHandle {
             let _pending = self.leader_counters.sync_started();
             return leader_read_index(raft).await;
         }
-        let addr = &self.members.get(&leader)?.raft_addr;
-        match PeerClient::new(self.io.net.clone(), addr)
+        let addr = self.dial_addr(leader)?;
+        match PeerClient::new(self.io.net.clone(), &addr)
             .call(&PeerRequest::ReadIndex, Duration::from_secs(5))
             .await
         {
@@ -366,11 +379,14 @@ impl ReplicaHandle {
         let mut link = self.touch_link.lock().await;
         // What a grant vouches for starts now, not while the round waited for the link.
         let sent_at = corral_io::now();
-        let round = PeerRequest::Touch(TouchRound { sessions });
+        let round = PeerRequest::Touch(TouchRound {
+            from: self.id,
+            sessions,
+        });
         let answer = match self.leader().filter(|l| *l != self.id) {
             Some(leader) => {
                 if link.as_ref().is_none_or(|(to, _)| *to != leader) {
-                    let addr = self.members.get(&leader).map(|m| m.raft_addr.clone());
+                    let addr = self.dial_addr(leader);
                     *link = addr.map(|a| (leader, PeerClient::new(self.io.net.clone(), &a)));
                 }
                 match link.as_mut() {
@@ -386,6 +402,17 @@ impl ReplicaHandle {
         if answer.as_ref().is_some_and(|a| a.granted) {
             self.lease.granted(sent_at);
         }
+        let removed = answer.as_ref().is_some_and(|a| a.removed);
+        if removed
+            && !self
+                .told_removed
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "the leader no longer counts this member in the ensemble (a reconfiguration \
+                 removed it): it stops serving clients when its lease runs out"
+            );
+        }
         Touched { sent_at, answer }
     }
 
@@ -394,12 +421,13 @@ impl ReplicaHandle {
     pub async fn revalidate(&self, session: i64) -> Touched {
         let sent_at = corral_io::now();
         let round = PeerRequest::Touch(TouchRound {
+            from: self.id,
             sessions: vec![(session, 0)],
         });
-        let leader = self.leader().filter(|l| *l != self.id);
-        let addr = leader
-            .and_then(|l| self.members.get(&l))
-            .map(|m| m.raft_addr.clone());
+        let addr = self
+            .leader()
+            .filter(|l| *l != self.id)
+            .and_then(|l| self.dial_addr(l));
         let answer = match addr {
             Some(addr) => match PeerClient::new(self.io.net.clone(), &addr)
                 .call(&round, TOUCH_TIMEOUT)
@@ -444,9 +472,94 @@ impl ReplicaHandle {
         }
     }
 
-    /// The members' client addresses and roles as configured, for `conf`.
-    pub fn members(&self) -> &BTreeMap<NodeId, Member> {
-        &self.members
+    /// The membership: the replicated one, or this member's configuration before the log has
+    /// one.
+    pub fn membership(&self) -> Arc<Membership> {
+        self.membership.get()
+    }
+
+    /// Whether this member, leading, is carrying out a reconfiguration: the membership it shows
+    /// meanwhile (learners added, a joint step) is not one to publish.
+    pub fn reconfiguring(&self) -> bool {
+        self.reconfiguring.try_lock().is_err()
+    }
+
+    /// Whether this server was configured as a standalone server (no `server.N` lines).
+    pub fn standalone(&self) -> bool {
+        self.standalone
+    }
+
+    /// Where to reach member `id`'s peer port.
+    fn dial_addr(&self, id: NodeId) -> Option<String> {
+        match self.local_addrs.get(&id) {
+            Some(addr) => Some(addr.clone()),
+            None => self
+                .membership
+                .get()
+                .members
+                .get(&id)
+                .map(|m| m.raft_addr.clone()),
+        }
+    }
+
+    /// Moves the ensemble to the membership `target` (see `reconfig.rs`): on the leader, or
+    /// forwarded to it. A leader lost on the way is replaced by the next one, which finishes
+    /// the same change.
+    pub async fn reconfigure(
+        &self,
+        target: BTreeMap<NodeId, Member>,
+    ) -> Result<(), ReconfigRefused> {
+        let raft = self.raft.get().ok_or(ReconfigRefused::NoLeader)?;
+        let deadline = corral_io::now() + RECONFIG_WAIT;
+        loop {
+            let outcome = match self.leader() {
+                Some(l) if l == self.id => self.lead_reconfig(raft, &target).await,
+                Some(l) => self.forward_reconfig(l, &target).await,
+                None => Err(ReconfigRefused::NoLeader),
+            };
+            match outcome {
+                Err(ReconfigRefused::NoLeader) if corral_io::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn lead_reconfig(
+        &self,
+        raft: &Raft,
+        target: &BTreeMap<NodeId, Member>,
+    ) -> Result<(), ReconfigRefused> {
+        let Ok(_one_at_a_time) = self.reconfiguring.try_lock() else {
+            return Err(ReconfigRefused::InProgress);
+        };
+        tracing::info!(?target, "reconfiguring the ensemble");
+        let outcome = crate::reconfig::lead(raft, target, self.catch_up).await;
+        match &outcome {
+            Ok(()) => tracing::info!("reconfiguration committed"),
+            Err(e) => tracing::warn!(error = %e, "reconfiguration not carried out"),
+        }
+        outcome
+    }
+
+    async fn forward_reconfig(
+        &self,
+        leader: NodeId,
+        target: &BTreeMap<NodeId, Member>,
+    ) -> Result<(), ReconfigRefused> {
+        let addr = self.dial_addr(leader).ok_or(ReconfigRefused::NoLeader)?;
+        let wanted = target
+            .iter()
+            .map(|(id, m)| (*id, m.to_node(), m.observer))
+            .collect();
+        match PeerClient::new(self.io.net.clone(), &addr)
+            .call(&PeerRequest::Reconfig(wanted), RECONFIG_WAIT)
+            .await
+        {
+            Ok(PeerResponse::Reconfigured(outcome)) => outcome,
+            _ => Err(ReconfigRefused::NoLeader),
+        }
     }
 }
 
@@ -457,12 +570,26 @@ pub fn handle(cfg: &ReplicaConfig) -> (ReplicaHandle, mpsc::UnboundedReceiver<by
         id: cfg.id,
         outbox,
         raft: Arc::new(OnceLock::new()),
-        members: Arc::new(cfg.members.clone()),
+        membership: SharedMembership::new(Membership {
+            members: cfg.members.clone(),
+            joint: false,
+            replicated: false,
+        }),
+        local_addrs: Arc::new(
+            cfg.members
+                .iter()
+                .map(|(id, m)| (*id, m.raft_addr.clone()))
+                .collect(),
+        ),
+        reconfiguring: Default::default(),
+        catch_up: Duration::from_millis(cfg.install_snapshot_timeout_ms),
+        standalone: cfg.members.len() <= 1,
         timings: Default::default(),
         leader_counters: Default::default(),
         lease: Arc::new(Lease::new(cfg.id, cfg.voters(), cfg.lease)),
         touch_link: Default::default(),
         leader_gone_in: Default::default(),
+        told_removed: Default::default(),
         io: cfg.io.clone(),
     };
     (handle, proposals)
@@ -512,14 +639,9 @@ pub async fn start(
         io: cfg.io.clone(),
         applied_writes: !restarted,
     };
-    let addrs = cfg
-        .members
-        .iter()
-        .map(|(id, m)| (*id, m.raft_addr.clone()))
-        .collect();
     let network = NetFactory {
         net: cfg.io.net.clone(),
-        addrs: Arc::new(addrs),
+        addrs: handle.local_addrs.clone(),
         lease: handle.lease.clone(),
     };
     recovered.log.timings = handle.timings.clone();
@@ -538,29 +660,41 @@ pub async fn start(
             .members
             .iter()
             .filter(|(_, m)| !m.observer)
-            .map(|(id, m)| (*id, node_of(m)))
+            .map(|(id, m)| (*id, m.to_node()))
             .collect();
         // A new ensemble is initialized by its lowest voter at once; each other voter waits its
         // turn and initializes only if no leader has reached it by then (the lower ones may be
         // down). Initializing together makes each vote for itself in term 1: a member that
         // does so after a leader of term 1 exists deposes it, and nobody leads until the vote
         // leases run out.
+        //
+        // Before it initializes, a member asks its peers whether their logs have a membership: a
+        // member started to join an existing ensemble (its configuration names the ensemble and
+        // itself, as ZooKeeper's documentation has it) must wait for a reconfiguration to add it,
+        // not found an ensemble of its own.
         let rank = voters.keys().position(|id| *id == cfg.id).unwrap_or(0) as u32;
-        if rank == 0 {
-            initialize(&raft, voters).await?;
-        } else {
-            let wait = Duration::from_millis(2 * cfg.election_timeout_max_ms) * rank;
-            let raft = raft.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(wait).await;
-                if !raft.is_initialized().await.unwrap_or(true) {
-                    tracing::info!("no leader reached this member: initializing the ensemble");
-                    if let Err(e) = initialize(&raft, voters).await {
-                        tracing::warn!(error = %e, "cannot initialize the ensemble");
-                    }
-                }
-            });
-        }
+        let wait = Duration::from_millis(2 * cfg.election_timeout_max_ms) * rank;
+        let raft = raft.clone();
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if raft.is_initialized().await.unwrap_or(true) {
+                return;
+            }
+            if let Some(peer) = initialized_peer(&handle, &voters).await {
+                tracing::info!(
+                    peer,
+                    "an ensemble exists: waiting for a reconfiguration to add this member"
+                );
+                return;
+            }
+            if rank > 0 {
+                tracing::info!("no leader reached this member: initializing the ensemble");
+            }
+            if let Err(e) = initialize(&raft, voters).await {
+                tracing::warn!(error = %e, "cannot initialize the ensemble");
+            }
+        });
     }
 
     if let Some(listener) = peer_listener {
@@ -577,7 +711,7 @@ pub async fn start(
         proposals,
         core.clone(),
     ));
-    tokio::spawn(watch_role(raft, cfg.members, handle.lease.clone(), core));
+    tokio::spawn(watch_role(raft, handle, core));
     Ok(())
 }
 
@@ -592,11 +726,23 @@ async fn initialize(
     }
 }
 
-fn node_of(m: &Member) -> CorralNode {
-    CorralNode {
-        raft_addr: m.raft_addr.clone(),
-        client_addr: m.client_addr.clone(),
+/// A peer whose log has a membership already, if any answers so.
+async fn initialized_peer(
+    handle: &ReplicaHandle,
+    voters: &BTreeMap<NodeId, CorralNode>,
+) -> Option<NodeId> {
+    for id in voters.keys().filter(|id| **id != handle.id) {
+        let Some(addr) = handle.dial_addr(*id) else {
+            continue;
+        };
+        let answer = PeerClient::new(handle.io.net.clone(), &addr)
+            .call(&PeerRequest::Initialized, INITIALIZED_WAIT)
+            .await;
+        if matches!(answer, Ok(PeerResponse::Initialized(true))) {
+            return Some(*id);
+        }
     }
+    None
 }
 
 async fn proposer(
@@ -658,11 +804,11 @@ async fn proposer(
                         }
                     }
                 }
-                Some(l) => match handle.members.get(&l) {
-                    Some(m) => {
-                        let client = peers.entry(l).or_insert_with(|| {
-                            PeerClient::new(handle.io.net.clone(), &m.raft_addr)
-                        });
+                Some(l) => match handle.dial_addr(l) {
+                    Some(addr) => {
+                        let client = peers
+                            .entry(l)
+                            .or_insert_with(|| PeerClient::new(handle.io.net.clone(), &addr));
                         let req = PeerRequest::Propose(items.iter().map(|b| b.to_vec()).collect());
                         match client.call(&req, Duration::from_secs(2)).await {
                             Ok(PeerResponse::Proposed(true)) => Placement::Placed,
@@ -712,61 +858,28 @@ enum Placement {
     Unknown,
 }
 
-/// Adds the configured observers as learners, retrying while the new leader's first membership
-/// is still being committed; gives up when this node stops leading.
-async fn add_observers(raft: Raft, members: BTreeMap<NodeId, Member>) {
-    for (id, m) in members.iter().filter(|(_, m)| m.observer) {
-        loop {
-            if raft.metrics().borrow().state != ServerState::Leader {
-                return;
-            }
-            match raft.add_learner(*id, node_of(m), false).await {
-                Ok(_) => {
-                    tracing::info!(observer = id, "observer added");
-                    break;
-                }
-                Err(e) => {
-                    tracing::debug!(observer = id, error = %e, "adding an observer; will retry");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-}
-
-/// Reports role and leader changes to the core.
-async fn watch_role(
-    raft: Raft,
-    members: BTreeMap<NodeId, Member>,
-    lease: Arc<Lease>,
-    core: mpsc::Sender<ToCore>,
-) {
+/// Reports role, leader and membership changes to the core, and keeps the handle's membership and
+/// the lease's voters up to date.
+async fn watch_role(raft: Raft, handle: ReplicaHandle, core: mpsc::Sender<ToCore>) {
+    let configured = handle.membership.get().members.clone();
     let mut metrics = raft.metrics();
-    let voters = members.values().filter(|m| !m.observer).count();
     let mut last = None;
-    let mut last_voters = Vec::new();
+    let mut last_membership = None;
     loop {
-        let (state, leader, fatal, member, term, voter_ids) = {
+        let (state, leader, fatal, member, term) = {
             let m = metrics.borrow();
-            let membership = m.membership_config.membership();
+            let stored = &m.membership_config;
+            let membership = stored.membership();
             let member = membership.get_node(&m.id).is_some();
             let fatal =
                 matches!(&m.running_state, Err(f) if !matches!(f, openraft::error::Fatal::Stopped));
-            let voter_ids: Vec<NodeId> = membership.voter_ids().collect();
-            (
-                m.state,
-                m.current_leader,
-                fatal,
-                member,
-                m.current_term,
-                voter_ids,
-            )
+            // Before its first membership the log has none; the configuration stands in.
+            if stored.log_id().is_some() && last_membership != Some(*stored.log_id()) {
+                last_membership = Some(*stored.log_id());
+                membership_changed(&handle, membership, m.id);
+            }
+            (m.state, m.current_leader, fatal, member, m.current_term)
         };
-        // The quorum a lease needs follows the replicated membership (empty before the first).
-        if voter_ids != last_voters && !voter_ids.is_empty() {
-            lease.set_voters(voter_ids.clone());
-            last_voters = voter_ids;
-        }
         if fatal {
             tracing::error!(
                 "the replicated log stopped after a storage failure; writes are refused"
@@ -776,30 +889,61 @@ async fn watch_role(
             return;
         }
         let role = match state {
-            ServerState::Leader if voters <= 1 => Role::Standalone,
+            ServerState::Leader if handle.standalone => Role::Standalone,
             ServerState::Leader => Role::Leader,
-            ServerState::Follower => Role::Follower,
+            ServerState::Follower if member => Role::Follower,
             // An uninitialised node is a learner too; it observes once the leader added it.
             ServerState::Learner if member => Role::Observer,
             _ => Role::Looking,
         };
-        if last != Some((role, leader, term)) {
-            last = Some((role, leader, term));
-            if core
-                .send(ToCore::Role { role, leader, term })
-                .await
-                .is_err()
-            {
+        let membership = last_membership;
+        if last != Some((role, leader, term, membership)) {
+            let role_changed = last.is_none_or(|(r, l, t, _)| (r, l, t) != (role, leader, term));
+            last = Some((role, leader, term, membership));
+            let msg = if role_changed {
+                ToCore::Role { role, leader, term }
+            } else {
+                ToCore::Membership
+            };
+            if core.send(msg).await.is_err() {
                 return;
             }
-            if role == Role::Leader {
-                tokio::spawn(add_observers(raft.clone(), members.clone()));
+            if role_changed && role == Role::Leader {
+                tokio::spawn(crate::reconfig::finish_joint(raft.clone()));
+                tokio::spawn(crate::reconfig::add_configured_observers(
+                    raft.clone(),
+                    configured.clone(),
+                ));
             }
         }
         if metrics.changed().await.is_err() {
             return;
         }
     }
+}
+
+/// A new membership was appended to this member's log: the handle, and the voters the lease
+/// counts, follow it.
+fn membership_changed(
+    handle: &ReplicaHandle,
+    membership: &openraft::Membership<NodeId, CorralNode>,
+    me: NodeId,
+) {
+    let known = Membership::of_log(membership);
+    let was_member = handle.membership.get().members.contains_key(&me);
+    if !known.members.contains_key(&me) && was_member {
+        tracing::warn!(
+            "this member is not in the ensemble's membership any more (a reconfiguration \
+             removed it): it serves no clients and takes no part in the quorum"
+        );
+    }
+    let configs = membership
+        .get_joint_config()
+        .iter()
+        .map(|c| c.iter().copied().collect())
+        .collect();
+    handle.lease.set_voters(configs);
+    handle.membership.set(known);
 }
 
 async fn serve_peers(
@@ -862,6 +1006,26 @@ async fn serve_peer(
             PeerRequest::Touch(round) => {
                 PeerResponse::Touched(answer_touch(&raft, &handle, &core, round).await)
             }
+            PeerRequest::Reconfig(wanted) => {
+                let target = wanted
+                    .iter()
+                    .map(|(id, node, observer)| (*id, Member::from_node(node, *observer)))
+                    .collect();
+                let outcome = match raft.metrics().borrow().current_leader {
+                    Some(l) if l == handle.id => None,
+                    _ => Some(Err(ReconfigRefused::NoLeader)),
+                };
+                let outcome = match outcome {
+                    Some(refused) => refused,
+                    None => handle.lead_reconfig(&raft, &target).await,
+                };
+                // The membership to publish is final now.
+                let _ = core.send(ToCore::Membership).await;
+                PeerResponse::Reconfigured(outcome)
+            }
+            PeerRequest::Initialized => {
+                PeerResponse::Initialized(raft.is_initialized().await.unwrap_or(false))
+            }
         };
         if write_frame(&mut s, &encode(&resp)).await.is_err() {
             break;
@@ -881,6 +1045,14 @@ async fn answer_touch(
     core: &mpsc::Sender<ToCore>,
     round: TouchRound,
 ) -> TouchAnswer {
+    let member = handle.membership.get().members.contains_key(&round.from);
+    if !member {
+        // A member a reconfiguration removed gets no lease: it must stop serving.
+        return TouchAnswer {
+            removed: true,
+            ..TouchAnswer::default()
+        };
+    }
     let (reply, unknown) = tokio::sync::oneshot::channel();
     let touch = ToCore::Touch {
         sessions: round.sessions,
@@ -897,7 +1069,11 @@ async fn answer_touch(
             .then_some(m.current_term)
     };
     let granted = leading_term.is_some_and(|term| handle.lease.exclusive(term, corral_io::now()));
-    TouchAnswer { granted, unknown }
+    TouchAnswer {
+        granted,
+        unknown,
+        removed: false,
+    }
 }
 
 /// This member's read index as leader: its commit point, once a quorum has confirmed it still
@@ -957,7 +1133,7 @@ async fn suspect_leader(raft: Raft, handle: ReplicaHandle, leader: NodeId) {
         );
         return;
     }
-    let Some(addr) = handle.members.get(&leader).map(|m| m.raft_addr.clone()) else {
+    let Some(addr) = handle.dial_addr(leader) else {
         return;
     };
     if !peer_is_gone(&*handle.io.net, &addr).await {

@@ -90,6 +90,8 @@ pub enum ToCore {
     Stopped {
         why: LogStopped,
     },
+    /// The membership changed (see `ReplicaHandle::membership`).
+    Membership,
     /// This member's role or the leader changed.
     Role {
         role: crate::Role,

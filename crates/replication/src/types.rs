@@ -6,11 +6,37 @@ use std::io::Cursor;
 pub type NodeId = u64;
 
 /// A member as the replicated membership records it: where its peers reach it, and where its
-/// clients do (for `srvr`, `conf` and forwarding decisions).
+/// clients do (for `srvr`, `conf` and `/zookeeper/config`). `raft_addr` is
+/// `host:peerPort:electionPort` (`host:peerPort` in logs written before reconfiguration existed):
+/// see [`crate::Member::to_node`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CorralNode {
     pub raft_addr: String,
     pub client_addr: String,
+}
+
+impl CorralNode {
+    /// `host:peerPort`, the address to dial.
+    pub fn peer_addr(&self) -> &str {
+        match self.split() {
+            Some((peer, _)) => peer,
+            None => &self.raft_addr,
+        }
+    }
+
+    pub fn election_port(&self) -> Option<u16> {
+        self.split().map(|(_, port)| port)
+    }
+
+    /// `host:peerPort` and the election port, when `raft_addr` has three parts (a bracketed
+    /// IPv6 host has colons of its own).
+    fn split(&self) -> Option<(&str, u16)> {
+        let (peer, election) = self.raft_addr.rsplit_once(':')?;
+        let election = election.parse().ok()?;
+        let (_, peer_port) = peer.rsplit_once(':')?;
+        peer_port.parse::<u16>().ok()?;
+        Some((peer, election))
+    }
 }
 
 /// A log entry's application data: one encoded [`corral_tree::Batch`]. Serialized as one byte

@@ -264,7 +264,7 @@ impl Status {
                 json!({ "path_to_session_ids": m })
             }
             "zabstate" => {
-                let voting = self.replica.members().len() > 1;
+                let voting = !self.replica.standalone();
                 let state = if voting { self.snap.mode } else { "" };
                 json!({ "voting": voting, "zabstate": state.to_uppercase() })
             }
@@ -380,8 +380,9 @@ impl Status {
     }
 
     fn leader_json(&self) -> Result<Value, String> {
-        let members = self.replica.members();
-        if members.len() <= 1 {
+        let membership = self.replica.membership();
+        let members = &membership.members;
+        if self.replica.standalone() {
             // As ZooKeeper: a standalone server has no quorum peer to ask.
             return Err("server is not initialized".into());
         }
@@ -400,17 +401,13 @@ impl Status {
     }
 
     fn voting_view_json(&self) -> Value {
-        let members = self.replica.members();
+        let membership = self.replica.membership();
         let mut view = Map::new();
-        if members.len() > 1 {
-            for (id, m) in members {
-                let role = if m.observer {
-                    "observer"
-                } else {
-                    "participant"
-                };
-                let line = format!("{}:{role};{}", m.raft_addr, m.client_addr);
-                view.insert(id.to_string(), vec![line].into());
+        if !self.replica.standalone() {
+            for (id, m) in &membership.members {
+                let line = crate::ensemble::server_spec(*id, m);
+                let spec = line.split_once('=').map_or("", |(_, s)| s).to_owned();
+                view.insert(id.to_string(), vec![spec].into());
             }
         }
         json!({ "current_config": view })

@@ -67,8 +67,18 @@ pub struct ServerConfig {
     pub snap_retain_count: usize,
     /// Bytes a transaction-log segment grows to before the next starts (`logSegmentBytes`).
     pub log_segment_bytes: u64,
-    /// Ensemble members from `server.N` lines; empty for a standalone server.
+    /// Ensemble members from `server.N` lines (in zoo.cfg or the `dynamicConfigFile`); empty
+    /// for a standalone server. They seed a new ensemble: once its log holds a membership,
+    /// reconfigurations change it there.
     pub servers: BTreeMap<u64, ServerLine>,
+    /// ZooKeeper's `reconfigEnabled`: whether `reconfig` requests are taken.
+    pub reconfig_enabled: bool,
+    /// ZooKeeper's `standaloneEnabled`: with it, a reconfiguration must leave two voters.
+    pub standalone_enabled: bool,
+    /// ZooKeeper's `zookeeper.skipACL=yes`: no ACL is checked (reconfig included).
+    pub skip_acl: bool,
+    /// `dynamicConfigFile`, when the `server.N` lines come from there.
+    pub dynamic_config_file: Option<PathBuf>,
     /// This member's id (`dataDir/myid`); 1 for a standalone server.
     pub my_id: u64,
     /// Where the admin HTTP server listens (`admin.serverAddress`, `admin.serverPort`); None
@@ -126,7 +136,8 @@ impl ServerLine {
             None | Some("") => None,
             Some(c) => Some(match c.rsplit_once(':') {
                 Some((h, p)) => (h.to_owned(), port(p)?),
-                None => (parts[0].to_owned(), port(c)?),
+                // As ZooKeeper: a client port alone listens on every address.
+                None => ("0.0.0.0".to_owned(), port(c)?),
             }),
         };
         Ok(ServerLine {
@@ -172,6 +183,10 @@ impl Default for ServerConfig {
             snap_retain_count: 3,
             log_segment_bytes: 64 << 20,
             servers: BTreeMap::new(),
+            reconfig_enabled: false,
+            standalone_enabled: true,
+            skip_acl: false,
+            dynamic_config_file: None,
             my_id: 1,
             admin_addr: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
             enforce_quota: false,
@@ -190,8 +205,6 @@ const KNOWN_BUT_UNUSED: &[&str] = &[
     "localSessionsEnabled",
     "localSessionsUpgradingEnabled",
     "autopurge.purgeInterval",
-    "standaloneEnabled",
-    "reconfigEnabled",
     "preAllocSize",
     "metricsProvider.className",
 ];
@@ -215,6 +228,9 @@ pub const KNOWN_PROPERTIES: &[&str] = &[
     "zookeeper.request_throttle_max_requests",
     "zookeeper.request_throttle_stall_time",
     "zookeeper.request_throttle_drop_stale",
+    "zookeeper.skipACL",
+    "zookeeper.reconfigEnabled",
+    "zookeeper.standaloneEnabled",
 ];
 
 /// One name for each setting that has several (`zookeeper.jute.maxbuffer`, `jute.maxbuffer`).
@@ -260,7 +276,11 @@ impl ServerConfig {
                     path: path.to_owned(),
                     source,
                 })?;
-                (Self::parse_lines(path, &text)?, text)
+                let mut pairs = Self::parse_lines(path, &text)?;
+                if let Some(dynamic) = pairs.get("dynamicConfigFile").cloned() {
+                    Self::read_dynamic(Path::new(&dynamic), &mut pairs)?;
+                }
+                (pairs, text)
             }
             None => (BTreeMap::new(), String::new()),
         };
@@ -275,6 +295,39 @@ impl ServerConfig {
         let mut cfg = Self::from_pairs(&pairs)?;
         cfg.initial_text = text;
         Ok(cfg)
+    }
+
+    /// ZooKeeper 3.5's dynamic configuration file: the `server.N` lines (and a `version=`
+    /// line, which the replicated log's membership supersedes). zoo.cfg may not give server
+    /// lines as well.
+    fn read_dynamic(path: &Path, pairs: &mut BTreeMap<String, String>) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if let Some(key) = pairs.keys().find(|k| k.starts_with("server.")) {
+            return Err(bad(
+                key,
+                &pairs[key],
+                "server lines belong in the dynamicConfigFile when zoo.cfg names one",
+            ));
+        }
+        for (key, value) in Self::parse_lines(path, &text)? {
+            match key.as_str() {
+                k if k.starts_with("server.") => {
+                    pairs.insert(key, value);
+                }
+                "version" => {}
+                _ => {
+                    return Err(bad(
+                        &key,
+                        &value,
+                        &format!("not a dynamic configuration key (in {})", path.display()),
+                    ))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn parse_lines(path: &Path, text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
@@ -375,6 +428,15 @@ impl ServerConfig {
                     c.limits.stall_grace =
                         std::time::Duration::from_millis(parse_positive(key, value)?)
                 }
+                "reconfigEnabled" | "zookeeper.reconfigEnabled" => {
+                    c.reconfig_enabled = parse_bool(key, value)?
+                }
+                "standaloneEnabled" | "zookeeper.standaloneEnabled" => {
+                    c.standalone_enabled = parse_bool(key, value)?
+                }
+                // ZooKeeper skips ACLs only for "yes".
+                "skipACL" | "zookeeper.skipACL" => c.skip_acl = value == "yes",
+                "dynamicConfigFile" => c.dynamic_config_file = Some(PathBuf::from(value)),
                 "snapCount" => c.snap_count = parse_positive(key, value)?,
                 "logSegmentBytes" => c.log_segment_bytes = parse_positive(key, value)?,
                 "autopurge.snapRetainCount" => c.snap_retain_count = parse_positive(key, value)?,
@@ -614,7 +676,8 @@ mod tests {
         );
         let l = ServerLine::parse("server.2", "10.0.0.2:2888:3888:observer;2181").unwrap();
         assert!(l.observer);
-        assert_eq!(l.client, Some(("10.0.0.2".to_string(), 2181)));
+        // A client port alone listens on every address (ZooKeeper prints it as 0.0.0.0).
+        assert_eq!(l.client, Some(("0.0.0.0".to_string(), 2181)));
         let l = ServerLine::parse("server.3", "h:1:2:participant;0.0.0.0:2182").unwrap();
         assert_eq!(l.client, Some(("0.0.0.0".to_string(), 2182)));
         for bad in ["h:1", "h:x:2", ":1:2", "h:1:2:boss"] {
@@ -663,6 +726,43 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no server.N"));
+    }
+
+    #[test]
+    fn a_dynamic_config_file_holds_the_server_lines() {
+        let dir = std::env::temp_dir().join(format!("corral-dynamic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("myid"), "1\n").unwrap();
+        let dynamic = dir.join("zoo.cfg.dynamic.100000000");
+        std::fs::write(
+            &dynamic,
+            "server.1=127.0.0.1:2888:3888:participant;127.0.0.1:2181\n\
+             server.2=127.0.0.1:2889:3889:participant;127.0.0.1:2182\nversion=100000000",
+        )
+        .unwrap();
+        let cfg = dir.join("zoo.cfg");
+        let base = format!(
+            "tickTime=2000\ndataDir={}\nreconfigEnabled=true\nstandaloneEnabled=false\n\
+             dynamicConfigFile={}\n",
+            dir.display(),
+            dynamic.display()
+        );
+        std::fs::write(&cfg, &base).unwrap();
+        let c = ServerConfig::from_file(&cfg).unwrap();
+        assert_eq!(c.servers.len(), 2);
+        assert!(c.reconfig_enabled && !c.standalone_enabled && !c.skip_acl);
+        assert_eq!(c.servers[&2].client, Some(("127.0.0.1".into(), 2182)));
+        // Server lines in both places: ZooKeeper's layout has them in one.
+        std::fs::write(&cfg, format!("{base}server.3=127.0.0.1:2890:3890\n")).unwrap();
+        let err = ServerConfig::from_file(&cfg).unwrap_err().to_string();
+        assert!(err.contains("dynamicConfigFile"), "{err}");
+        std::fs::write(&dynamic, "server.1=127.0.0.1:2888:3888\nclientPort=2181\n").unwrap();
+        std::fs::write(&cfg, &base).unwrap();
+        let err = ServerConfig::from_file(&cfg).unwrap_err().to_string();
+        assert!(err.contains("not a dynamic configuration key"), "{err}");
+        let props = jvm_properties("-Dzookeeper.skipACL=yes -Dzookeeper.reconfigEnabled=true");
+        let c = ServerConfig::load(None, &props).unwrap();
+        assert!(c.skip_acl && c.reconfig_enabled);
     }
 
     #[test]

@@ -229,29 +229,24 @@ impl Status {
         let Some(me) = c.servers.get(&c.my_id) else {
             return String::new();
         };
+        let membership = self.replica.membership();
+        let observer = membership
+            .members
+            .get(&c.my_id)
+            .map_or(me.observer, |m| m.observer);
         let mut out = format!(
-            "initLimit=10\nsyncLimit=5\nelectionAlg=3\nelectionPort={}\nquorumPort={}\npeerType={}\nmembership: \n",
+            "initLimit={}\nsyncLimit={}\nelectionAlg=3\nelectionPort={}\nquorumPort={}\npeerType={}\nmembership: \n",
+            c.init_limit,
+            c.sync_limit,
             me.election_port,
             me.peer_port,
-            u8::from(me.observer),
+            u8::from(observer),
         );
-        for (id, s) in &c.servers {
-            let role = if s.observer {
-                "observer"
-            } else {
-                "participant"
-            };
-            let client = match &s.client {
-                Some((h, p)) => format!("{h}:{p}"),
-                None => format!("0.0.0.0:{}", c.client_port),
-            };
-            let _ = writeln!(
-                out,
-                "server.{id}={}:{}:{}:{role};{client}",
-                s.host, s.peer_port, s.election_port
-            );
-        }
-        out.push_str("version=0\n");
+        // The membership as the replicated log has it, with the version `/zookeeper/config`
+        // shows (ZooKeeper prints its quorum verifier here).
+        out.push_str(&crate::ensemble::config_text(&membership.members));
+        let version = corral_tree::apply::config_version(&self.snap.config);
+        let _ = writeln!(out, "version={version:x}");
         out
     }
 
@@ -269,7 +264,7 @@ impl Status {
 
     fn dump(&self) -> String {
         let mut out = String::from("SessionTracker dump:\n");
-        if self.replica.members().len() > 1 {
+        if !self.replica.standalone() {
             // A quorum member's session tracker prints the sessions it knows with their timeouts.
             let sessions = &self.snap.replicated_sessions;
             let _ = writeln!(out, "Global Sessions({}):", sessions.len());

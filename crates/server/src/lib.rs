@@ -10,6 +10,7 @@ pub mod budget;
 pub mod config;
 pub mod connection;
 pub mod core;
+pub mod ensemble;
 pub mod four_letter;
 pub mod metrics;
 pub mod read_only;

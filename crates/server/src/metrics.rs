@@ -397,11 +397,10 @@ impl Status {
     /// What only quorum members report (`quorum_size`), and what only a leader reports: its
     /// learners, pending syncs and proposal sizes (ZooKeeper's `LeaderZooKeeperServer`).
     fn quorum_metrics(&self) -> Vec<Metric> {
-        let members = self.replica.members();
-        if members.len() < 2 {
+        if self.replica.standalone() {
             return Vec::new();
         }
-        let voters = members.values().filter(|m| !m.observer).count();
+        let voters = self.replica.membership().voters().count();
         let mut out = vec![Metric::new(
             "quorum_size",
             "voting members",

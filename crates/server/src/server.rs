@@ -72,6 +72,7 @@ pub fn replica_config(cfg: &ServerConfig) -> ReplicaConfig {
             cfg.my_id,
             Member {
                 raft_addr: String::new(),
+                election_port: 0,
                 client_addr,
                 observer: false,
             },
@@ -80,21 +81,7 @@ pub fn replica_config(cfg: &ServerConfig) -> ReplicaConfig {
     } else {
         cfg.servers
             .iter()
-            .map(|(id, s)| {
-                let client_addr = match &s.client {
-                    Some((h, p)) => format!("{h}:{p}"),
-                    None => format!("{}:{client_port}", s.host),
-                };
-                let raft_addr = format!("{}:{}", s.host, s.peer_port);
-                (
-                    *id,
-                    Member {
-                        raft_addr,
-                        client_addr,
-                        observer: s.observer,
-                    },
-                )
-            })
+            .map(|(id, s)| (*id, crate::ensemble::member_of(s)))
             .collect()
     };
     // See ARCHITECTURE.md, "The serving rule": these times and the lease must keep its

@@ -66,6 +66,9 @@ pub struct ServerStats {
     /// Times this member found itself without a leader.
     pub looking_count: u64,
     pub auth_failed: u64,
+    /// Reconfigurations committed through this member, and refused here.
+    pub reconfigs: u64,
+    pub reconfigs_refused: u64,
 }
 
 impl ServerStats {
@@ -80,6 +83,8 @@ impl ServerStats {
             election_time: Default::default(),
             looking_count: 0,
             auth_failed: 0,
+            reconfigs: 0,
+            reconfigs_refused: 0,
         }
     }
 

@@ -42,6 +42,11 @@ pub enum Txn {
     Client(Request),
     /// The server's reaper removes a container or TTL node, if it is still due at `time_ms`.
     Reap { path: String },
+    /// The ensemble's membership is published in `/zookeeper/config`: `text` is its
+    /// `server.N=...` lines; applying adds `version=` with this entry's zxid in hex, as
+    /// ZooKeeper's reconfig does (the same lines again make a new version, as a reconfig that
+    /// changes nothing does in ZooKeeper).
+    SetConfig { text: String },
 }
 
 /// A change that fires watches. `acl` is the ACL of the node the event names (for a deleted
@@ -97,6 +102,24 @@ struct Ctx<'a> {
     auth: &'a [Id],
 }
 
+/// `/zookeeper/config`'s data without its last line, `version=...`: the membership it shows.
+pub fn config_lines(data: &[u8]) -> &[u8] {
+    match data.iter().rposition(|b| *b == b'\n') {
+        Some(end) if data[end + 1..].starts_with(b"version=") => &data[..=end],
+        _ if data.starts_with(b"version=") => &[],
+        _ => data,
+    }
+}
+
+/// The version `/zookeeper/config`'s data names (its `version=` line, hex), 0 when none.
+pub fn config_version(data: &[u8]) -> i64 {
+    let last = data.rsplit(|b| *b == b'\n').next().unwrap_or_default();
+    last.strip_prefix(b"version=")
+        .and_then(|hex| std::str::from_utf8(hex).ok())
+        .and_then(|hex| i64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
 /// `checkAndIncVersion`: −1 matches any version.
 fn next_version(current: i32, expected: i32) -> Result<i32, ErrorCode> {
     if expected != -1 && expected != current {
@@ -135,6 +158,7 @@ impl DataTree {
             }
             Txn::Reap { path } => self.reap(&ctx, path, &mut events),
             Txn::Client(req) => self.client_write(&ctx, req, &mut events),
+            Txn::SetConfig { text } => self.set_config_text(&ctx, text, &mut events),
         };
         Applied {
             zxid: entry.zxid,
@@ -166,6 +190,31 @@ impl DataTree {
                 .exec(ctx, op, &mut Vec::new(), events)
                 .map(|(_, resp)| resp),
         }
+    }
+
+    fn set_config_text(
+        &mut self,
+        ctx: &Ctx,
+        text: &str,
+        events: &mut Vec<Event>,
+    ) -> Result<Response, ErrorCode> {
+        let data = format!("{text}version={:x}", ctx.zxid).into_bytes();
+        let req = SetDataRequest {
+            path: CONFIG_PATH.into(),
+            data: Some(data.into()),
+            version: -1,
+        };
+        // The node is read-only to clients; the server writes it as ZooKeeper's reconfig does.
+        let superuser = [Id::new("super", "")];
+        let server = Ctx {
+            auth: &superuser,
+            ..*ctx
+        };
+        self.set_data(&server, &req, &mut Vec::new(), events)?;
+        // ZooKeeper writes it with a setData of version -1, which it stores as the version.
+        let node = self.nodes.get_mut(CONFIG_PATH).expect("set above");
+        node.version = -1;
+        Ok(Response::Stat(node.stat()))
     }
 
     fn multi(&mut self, ctx: &Ctx, ops: &[Request], events: &mut Vec<Event>) -> Response {
@@ -979,5 +1028,50 @@ mod tests {
             version: 5,
         });
         assert_eq!(t.run(1, Txn::Client(set)).result, Err(ErrorCode::NoAuth));
+    }
+
+    #[test]
+    fn the_leader_publishes_the_membership_with_the_zxid_as_its_version() {
+        let mut t = T::new();
+        let text = "server.1=127.0.0.1:2888:3888:participant;0.0.0.0:2181\n".to_owned();
+        let applied = t.run(0, Txn::SetConfig { text: text.clone() });
+        let Ok(Response::Stat(stat)) = applied.result else {
+            panic!("{applied:?}")
+        };
+        let zxid = t.zxid;
+        assert_eq!(
+            (stat.version, stat.mzxid, stat.mtime),
+            (-1, zxid, 1000 * zxid)
+        );
+        assert_eq!(applied.events[0].path, CONFIG_PATH);
+        assert_eq!(applied.events[0].kind, EventType::NodeDataChanged);
+        let data = t.tree.get(CONFIG_PATH).unwrap().data.to_vec();
+        assert_eq!(data, format!("{text}version={zxid:x}").into_bytes());
+        assert_eq!(config_version(&data), zxid);
+        assert_eq!(config_lines(&data), text.as_bytes());
+        // The same membership again is a new version.
+        let again = t.run(0, Txn::SetConfig { text: text.clone() });
+        assert_eq!(again.events.len(), 1);
+        let data = t.tree.get(CONFIG_PATH).unwrap().data.to_vec();
+        assert_eq!(data, format!("{text}version={:x}", t.zxid).into_bytes());
+        // Clients still may not write it.
+        let set = SetDataRequest {
+            path: CONFIG_PATH.into(),
+            data: Some(Bytes::from_static(b"x")),
+            version: -1,
+        };
+        let r = t.run(1, Txn::Client(Request::SetData(set))).result;
+        assert_eq!(r, Err(ErrorCode::NoAuth));
+    }
+
+    #[test]
+    fn config_text_without_a_version_reads_as_version_zero() {
+        assert_eq!(config_version(b""), 0);
+        assert_eq!(config_lines(b""), b"");
+        assert_eq!(
+            config_version(b"server.1=a:1:2\nversion=1a0000002f"),
+            0x1a0000002f
+        );
+        assert_eq!(config_lines(b"version=100000000"), b"");
     }
 }

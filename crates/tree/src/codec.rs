@@ -48,6 +48,10 @@ fn encode_entry(
             out.push(3);
             path.encode(out);
         }
+        Txn::SetConfig { text } => {
+            out.push(4);
+            text.encode(out);
+        }
     }
 }
 
@@ -100,6 +104,9 @@ impl Entry {
             }
             3 => Txn::Reap {
                 path: String::decode(r)?,
+            },
+            4 => Txn::SetConfig {
+                text: String::decode(r)?,
             },
             _ => return Err(DecodeError::Invalid("unknown entry kind")),
         };

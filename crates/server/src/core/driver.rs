@@ -58,6 +58,18 @@ impl Quorum for ReplicaHandle {
     fn lease_times(&self) -> LeaseTimes {
         ReplicaHandle::lease_times(self)
     }
+
+    fn membership(&self) -> Arc<corral_replication::Membership> {
+        ReplicaHandle::membership(self)
+    }
+
+    fn standalone(&self) -> bool {
+        ReplicaHandle::standalone(self)
+    }
+
+    fn reconfiguring(&self) -> bool {
+        ReplicaHandle::reconfiguring(self)
+    }
 }
 
 /// The core with what carries out its effects.
@@ -186,6 +198,7 @@ impl Driver {
             ToCore::Lost { seqs } => self.handle(Input::Lost { seqs }),
             ToCore::Stopped { why } => self.handle(Input::Stopped { why }),
             ToCore::Role { role, leader, term } => self.handle(Input::Role { role, leader, term }),
+            ToCore::Membership => self.handle(Input::Membership),
         }
     }
 
@@ -237,6 +250,12 @@ impl Driver {
                     self.ask(move |replica| async move {
                         let index = replica.read_index().await;
                         Input::SyncIndex { sync, index }
+                    });
+                }
+                Effect::Reconfigure(call) => {
+                    self.ask(move |replica| async move {
+                        let outcome = replica.reconfigure(call.target.clone()).await;
+                        Input::Reconfigured { call, outcome }
                     });
                 }
                 Effect::Serving(serving) => {

@@ -11,7 +11,9 @@ use crate::watch::ConnId;
 use bytes::Bytes;
 use corral_proto::frame::Handshake;
 use corral_proto::{DecodeError, ErrorCode, Request, Response};
-use corral_replication::{AppliedMark, Applying, LeaseTimes, LogStopped, Role, Touched};
+use corral_replication::{
+    AppliedMark, Applying, LeaseTimes, LogStopped, Membership, ReconfigRefused, Role, Touched,
+};
 use corral_tree::DataTree;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -133,6 +135,13 @@ pub enum Input {
         leader: Option<u64>,
         term: u64,
     },
+    /// The replicated membership changed ([`Quorum::membership`]).
+    Membership,
+    /// The replicated log's answer to [`Effect::Reconfigure`].
+    Reconfigured {
+        call: super::ReconfigCall,
+        outcome: Result<(), ReconfigRefused>,
+    },
     /// The periodic tick: expiries, reaping, timeouts.
     Tick,
     /// The time [`super::Core::next_alarm`] named has come.
@@ -163,6 +172,8 @@ pub enum Effect {
     ConnectIndex(Incoming),
     /// Ask the leader's read index for this `sync`: [`Input::SyncIndex`].
     SyncIndex(SyncRequest),
+    /// Move the ensemble to this membership: [`Input::Reconfigured`].
+    Reconfigure(super::ReconfigCall),
     /// Whether this member serves clients changed.
     Serving(bool),
     /// A graceful stop found nothing of this member's left in flight.
@@ -179,4 +190,10 @@ pub trait Quorum: Send {
     /// When a quorum last acknowledged this member as leader.
     fn quorum_acked(&self, now: Instant) -> Option<Instant>;
     fn lease_times(&self) -> LeaseTimes;
+    /// The ensemble's membership, as the replicated log has it.
+    fn membership(&self) -> Arc<Membership>;
+    /// A server configured standalone (no `server.N` lines), which cannot be reconfigured.
+    fn standalone(&self) -> bool;
+    /// This member, leading, is changing the membership: what it is meanwhile is not final.
+    fn reconfiguring(&self) -> bool;
 }

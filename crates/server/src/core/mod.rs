@@ -29,6 +29,7 @@ mod messages;
 mod ordering;
 mod proposals;
 mod reads;
+mod reconfig;
 mod sessions;
 pub mod status;
 #[cfg(test)]
@@ -36,6 +37,7 @@ mod tests;
 
 pub use driver::CoreMsg;
 pub use messages::{Effect, Incoming, Input, Outgoing, Quorum, SyncRequest};
+pub use reconfig::ReconfigCall;
 
 use crate::budget::Global;
 use crate::config::ServerConfig;
@@ -116,6 +118,11 @@ pub struct Core {
     /// core's wall clock is that plus the inputs' time since.
     epoch: (Instant, i64),
     effects: VecDeque<Effect>,
+    /// Reconfigurations the log carried out, waiting to show in `/zookeeper/config`.
+    publishing: Vec<reconfig::PublishWait>,
+    /// The membership text this member, leading, last proposed for `/zookeeper/config`, and
+    /// when.
+    config_proposed: Option<(String, Instant)>,
     /// Connections whose connect request waits for an answer from the leader.
     asking: HashSet<ConnId>,
     /// Of those, the ones that closed meanwhile: their answer is dropped.
@@ -186,6 +193,8 @@ impl Core {
             now,
             epoch: (now, epoch_ms),
             effects: VecDeque::new(),
+            publishing: Vec::new(),
+            config_proposed: None,
             asking: HashSet::default(),
             abandoned: HashSet::default(),
         }
@@ -236,6 +245,7 @@ impl Core {
                     self.apply_entry(applying);
                 }
                 self.finish_syncs();
+                self.finish_reconfigs();
                 self.wake_writers();
                 self.check_drained();
             }
@@ -251,9 +261,14 @@ impl Core {
             Input::Role { role, leader, term } => {
                 self.role_changed(role, leader, term);
                 self.check_serving();
+                self.publish_config();
             }
+            Input::Membership => self.publish_config(),
+            Input::Reconfigured { call, outcome } => self.reconfigured(call, outcome),
             Input::Tick => {
                 self.tick();
+                self.publish_config();
+                self.finish_reconfigs();
                 self.wake_writers();
             }
             Input::Alarm => self.alarm(),

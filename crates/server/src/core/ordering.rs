@@ -69,7 +69,7 @@ impl Conn {
 
 impl Queued {
     pub(super) fn is_write(&self) -> bool {
-        matches!(&self.request, Ok(r) if r.is_write())
+        matches!(&self.request, Ok(r) if proposes(r))
     }
 }
 
@@ -263,7 +263,7 @@ impl Core {
         // A connection's reads wait for its earlier writes. Its writes are proposed at once,
         // past reads still waiting (those are answered as soon as the writes before them are
         // applied, before any later entry), unless a sync holds the connection.
-        let is_write = matches!(&request, Ok(r) if r.is_write());
+        let is_write = matches!(&request, Ok(r) if proposes(r));
         let go = if is_write {
             // It may pass queued reads only while each waits for an earlier write: those are
             // answered at that write's apply, before this one's. A read held at the budget is
@@ -368,6 +368,7 @@ impl Core {
         match request {
             Request::Auth(p) => self.auth(conn, xid, p),
             Request::Sync(r) => self.sync(conn, xid, r.path, received),
+            Request::Reconfig(r) => self.reconfig(conn, xid, r, received),
             Request::CloseSession => {
                 // Detach the connection so that applying the close answers it before closing it.
                 if let Some(s) = self.sessions.get_mut(&session_id) {
@@ -421,7 +422,13 @@ impl Core {
     }
 }
 
-/// A queued `sync`: nothing after it may pass it.
+/// A queued `sync` or `reconfig`: nothing after it may pass it.
 fn is_sync(q: &Queued) -> bool {
-    matches!(q.request, Ok(Request::Sync(_)))
+    matches!(q.request, Ok(Request::Sync(_) | Request::Reconfig(_)))
+}
+
+/// Whether a request is a write proposed to the log as it comes. A `reconfig` is not: the log
+/// changes the membership first, and the connection waits for it as for a `sync`.
+fn proposes(r: &Request) -> bool {
+    r.is_write() && !matches!(r, Request::Reconfig(_))
 }

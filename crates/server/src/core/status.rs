@@ -59,6 +59,8 @@ pub struct Snapshot {
     pub ephemeral_count: usize,
     /// The zxid and time (seconds since the epoch) of the last snapshot started here.
     pub last_snapshot: (i64, i64),
+    /// `/zookeeper/config` as this member's tree has it.
+    pub config: Vec<u8>,
     pub stats: ServerStats,
     /// Client connections with a session, in the order they were made.
     pub conns: Vec<ConnStatus>,
@@ -120,6 +122,11 @@ impl Core {
             ephemerals,
             ephemeral_count: self.tree.ephemeral_counts().map(|(_, n)| n).sum(),
             last_snapshot: self.last_snapshot,
+            config: self
+                .tree
+                .get(corral_tree::tree::CONFIG_PATH)
+                .map(|n| n.data.to_vec())
+                .unwrap_or_default(),
             stats: self.stats.clone(),
             conns: conns
                 .into_iter()

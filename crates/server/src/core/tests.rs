@@ -38,6 +38,15 @@ impl Quorum for AlwaysLeader {
     fn lease_times(&self) -> LeaseTimes {
         LeaseTimes::new(2000, 5, 4000, 350)
     }
+    fn membership(&self) -> std::sync::Arc<corral_replication::Membership> {
+        Default::default()
+    }
+    fn standalone(&self) -> bool {
+        true
+    }
+    fn reconfiguring(&self) -> bool {
+        false
+    }
 }
 
 /// What one connection has been sent, and its writer's state.
@@ -461,6 +470,7 @@ fn a_reconnect_whose_connection_closed_while_the_leader_was_asked_is_dropped() {
         answer: Some(corral_replication::TouchAnswer {
             granted: true,
             unknown: Vec::new(),
+            removed: false,
         }),
     };
     h.input(Input::Revalidated { incoming, touched });
