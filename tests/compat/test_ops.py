@@ -181,7 +181,8 @@ def test_mntr_keys_are_zookeepers(both):
     corral_own = {"zk_data_dir_size", "zk_log_dir_size", "zk_last_zxid",
                   "zk_connection_throttled_count", "zk_global_outstanding_throttled_count",
                   "zk_connection_closed_slow_count", "zk_queued_reply_bytes",
-                  "zk_proposals_throttled_count"}
+                  "zk_proposals_throttled_count", "zk_reconfig_count",
+                  "zk_reconfig_refused_count"}
     extra = set(ours) - set(theirs) - corral_own
     extra -= {k for k in ours if k.endswith(("_data_dir_size", "_log_dir_size", "_last_zxid"))}
     assert not extra, f"names ZooKeeper does not use: {sorted(extra)}"

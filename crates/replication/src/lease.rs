@@ -91,6 +91,9 @@ struct Evidence {
     acks: BTreeMap<NodeId, Instant>,
     /// The send time of the newest touch round a leader granted.
     granted: Option<Instant>,
+    /// The membership does not hold this member (a reconfiguration removed it): no evidence
+    /// lets it serve.
+    removed: bool,
 }
 
 impl Lease {
@@ -117,6 +120,13 @@ impl Lease {
     /// The membership changed.
     pub fn set_voters(&self, voters: Vec<Vec<NodeId>>) {
         self.evidence().voters = voters;
+    }
+
+    /// Whether the membership holds this member. One that a reconfiguration removed stops
+    /// serving at once rather than when its evidence runs out: it knows no quorum will vouch
+    /// for it again.
+    pub fn set_member(&self, member: bool) {
+        self.evidence().removed = !member;
     }
 
     /// `voter` accepted an AppendEntries this member sent at `sent_at` as leader of `term`.
@@ -182,7 +192,13 @@ impl Lease {
 
     /// Until when this member may serve, on the newest evidence it holds.
     pub fn serving_until(&self, now: Instant) -> Option<Instant> {
-        let granted = self.evidence().granted;
+        let (granted, removed) = {
+            let e = self.evidence();
+            (e.granted, e.removed)
+        };
+        if removed {
+            return None;
+        }
         let vouched = match (self.quorum_acked(now), granted) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
@@ -333,5 +349,17 @@ mod tests {
         lease.acked(1, 3, t0 + 35 * MS);
         // A leader outside the configuration counts only the voters' acknowledgements.
         assert_eq!(lease.quorum_acked(t0 + 40 * MS), Some(t0 + 30 * MS));
+    }
+
+    #[test]
+    fn a_removed_member_serves_on_no_evidence() {
+        let lease = Lease::new(2, vec![1, 2, 3], times());
+        let t0 = Instant::now();
+        lease.granted(t0);
+        assert!(lease.serving_until(t0).is_some());
+        lease.set_member(false);
+        assert_eq!(lease.serving_until(t0), None);
+        lease.set_member(true);
+        assert!(lease.serving_until(t0).is_some(), "added back");
     }
 }

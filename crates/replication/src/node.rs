@@ -943,6 +943,7 @@ fn membership_changed(
         .map(|c| c.iter().copied().collect())
         .collect();
     handle.lease.set_voters(configs);
+    handle.lease.set_member(known.members.contains_key(&me));
     handle.membership.set(known);
 }
 

@@ -330,6 +330,17 @@ impl Status {
                 "times this member found no leader",
                 Value::Counter(self.snap.stats.looking_count),
             ),
+            // ZooKeeper counts no reconfigurations; these are Corral's.
+            Metric::new(
+                "reconfig_count",
+                "reconfigurations asked of this member and committed",
+                Value::Counter(self.snap.stats.reconfigs),
+            ),
+            Metric::new(
+                "reconfig_refused_count",
+                "reconfigurations asked of this member and refused",
+                Value::Counter(self.snap.stats.reconfigs_refused),
+            ),
             Metric::new(
                 "connection_throttled_count",
                 "times a connection's reads were held back at one of its limits",

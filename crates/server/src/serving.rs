@@ -43,6 +43,12 @@ impl Serving {
         self.serving
     }
 
+    /// Drops the cached lease end, so that the next check reads the lease again: the membership
+    /// changed, and a member it no longer holds has no lease however recent its evidence.
+    pub fn forget_lease(&mut self) {
+        self.until = None;
+    }
+
     /// When the serving state must next be checked, if this member serves.
     pub fn until(&self) -> Option<Instant> {
         self.serving.then_some(self.until).flatten()

@@ -260,10 +260,15 @@ impl Core {
             Input::Stopped { why } => self.stop_writes(&why),
             Input::Role { role, leader, term } => {
                 self.role_changed(role, leader, term);
+                self.serving.forget_lease();
                 self.check_serving();
                 self.publish_config();
             }
-            Input::Membership => self.publish_config(),
+            Input::Membership => {
+                self.serving.forget_lease();
+                self.check_serving();
+                self.publish_config();
+            }
             Input::Reconfigured { call, outcome } => self.reconfigured(call, outcome),
             Input::Tick => {
                 self.tick();
