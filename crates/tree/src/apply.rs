@@ -47,6 +47,9 @@ pub enum Txn {
     /// ZooKeeper's reconfig does (the same lines again make a new version, as a reconfig that
     /// changes nothing does in ZooKeeper).
     SetConfig { text: String },
+    /// ZooKeeper's ErrorTxn: a request refused before it reached the tree (a reconfig) still
+    /// spends a zxid, and its client is answered `code` when it is applied.
+    Error { code: i32 },
 }
 
 /// A change that fires watches. `acl` is the ACL of the node the event names (for a deleted
@@ -159,6 +162,9 @@ impl DataTree {
             Txn::Reap { path } => self.reap(&ctx, path, &mut events),
             Txn::Client(req) => self.client_write(&ctx, req, &mut events),
             Txn::SetConfig { text } => self.set_config_text(&ctx, text, &mut events),
+            Txn::Error { code } => {
+                Err(ErrorCode::from_i32(*code).unwrap_or(ErrorCode::SystemError))
+            }
         };
         Applied {
             zxid: entry.zxid,

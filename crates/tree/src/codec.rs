@@ -52,6 +52,10 @@ fn encode_entry(
             out.push(4);
             text.encode(out);
         }
+        Txn::Error { code } => {
+            out.push(5);
+            code.encode(out);
+        }
     }
 }
 
@@ -107,6 +111,9 @@ impl Entry {
             },
             4 => Txn::SetConfig {
                 text: String::decode(r)?,
+            },
+            5 => Txn::Error {
+                code: i32::decode(r)?,
             },
             _ => return Err(DecodeError::Invalid("unknown entry kind")),
         };

@@ -115,6 +115,20 @@ impl Core {
         let origin_conn = origin.conn();
         match origin {
             Origin::Nobody => {}
+            Origin::Reconfig {
+                conn,
+                xid,
+                received,
+            } => {
+                self.finish(conn, xid, applied.zxid, applied.result, received);
+                // Its proposal, then its hold on the connection; it was not one of the
+                // connection's writes.
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                }
+                self.release(conn);
+                return self.after_apply();
+            }
             Origin::Reply {
                 conn,
                 xid,
@@ -154,6 +168,11 @@ impl Core {
             }
             self.drain(conn);
         }
+        self.after_apply();
+    }
+
+    /// Counts an applied entry towards the next snapshot.
+    fn after_apply(&mut self) {
         self.applied_since_snapshot += 1;
         if self.applied_since_snapshot >= self.cfg.snap_count {
             self.applied_since_snapshot = 0;

@@ -31,6 +31,13 @@ pub(super) enum Origin {
         xid: i32,
         received: Instant,
     },
+    /// A reconfig's answer: it holds its connection as a `sync` does (it is not one of the
+    /// connection's writes), until this entry is applied.
+    Reconfig {
+        conn: ConnId,
+        xid: i32,
+        received: Instant,
+    },
 }
 
 impl Origin {
@@ -39,7 +46,8 @@ impl Origin {
             Origin::Nobody => None,
             Origin::Reply { conn, .. }
             | Origin::Connect { conn, .. }
-            | Origin::Close { conn, .. } => Some(*conn),
+            | Origin::Close { conn, .. }
+            | Origin::Reconfig { conn, .. } => Some(*conn),
         }
     }
 }
@@ -269,6 +277,16 @@ impl Core {
 
     /// Answers a write that cannot be made durable.
     pub(super) fn refuse(&mut self, origin: Origin) {
+        if let Origin::Reconfig {
+            conn,
+            xid,
+            received,
+        } = origin
+        {
+            let zxid = self.tree.last_zxid();
+            self.finish(conn, xid, zxid, Err(ErrorCode::NotReadOnly), received);
+            return self.release(conn);
+        }
         if let Some(c) = origin.conn().and_then(|c| self.conns.get_mut(&c)) {
             c.writes_resolved += 1;
         }
@@ -294,6 +312,7 @@ impl Core {
                 );
             }
             Origin::Connect { conn, .. } => self.close_connection(conn),
+            Origin::Reconfig { .. } => unreachable!("answered above"),
         }
     }
 

@@ -65,18 +65,14 @@ impl Core {
         req: ReconfigRequest,
         received: Instant,
     ) {
-        let target = match self.check_reconfig(conn, &req) {
-            Ok(target) => target,
-            Err(code) => {
-                self.stats.reconfigs_refused += 1;
-                let zxid = self.tree.last_zxid();
-                return self.finish(conn, xid, zxid, Err(code), received);
-            }
-        };
         if let Some(c) = self.conns.get_mut(&conn) {
             c.in_flight += 1;
             c.syncs_in_flight += 1;
         }
+        let target = match self.check_reconfig(conn, &req) {
+            Ok(target) => target,
+            Err(code) => return self.refuse_reconfig(conn, xid, received, code),
+        };
         let published = self.tree.get(CONFIG_PATH).map_or(0, |n| n.mzxid);
         self.effect(Effect::Reconfigure(ReconfigCall {
             conn,
@@ -128,6 +124,23 @@ impl Core {
             .unwrap_or_default()
     }
 
+    /// Answers a refused reconfig as ZooKeeper does: through the log, as an error entry that
+    /// spends a zxid.
+    fn refuse_reconfig(&mut self, conn: ConnId, xid: i32, received: Instant, code: ErrorCode) {
+        self.stats.reconfigs_refused += 1;
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let (session_id, auth) = (c.session_id, c.auth.clone());
+        let origin = Origin::Reconfig {
+            conn,
+            xid,
+            received,
+        };
+        let txn = Txn::Error { code: code.code() };
+        self.propose(session_id, auth, txn, origin);
+    }
+
     /// The log's answer to a reconfiguration.
     pub(super) fn reconfigured(
         &mut self,
@@ -164,14 +177,11 @@ impl Core {
                 return self.close_connection(call.conn);
             }
         };
-        self.stats.reconfigs_refused += 1;
-        let zxid = self.tree.last_zxid();
-        self.finish(call.conn, call.xid, zxid, Err(code), call.received);
-        self.release(call.conn);
+        self.refuse_reconfig(call.conn, call.xid, call.received, code);
     }
 
     /// A reconfig's hold on its connection ends.
-    fn release(&mut self, conn: ConnId) {
+    pub(super) fn release(&mut self, conn: ConnId) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.in_flight = c.in_flight.saturating_sub(1);
             c.syncs_in_flight = c.syncs_in_flight.saturating_sub(1);

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use corral_proto::frame::Handshake;
 use corral_proto::records::*;
 use corral_proto::{CreateMode, ErrorCode, EventType, Jute, Request, Response};
-use corral_replication::{Applying, LeaseTimes, Role};
+use corral_replication::{Applying, LeaseTimes, ReconfigRefused, Role};
 use corral_tree::{Batch, TreeConfig};
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -19,8 +19,12 @@ use std::net::SocketAddr;
 const LEADER: u64 = 1;
 const TERM: u64 = 1;
 
-/// A one-member quorum whose lease never ends.
-struct AlwaysLeader;
+/// A quorum whose lease never ends: a standalone server's, or an ensemble led by this member
+/// whose membership a test sets.
+#[derive(Default, Clone)]
+struct AlwaysLeader {
+    ensemble: Option<Arc<std::sync::Mutex<Arc<corral_replication::Membership>>>>,
+}
 
 impl Quorum for AlwaysLeader {
     fn id(&self) -> u64 {
@@ -39,10 +43,13 @@ impl Quorum for AlwaysLeader {
         LeaseTimes::new(2000, 5, 4000, 350)
     }
     fn membership(&self) -> std::sync::Arc<corral_replication::Membership> {
-        Default::default()
+        match &self.ensemble {
+            Some(m) => m.lock().unwrap().clone(),
+            None => Default::default(),
+        }
     }
     fn standalone(&self) -> bool {
-        true
+        self.ensemble.is_none()
     }
     fn reconfiguring(&self) -> bool {
         false
@@ -71,22 +78,29 @@ struct Harness {
     log: Vec<Bytes>,
     index: u64,
     clients: HashMap<ConnId, Client>,
+    /// Reconfigurations the core handed to the log.
+    reconfigs: Vec<ReconfigCall>,
 }
 
 impl Harness {
     fn new(limits: Limits) -> Harness {
-        let now = Instant::now();
-        let cfg = Arc::new(ServerConfig {
+        let cfg = ServerConfig {
             limits,
             ..ServerConfig::default()
-        });
+        };
+        Harness::with(cfg, AlwaysLeader::default())
+    }
+
+    fn with(cfg: ServerConfig, quorum: AlwaysLeader) -> Harness {
+        let now = Instant::now();
+        let cfg = Arc::new(cfg);
         let tree = DataTree::new(TreeConfig::default());
         let global = Arc::new(Global::default());
         let core = Core::new(
             cfg,
             tree,
             AppliedMark::default(),
-            Box::new(AlwaysLeader),
+            Box::new(quorum),
             global,
             now,
             1_700_000_000_000,
@@ -97,6 +111,7 @@ impl Harness {
             log: Vec::new(),
             index: 0,
             clients: HashMap::new(),
+            reconfigs: Vec::new(),
         };
         h.input(Input::Role {
             role: Role::Leader,
@@ -119,6 +134,7 @@ impl Harness {
                     self.clients.entry(conn).or_default().received.push(item)
                 }
                 Effect::Propose(framed) => self.log.push(framed),
+                Effect::Reconfigure(call) => self.reconfigs.push(call),
                 _ => {}
             }
         }
@@ -428,6 +444,137 @@ fn check_client(client: &Client, me: usize) -> Result<(), TestCaseError> {
         }
     }
     Ok(())
+}
+
+/// The replies a connection got, as (xid, result), in order.
+fn replies(h: &Harness, conn: ConnId) -> Vec<(i32, Result<Response, ErrorCode>)> {
+    h.clients[&conn]
+        .received
+        .iter()
+        .filter_map(|o| match o {
+            Outgoing::Reply { xid, result, .. } => Some((*xid, result.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn member(port: u16) -> corral_replication::Member {
+    corral_replication::Member {
+        raft_addr: format!("10.0.0.1:{port}"),
+        election_port: port + 1000,
+        client_addr: String::new(),
+        observer: false,
+    }
+}
+
+#[test]
+fn a_reconfig_is_answered_once_the_leader_published_it_and_holds_what_follows() {
+    let membership = |ids: &[u64]| corral_replication::Membership {
+        members: ids
+            .iter()
+            .map(|id| (*id, member(2887 + *id as u16)))
+            .collect(),
+        joint: false,
+        replicated: true,
+    };
+    let shared = Arc::new(std::sync::Mutex::new(Arc::new(membership(&[1, 2, 3]))));
+    let quorum = AlwaysLeader {
+        ensemble: Some(shared.clone()),
+    };
+    let cfg = ServerConfig {
+        reconfig_enabled: true,
+        super_digest: Some("super:D/InIHSb7yEEbrWz8b9l71RjZJU=".into()),
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with(cfg, quorum);
+    // Leading, the core publishes the membership.
+    h.commit(usize::MAX);
+    let config = |h: &Harness| {
+        let node = h.core.tree().get("/zookeeper/config").unwrap();
+        String::from_utf8(node.data.to_vec()).unwrap()
+    };
+    let before = config(&h);
+    assert!(
+        before.starts_with("server.1=10.0.0.1:2888:3888:participant\n"),
+        "{before}"
+    );
+    assert_eq!(before.matches("server.").count(), 3);
+    h.connect(1, Limits::default());
+    let leave = |id: &str| {
+        Request::Reconfig(ReconfigRequest {
+            joining_servers: String::new(),
+            leaving_servers: id.into(),
+            new_members: String::new(),
+            cur_config_id: -1,
+        })
+    };
+    h.send(1, 1, leave("3"));
+    assert!(h.reconfigs.is_empty(), "refused before the log is asked");
+    // As in ZooKeeper, the refusal spends a zxid: it is answered when its entry is applied.
+    let zxid = h.core.tree().last_zxid();
+    assert!(replies(&h, 1).is_empty());
+    h.commit(usize::MAX);
+    assert_eq!(h.core.tree().last_zxid(), zxid + 1);
+    h.send(
+        1,
+        -4,
+        Request::Auth(AuthPacket {
+            auth_type: 0,
+            scheme: "digest".into(),
+            auth: Bytes::from_static(b"super:test"),
+        }),
+    );
+    h.send(1, 2, leave("3"));
+    h.send(
+        1,
+        3,
+        Request::GetData(PathWatchRequest {
+            path: "/zookeeper/config".into(),
+            watch: false,
+        }),
+    );
+    let call = h.reconfigs.pop().expect("handed to the log");
+    assert_eq!(call.target.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        replies(&h, 1).len(),
+        1,
+        "the read waits behind the reconfig"
+    );
+    assert_eq!(replies(&h, 1)[0], (1, Err(ErrorCode::NoAuth)));
+    // The log carried it out; the leader publishes; the reply shows the new membership.
+    *shared.lock().unwrap() = Arc::new(membership(&[1, 2]));
+    h.input(Input::Reconfigured {
+        call,
+        outcome: Ok(()),
+    });
+    assert_eq!(replies(&h, 1).len(), 1, "answered only once published");
+    h.commit(usize::MAX);
+    let after = config(&h);
+    assert_eq!(after.matches("server.").count(), 2, "{after}");
+    let got = replies(&h, 1);
+    let (Ok(Response::GetData(reconfigured)), Ok(Response::GetData(read))) = (&got[1].1, &got[2].1)
+    else {
+        panic!("{got:?}")
+    };
+    assert_eq!((got[1].0, got[2].0), (2, 3), "in request order");
+    assert_eq!(reconfigured.data.as_deref(), Some(after.as_bytes()));
+    assert_eq!(read.data.as_deref(), Some(after.as_bytes()));
+    assert_eq!(reconfigured.stat.version, -1);
+    // Down to one voter: refused here (standaloneEnabled). The log refusing one answers its
+    // error; the connection goes on.
+    h.send(1, 4, leave("2"));
+    assert!(h.reconfigs.is_empty());
+    h.send(1, 5, leave("9"));
+    h.commit(usize::MAX);
+    let call = h.reconfigs.pop().expect("handed to the log");
+    h.input(Input::Reconfigured {
+        call,
+        outcome: Err(ReconfigRefused::NoQuorum),
+    });
+    h.commit(usize::MAX);
+    let got = replies(&h, 1);
+    assert_eq!(got[3], (4, Err(ErrorCode::BadArguments)));
+    assert_eq!(got[4], (5, Err(ErrorCode::NewConfigNoQuorum)));
 }
 
 #[test]
