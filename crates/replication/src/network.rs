@@ -30,9 +30,12 @@ pub enum PeerRequest {
     ReadIndex,
     /// A follower's or observer's touch round (see [`TouchRound`]).
     Touch(TouchRound),
-    /// A reconfiguration forwarded to the leader: the whole membership wanted, each node with
-    /// whether it observes.
-    Reconfig(Vec<(NodeId, CorralNode, bool)>),
+    /// A reconfiguration forwarded to the leader: the membership it was worked out from and the
+    /// whole membership wanted, each node with whether it observes.
+    Reconfig {
+        base: Vec<(NodeId, CorralNode, bool)>,
+        target: Vec<(NodeId, CorralNode, bool)>,
+    },
     /// Whether the receiver's log has a membership: a member about to initialize a new
     /// ensemble asks first, so that one joining an existing ensemble never does.
     Initialized,

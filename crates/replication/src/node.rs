@@ -59,6 +59,10 @@ const SUCCESSOR_DELAY: Duration = Duration::from_millis(15);
 pub struct ReplicaConfig {
     pub id: NodeId,
     pub members: BTreeMap<NodeId, Member>,
+    /// A standalone server: a one-member ensemble with no peers, which cannot be reconfigured
+    /// (ZooKeeper's standalone mode). An ensemble of one configured member is not standalone
+    /// with `standaloneEnabled=false`.
+    pub standalone: bool,
     pub data_dir: PathBuf,
     pub tree: TreeConfig,
     pub segment_bytes: u64,
@@ -502,25 +506,28 @@ impl ReplicaHandle {
         }
     }
 
-    /// Moves the ensemble to the membership `target` (see `reconfig.rs`): on the leader, or
-    /// forwarded to it. A leader lost on the way is replaced by the next one, which finishes
-    /// the same change.
+    /// Moves the ensemble from the membership `base` (what the request was worked out from) to
+    /// `target` (see `reconfig.rs`): on the leader, or forwarded to it. Tried again only while
+    /// nothing was done (no leader yet, or the one asked no longer leads); a leader lost on the
+    /// way is `NoLeader`, an unknown outcome.
     pub async fn reconfigure(
         &self,
+        base: BTreeMap<NodeId, Member>,
         target: BTreeMap<NodeId, Member>,
     ) -> Result<(), ReconfigRefused> {
         let raft = self.raft.get().ok_or(ReconfigRefused::NoLeader)?;
         let deadline = corral_io::now() + RECONFIG_WAIT;
         loop {
             let outcome = match self.leader() {
-                Some(l) if l == self.id => self.lead_reconfig(raft, &target).await,
-                Some(l) => self.forward_reconfig(l, &target).await,
-                None => Err(ReconfigRefused::NoLeader),
+                Some(l) if l == self.id => self.lead_reconfig(raft, &base, &target).await,
+                Some(l) => self.forward_reconfig(l, &base, &target).await,
+                None => Err(ReconfigRefused::NotLeader),
             };
             match outcome {
-                Err(ReconfigRefused::NoLeader) if corral_io::now() < deadline => {
+                Err(ReconfigRefused::NotLeader) if corral_io::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                Err(ReconfigRefused::NotLeader) => return Err(ReconfigRefused::NoLeader),
                 outcome => return outcome,
             }
         }
@@ -529,13 +536,14 @@ impl ReplicaHandle {
     async fn lead_reconfig(
         &self,
         raft: &Raft,
+        base: &BTreeMap<NodeId, Member>,
         target: &BTreeMap<NodeId, Member>,
     ) -> Result<(), ReconfigRefused> {
         let Ok(_one_at_a_time) = self.reconfiguring.try_lock() else {
             return Err(ReconfigRefused::InProgress);
         };
         tracing::info!(?target, "reconfiguring the ensemble");
-        let outcome = crate::reconfig::lead(raft, target, self.catch_up).await;
+        let outcome = crate::reconfig::lead(raft, base, target, self.catch_up).await;
         match &outcome {
             Ok(()) => tracing::info!("reconfiguration committed"),
             Err(e) => tracing::warn!(error = %e, "reconfiguration not carried out"),
@@ -546,18 +554,29 @@ impl ReplicaHandle {
     async fn forward_reconfig(
         &self,
         leader: NodeId,
+        base: &BTreeMap<NodeId, Member>,
         target: &BTreeMap<NodeId, Member>,
     ) -> Result<(), ReconfigRefused> {
-        let addr = self.dial_addr(leader).ok_or(ReconfigRefused::NoLeader)?;
-        let wanted = target
-            .iter()
-            .map(|(id, m)| (*id, m.to_node(), m.observer))
-            .collect();
+        let Some(addr) = self.dial_addr(leader) else {
+            return Err(ReconfigRefused::NotLeader);
+        };
+        let wire = |m: &BTreeMap<NodeId, Member>| {
+            m.iter()
+                .map(|(id, m)| (*id, m.to_node(), m.observer))
+                .collect()
+        };
+        let req = PeerRequest::Reconfig {
+            base: wire(base),
+            target: wire(target),
+        };
         match PeerClient::new(self.io.net.clone(), &addr)
-            .call(&PeerRequest::Reconfig(wanted), RECONFIG_WAIT)
+            .call(&req, RECONFIG_WAIT)
             .await
         {
             Ok(PeerResponse::Reconfigured(outcome)) => outcome,
+            // Never sent: nothing was done.
+            Err(CallError::Unreachable(_)) => Err(ReconfigRefused::NotLeader),
+            // Sent, with no answer: the leader may be carrying it out.
             _ => Err(ReconfigRefused::NoLeader),
         }
     }
@@ -583,7 +602,7 @@ pub fn handle(cfg: &ReplicaConfig) -> (ReplicaHandle, mpsc::UnboundedReceiver<by
         ),
         reconfiguring: Default::default(),
         catch_up: Duration::from_millis(cfg.install_snapshot_timeout_ms),
-        standalone: cfg.members.len() <= 1,
+        standalone: cfg.standalone,
         timings: Default::default(),
         leader_counters: Default::default(),
         lease: Arc::new(Lease::new(cfg.id, cfg.voters(), cfg.lease)),
@@ -620,7 +639,7 @@ pub async fn start(
     .map_err(|e| ReplicationError::Raft(Box::new(e)))?;
     let me = cfg.members.get(&cfg.id).cloned();
     let peer_listener = match &me {
-        Some(m) if cfg.members.len() > 1 => Some(cfg.io.net.bind(&m.raft_addr).await.map_err(
+        Some(m) if !cfg.standalone => Some(cfg.io.net.bind(&m.raft_addr).await.map_err(
             |source| ReplicationError::Bind {
                 addr: m.raft_addr.clone(),
                 source,
@@ -678,21 +697,32 @@ pub async fn start(
         let handle = handle.clone();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            if raft.is_initialized().await.unwrap_or(true) {
-                return;
-            }
-            if let Some(peer) = initialized_peer(&handle, &voters).await {
-                tracing::info!(
-                    peer,
-                    "an ensemble exists: waiting for a reconfiguration to add this member"
-                );
-                return;
-            }
-            if rank > 0 {
-                tracing::info!("no leader reached this member: initializing the ensemble");
-            }
-            if let Err(e) = initialize(&raft, voters).await {
-                tracing::warn!(error = %e, "cannot initialize the ensemble");
+            loop {
+                if raft.is_initialized().await.unwrap_or(true) {
+                    return;
+                }
+                match peers_initialized(&handle, &voters).await {
+                    Peers::Initialized(peer) => {
+                        tracing::info!(
+                            peer,
+                            "an ensemble exists: waiting for a reconfiguration to add this member"
+                        );
+                        return;
+                    }
+                    Peers::Fresh(fresh) if fresh + 1 > voters.len() / 2 => {
+                        if rank > 0 {
+                            tracing::info!(
+                                "no leader reached this member: initializing the ensemble"
+                            );
+                        }
+                        if let Err(e) = initialize(&raft, voters).await {
+                            tracing::warn!(error = %e, "cannot initialize the ensemble");
+                        }
+                        return;
+                    }
+                    // Too few peers answered to know: ask again.
+                    Peers::Fresh(_) => tokio::time::sleep(INITIALIZED_WAIT).await,
+                }
             }
         });
     }
@@ -726,11 +756,19 @@ async fn initialize(
     }
 }
 
-/// A peer whose log has a membership already, if any answers so.
-async fn initialized_peer(
-    handle: &ReplicaHandle,
-    voters: &BTreeMap<NodeId, CorralNode>,
-) -> Option<NodeId> {
+/// What the configured voters said when asked whether their logs have a membership.
+enum Peers {
+    /// This one's has: an ensemble exists.
+    Initialized(NodeId),
+    /// This many answered that theirs has none (the others did not answer).
+    Fresh(usize),
+}
+
+/// Asks the other configured voters whether their logs have a membership. A new ensemble is
+/// initialized only once a majority (this member included) says none has: a member that cannot
+/// reach its peers must not found an ensemble of its own.
+async fn peers_initialized(handle: &ReplicaHandle, voters: &BTreeMap<NodeId, CorralNode>) -> Peers {
+    let mut fresh = 0;
     for id in voters.keys().filter(|id| **id != handle.id) {
         let Some(addr) = handle.dial_addr(*id) else {
             continue;
@@ -738,11 +776,13 @@ async fn initialized_peer(
         let answer = PeerClient::new(handle.io.net.clone(), &addr)
             .call(&PeerRequest::Initialized, INITIALIZED_WAIT)
             .await;
-        if matches!(answer, Ok(PeerResponse::Initialized(true))) {
-            return Some(*id);
+        match answer {
+            Ok(PeerResponse::Initialized(true)) => return Peers::Initialized(*id),
+            Ok(PeerResponse::Initialized(false)) => fresh += 1,
+            _ => {}
         }
     }
-    None
+    Peers::Fresh(fresh)
 }
 
 async fn proposer(
@@ -1007,19 +1047,14 @@ async fn serve_peer(
             PeerRequest::Touch(round) => {
                 PeerResponse::Touched(answer_touch(&raft, &handle, &core, round).await)
             }
-            PeerRequest::Reconfig(wanted) => {
-                let target = wanted
-                    .iter()
-                    .map(|(id, node, observer)| (*id, Member::from_node(node, *observer)))
-                    .collect();
-                let outcome = match raft.metrics().borrow().current_leader {
-                    Some(l) if l == handle.id => None,
-                    _ => Some(Err(ReconfigRefused::NoLeader)),
+            PeerRequest::Reconfig { base, target } => {
+                let members = |wire: Vec<(NodeId, CorralNode, bool)>| {
+                    wire.iter()
+                        .map(|(id, node, observer)| (*id, Member::from_node(node, *observer)))
+                        .collect::<BTreeMap<_, _>>()
                 };
-                let outcome = match outcome {
-                    Some(refused) => refused,
-                    None => handle.lead_reconfig(&raft, &target).await,
-                };
+                let (base, target) = (members(base), members(target));
+                let outcome = handle.lead_reconfig(&raft, &base, &target).await;
                 // The membership to publish is final now.
                 let _ = core.send(ToCore::Membership).await;
                 PeerResponse::Reconfigured(outcome)

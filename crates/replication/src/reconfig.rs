@@ -2,7 +2,9 @@
 //! openraft's joint consensus.
 //!
 //! A reconfiguration names the whole membership wanted (the core works it out from the request,
-//! incremental or not). The leader takes one at a time:
+//! incremental or not) and the membership it was worked out from. The leader takes one at a
+//! time, and only if the membership is still that one (or already the one wanted): a request
+//! worked out from an older view must not undo a newer change.
 //!
 //! 1. Members new to the ensemble (or at a new address) join as learners: they catch up without
 //!    voting, through a snapshot when the log they need is purged.
@@ -10,15 +12,17 @@
 //!    time the learners it added are removed again and the request fails (ZooKeeper's
 //!    NewConfigNoQuorum): a configuration whose quorum cannot keep up would stop all writes.
 //! 3. Observers that leave are removed (they never vote, so this needs no joint step).
-//! 4. The voters change: a joint configuration, then the new one. Voters that become observers
-//!    stay as learners; voters that leave go. A leader that is not among the new voters leads
-//!    until the new configuration is committed, then steps down.
+//! 4. The voters change: a joint configuration, then the new one. Every voter that is not a
+//!    voter of the new configuration leaves the membership with it; one that is to observe is
+//!    added back as a learner in a last step. A joint configuration therefore always means
+//!    "the old voters that are not new ones leave", so the leader after one that stopped between
+//!    the two steps finishes it the same way (`finish_joint`). A leader that is not among the new
+//!    voters leads until the new configuration is committed, then steps down.
 //!
-//! Every step moves towards the same target, so a reconfiguration interrupted by a change of
-//! leader is finished by sending the same target to the next leader (`ReplicaHandle::reconfigure`),
-//! and a new leader that finds a joint configuration completes it at once (`finish_joint`).
+//! A leader lost on the way leaves the outcome unknown to the client (as ZooKeeper's connection
+//! loss does); `/zookeeper/config`, which the next leader publishes, shows what happened.
 
-use crate::membership::Member;
+use crate::membership::{Member, Membership};
 use crate::types::{CorralNode, NodeId, Raft};
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
@@ -29,12 +33,16 @@ use std::time::Duration;
 /// Why a reconfiguration was not carried out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ReconfigRefused {
-    #[error("another reconfiguration is in progress")]
+    #[error("another reconfiguration is in progress, or the membership changed since")]
     InProgress,
     #[error("no quorum of the new configuration caught up with the leader in time")]
     NoQuorum,
-    #[error("no leader could carry it out")]
+    /// The leader was lost while it carried the reconfiguration out: its outcome is unknown.
+    #[error("the leader was lost on the way; the outcome is unknown")]
     NoLeader,
+    /// The member asked does not lead: nothing was done, and the request may go to the leader.
+    #[error("not the leader")]
+    NotLeader,
     #[error("the replicated log refused it: {0}")]
     Failed(String),
 }
@@ -51,9 +59,10 @@ fn refused(e: WriteError) -> ReconfigRefused {
     }
 }
 
-/// The leader's side: moves the membership to `target`. `catch_up` bounds step 2.
+/// The leader's side: moves the membership from `base` to `target`. `catch_up` bounds step 2.
 pub(crate) async fn lead(
     raft: &Raft,
+    base: &BTreeMap<NodeId, Member>,
     target: &BTreeMap<NodeId, Member>,
     catch_up: Duration,
 ) -> Result<(), ReconfigRefused> {
@@ -61,42 +70,31 @@ pub(crate) async fn lead(
         let m = raft.metrics();
         let m = m.borrow();
         if m.current_leader != Some(m.id) {
-            return Err(ReconfigRefused::NoLeader);
+            return Err(ReconfigRefused::NotLeader);
         }
         m.membership_config.membership().clone()
     };
     if current.get_joint_config().len() > 1 {
         return Err(ReconfigRefused::InProgress);
     }
-    let mut added = BTreeSet::new();
-    for (id, member) in target {
-        let node = member.to_node();
-        match current.get_node(id) {
-            None => {
-                raft.add_learner(*id, node, false).await.map_err(refused)?;
-                added.insert(*id);
-            }
-            Some(known) if *known != node => {
-                let change = ChangeMembers::SetNodes([(*id, node)].into());
-                raft.change_membership(change, true)
-                    .await
-                    .map_err(refused)?;
-            }
-            Some(_) => {}
-        }
+    let now = &Membership::of_log(&current).members;
+    if now == target {
+        return Ok(());
     }
+    if now != base {
+        return Err(ReconfigRefused::InProgress);
+    }
+    let added = add_learners(raft, &current, target).await?;
     let voters: BTreeSet<NodeId> = target
         .iter()
         .filter(|(_, m)| !m.observer)
         .map(|(id, _)| *id)
         .collect();
-    if !caught_up(raft, &voters, catch_up).await {
+    if let Err(why) = caught_up(raft, &voters, catch_up).await {
         if !added.is_empty() {
-            let _ = raft
-                .change_membership(ChangeMembers::RemoveNodes(added), false)
-                .await;
+            remove_nodes(raft, added).await;
         }
-        return Err(ReconfigRefused::NoQuorum);
+        return Err(why);
     }
     let old_voters: BTreeSet<NodeId> = current.voter_ids().collect();
     let leaving_learners: BTreeSet<NodeId> = current
@@ -110,33 +108,90 @@ pub(crate) async fn lead(
             .map_err(refused)?;
     }
     if voters != old_voters {
-        // Voters that stay as observers must be kept as learners; the others go with the
-        // same change. (With both kinds, the leaving ones are removed by the retry below.)
-        let keep = old_voters
-            .iter()
-            .any(|id| target.get(id).is_some_and(|m| m.observer));
-        raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), keep)
+        raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), false)
             .await
             .map_err(refused)?;
-        if keep {
-            let leaving: BTreeSet<NodeId> = old_voters
-                .iter()
-                .copied()
-                .filter(|id| !target.contains_key(id))
-                .collect();
-            if !leaving.is_empty() {
-                raft.change_membership(ChangeMembers::RemoveNodes(leaving), false)
-                    .await
-                    .map_err(refused)?;
-            }
-        }
     }
+    // Voters that are to observe left with the change above; they come back as learners.
+    let now = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone();
+    add_learners(raft, &now, target).await?;
     Ok(())
 }
 
+/// Adds the members of `target` that `current` lacks (or holds at another address) as
+/// learners; returns the ones added.
+async fn add_learners(
+    raft: &Raft,
+    current: &openraft::Membership<NodeId, CorralNode>,
+    target: &BTreeMap<NodeId, Member>,
+) -> Result<BTreeSet<NodeId>, ReconfigRefused> {
+    let mut added = BTreeSet::new();
+    for (id, member) in target {
+        let node = member.to_node();
+        match current.get_node(id) {
+            None => {
+                if let Err(e) = raft.add_learner(*id, node, false).await {
+                    remove_nodes(raft, added).await;
+                    return Err(refused(e));
+                }
+                added.insert(*id);
+            }
+            Some(known) if *known != node => {
+                let change = ChangeMembers::SetNodes([(*id, node)].into());
+                raft.change_membership(change, false)
+                    .await
+                    .map_err(refused)?;
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(added)
+}
+
+/// Takes back the learners a failed reconfiguration added, a few times while this member leads.
+async fn remove_nodes(raft: &Raft, nodes: BTreeSet<NodeId>) {
+    if nodes.is_empty() {
+        return;
+    }
+    for _ in 0..10 {
+        let leads = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            m.current_leader == Some(m.id)
+        };
+        if !leads {
+            break;
+        }
+        match raft
+            .change_membership(ChangeMembers::RemoveNodes(nodes.clone()), false)
+            .await
+        {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "removing the learners again; will retry");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    tracing::warn!(
+        ?nodes,
+        "the learners a failed reconfiguration added are still in the ensemble (as observers)"
+    );
+}
+
 /// Whether a majority of `voters` has caught up with the leader's log as it is now, within
-/// `within` (the leader counts itself as caught up).
-async fn caught_up(raft: &Raft, voters: &BTreeSet<NodeId>, within: Duration) -> bool {
+/// `within` (the leader counts itself as caught up). Losing the leadership meanwhile is
+/// `NoLeader`; the time running out, `NoQuorum`.
+async fn caught_up(
+    raft: &Raft,
+    voters: &BTreeSet<NodeId>,
+    within: Duration,
+) -> Result<(), ReconfigRefused> {
     let mut metrics = raft.metrics();
     let goal = metrics.borrow().last_log_index.unwrap_or(0);
     let deadline = corral_io::now() + within;
@@ -144,7 +199,7 @@ async fn caught_up(raft: &Raft, voters: &BTreeSet<NodeId>, within: Duration) -> 
         {
             let m = metrics.borrow();
             if m.current_leader != Some(m.id) {
-                return false;
+                return Err(ReconfigRefused::NoLeader);
             }
             let matched = |id: &NodeId| {
                 *id == m.id
@@ -154,16 +209,16 @@ async fn caught_up(raft: &Raft, voters: &BTreeSet<NodeId>, within: Duration) -> 
                         .is_some_and(|l| l.index >= goal)
             };
             if voters.iter().filter(|id| matched(id)).count() > voters.len() / 2 {
-                return true;
+                return Ok(());
             }
         }
         let left = deadline.saturating_duration_since(corral_io::now());
         if left.is_zero() {
-            return false;
+            return Err(ReconfigRefused::NoQuorum);
         }
         match tokio::time::timeout(left, metrics.changed()).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => return false,
+            Ok(Err(_)) => return Err(ReconfigRefused::NoLeader),
             // Looked at once more above before giving up.
             Err(_) => {}
         }
@@ -171,23 +226,34 @@ async fn caught_up(raft: &Raft, voters: &BTreeSet<NodeId>, within: Duration) -> 
 }
 
 /// A new leader that finds the membership in its joint step (the last leader stopped between
-/// the two) moves on to the new configuration.
+/// the two) moves on to the new configuration, as the last leader would have: the old voters
+/// that are not new ones leave. Retried while this member leads: right after an election the
+/// joint entry may not be known to be committed yet.
 pub(crate) async fn finish_joint(raft: Raft) {
-    let last = {
-        let m = raft.metrics();
-        let m = m.borrow();
-        let configs = m.membership_config.membership().get_joint_config();
-        if configs.len() < 2 {
-            return;
+    loop {
+        let last = {
+            let m = raft.metrics();
+            let m = m.borrow();
+            if m.current_leader != Some(m.id) {
+                return;
+            }
+            let configs = m.membership_config.membership().get_joint_config();
+            if configs.len() < 2 {
+                return;
+            }
+            configs.last().cloned().unwrap_or_default()
+        };
+        tracing::info!(voters = ?last, "finishing a reconfiguration its leader left joint");
+        match raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(last), false)
+            .await
+        {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "finishing the joint configuration; will retry");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-        configs.last().cloned().unwrap_or_default()
-    };
-    tracing::info!(voters = ?last, "finishing a reconfiguration its leader left joint");
-    if let Err(e) = raft
-        .change_membership(ChangeMembers::ReplaceAllVoters(last), true)
-        .await
-    {
-        tracing::warn!(error = %e, "cannot finish the joint configuration");
     }
 }
 

@@ -469,6 +469,9 @@ impl ServerConfig {
             ));
         }
         c.read_my_id()?;
+        if !pairs.contains_key("clientPort") {
+            c.client_from_own_server_line()?;
+        }
         // A member's lease (see ARCHITECTURE.md, "The serving rule") must outlast a few of the
         // rounds that renew it (every 100 ms at most), or members stop serving at every hiccup.
         let lease_ms = (u64::from(c.tick_time_ms) * u64::from(c.sync_limit))
@@ -499,6 +502,24 @@ impl ServerConfig {
     pub fn set_data_dir(&mut self, dir: PathBuf) -> Result<(), ConfigError> {
         self.data_dir = dir;
         self.read_my_id()
+    }
+
+    /// Without `clientPort`, a member listens where its own `server.N` line's client part says
+    /// (ZooKeeper 3.5's layout, the client address in the dynamic configuration).
+    fn client_from_own_server_line(&mut self) -> Result<(), ConfigError> {
+        let Some((host, port)) = self.servers.get(&self.my_id).and_then(|l| l.client.clone())
+        else {
+            return Ok(());
+        };
+        self.client_port = port;
+        self.client_address = host.parse().map_err(|_| {
+            bad(
+                &format!("server.{}", self.my_id),
+                &host,
+                "the client address must be an IP address",
+            )
+        })?;
+        Ok(())
     }
 
     /// An ensemble member's id from `dataDir/myid`, which a `server.N` line must name.
@@ -751,6 +772,11 @@ mod tests {
         let c = ServerConfig::from_file(&cfg).unwrap();
         assert_eq!(c.servers.len(), 2);
         assert!(c.reconfig_enabled && !c.standalone_enabled && !c.skip_acl);
+        // No clientPort: the member listens where its own line says.
+        assert_eq!(
+            (c.client_address.to_string(), c.client_port),
+            ("127.0.0.1".into(), 2181)
+        );
         assert_eq!(c.servers[&2].client, Some(("127.0.0.1".into(), 2182)));
         // Server lines in both places: ZooKeeper's layout has them in one.
         std::fs::write(&cfg, format!("{base}server.3=127.0.0.1:2890:3890\n")).unwrap();

@@ -89,7 +89,9 @@ fn new_membership(text: &str) -> Result<BTreeMap<u64, Member>, ErrorCode> {
         if !key.starts_with("server.") {
             return Err(ErrorCode::BadArguments);
         }
-        let (id, member) = joiner(key, value.trim())?;
+        // A whole membership may name members without a client address, as zoo.cfg may (and
+        // as `/zookeeper/config` then shows them).
+        let (id, member) = server(key, value.trim(), false)?;
         check_duplicates(&members, id, &member)?;
         members.insert(id, member);
     }
@@ -118,7 +120,7 @@ fn incremental(
             Some((k, v)) if !v.contains('=') => (k.trim(), v.trim()),
             _ => return Err(ErrorCode::BadArguments),
         };
-        let (id, member) = joiner(key, value)?;
+        let (id, member) = server(key, value, true)?;
         check_duplicates(&next, id, &member)?;
         next.insert(id, member);
     }
@@ -132,8 +134,8 @@ fn split_list(list: &str) -> Vec<&str> {
         .collect()
 }
 
-/// `server.N` (or just `N`) and its spec; a joining member must name its client port too.
-fn joiner(key: &str, value: &str) -> Result<(u64, Member), ErrorCode> {
+/// `server.N` (or just `N`) and its spec; an incremental joiner must name its client port too.
+fn server(key: &str, value: &str, needs_client: bool) -> Result<(u64, Member), ErrorCode> {
     let id = key
         .rsplit_once('.')
         .map_or(key, |(_, id)| id)
@@ -143,7 +145,7 @@ fn joiner(key: &str, value: &str) -> Result<(u64, Member), ErrorCode> {
         return Err(ErrorCode::BadArguments);
     }
     let line = ServerLine::parse(key, value).map_err(|_| ErrorCode::BadArguments)?;
-    if line.client.is_none() {
+    if needs_client && line.client.is_none() {
         // ZooKeeper: "each server should have 3 ports specified".
         return Err(ErrorCode::BadArguments);
     }

@@ -100,6 +100,8 @@ pub fn replica_config(cfg: &ServerConfig) -> ReplicaConfig {
     ReplicaConfig {
         id: cfg.my_id,
         members,
+        // As ZooKeeper: one server line runs standalone unless standaloneEnabled=false.
+        standalone: cfg.servers.len() <= usize::from(cfg.standalone_enabled),
         data_dir: cfg.data_dir.clone(),
         tree: TreeConfig {
             extended_types: cfg.extended_types,

@@ -254,7 +254,9 @@ impl Driver {
                 }
                 Effect::Reconfigure(call) => {
                     self.ask(move |replica| async move {
-                        let outcome = replica.reconfigure(call.target.clone()).await;
+                        let outcome = replica
+                            .reconfigure(call.base.clone(), call.target.clone())
+                            .await;
                         Input::Reconfigured { call, outcome }
                     });
                 }

@@ -36,6 +36,8 @@ pub struct ReconfigCall {
     pub conn: ConnId,
     pub xid: i32,
     pub received: Instant,
+    /// The membership it was worked out from: the leader carries it out only from that one.
+    pub base: BTreeMap<u64, Member>,
     /// The whole membership asked for.
     pub target: BTreeMap<u64, Member>,
     /// The zxid that last wrote `/zookeeper/config` when it was asked: its answer must show a
@@ -69,8 +71,8 @@ impl Core {
             c.in_flight += 1;
             c.syncs_in_flight += 1;
         }
-        let target = match self.check_reconfig(conn, &req) {
-            Ok(target) => target,
+        let (base, target) = match self.check_reconfig(conn, &req) {
+            Ok(change) => change,
             Err(code) => return self.refuse_reconfig(conn, xid, received, code),
         };
         let published = self.tree.get(CONFIG_PATH).map_or(0, |n| n.mzxid);
@@ -78,18 +80,21 @@ impl Core {
             conn,
             xid,
             received,
+            base,
             target,
             published,
         }));
     }
 
     /// ZooKeeper's checks, in its order (the ACL last: a caller without WRITE on
-    /// `/zookeeper/config` still learns that its request was malformed).
+    /// `/zookeeper/config` still learns that its request was malformed). Gives the membership
+    /// now and the one asked for.
+    #[allow(clippy::type_complexity)]
     fn check_reconfig(
         &self,
         conn: ConnId,
         req: &ReconfigRequest,
-    ) -> Result<BTreeMap<u64, Member>, ErrorCode> {
+    ) -> Result<(BTreeMap<u64, Member>, BTreeMap<u64, Member>), ErrorCode> {
         if !self.cfg.reconfig_enabled {
             return Err(ErrorCode::ReconfigDisabled);
         }
@@ -101,7 +106,7 @@ impl Core {
         let published = self.config_data();
         if membership.joint
             || !self.publishing.is_empty()
-            || config_lines(&published) != config_text(&membership.members).as_bytes()
+            || config_lines(&published) != self.text_of(&membership.members).as_bytes()
         {
             return Err(ErrorCode::ReconfigInProgress);
         }
@@ -114,7 +119,22 @@ impl Core {
             let auth = self.conns.get(&conn).map_or(&[][..], |c| &c.auth[..]);
             acl::check(self.tree.acl(node), perms::WRITE, auth)?;
         }
-        Ok(target)
+        Ok((membership.members.clone(), target))
+    }
+
+    /// `/zookeeper/config`'s lines for `members`. A member logged before reconfiguration
+    /// existed has no election port in the log; this member's configuration gives it, when it
+    /// names that member at the same address.
+    fn text_of(&self, members: &BTreeMap<u64, Member>) -> String {
+        let mut members = members.clone();
+        for (id, m) in members.iter_mut().filter(|(_, m)| m.election_port == 0) {
+            if let Some(line) = self.cfg.servers.get(id) {
+                if m.raft_addr == format!("{}:{}", line.host, line.peer_port) {
+                    m.election_port = line.election_port;
+                }
+            }
+        }
+        config_text(&members)
     }
 
     fn config_data(&self) -> Vec<u8> {
@@ -149,10 +169,10 @@ impl Core {
     ) {
         let code = match outcome {
             Ok(()) => {
-                let text = config_text(&call.target);
-                if config_lines(&self.config_data()) == text.as_bytes() {
-                    // The membership did not change (or is published already): a new version
-                    // of it, as ZooKeeper commits one for every reconfig.
+                let text = self.text_of(&call.target);
+                if call.base == call.target {
+                    // The membership does not change: a new version of it, as ZooKeeper
+                    // commits one for every reconfig.
                     let txn = Txn::SetConfig { text: text.clone() };
                     self.propose(0, Vec::new(), txn, Origin::Nobody);
                 }
@@ -171,10 +191,11 @@ impl Core {
                 tracing::warn!(%why, "reconfig refused by the replicated log");
                 ErrorCode::NewConfigNoQuorum
             }
-            Err(ReconfigRefused::NoLeader) => {
-                // Its outcome is unknown: the client learns it as a lost connection.
-                self.release(call.conn);
-                return self.close_connection(call.conn);
+            Err(ReconfigRefused::NoLeader | ReconfigRefused::NotLeader) => {
+                // Its outcome is unknown: the client learns it as a lost connection. Closed
+                // first, so that nothing held behind it is answered or proposed.
+                self.close_connection(call.conn);
+                return self.release(call.conn);
             }
         };
         self.refuse_reconfig(call.conn, call.xid, call.received, code);
@@ -206,8 +227,8 @@ impl Core {
             if !w.shown(&data, mzxid) {
                 let call = w.call;
                 tracing::warn!("a reconfiguration did not show in /zookeeper/config in time");
-                self.release(call.conn);
                 self.close_connection(call.conn);
+                self.release(call.conn);
                 continue;
             }
             let call = w.call;
@@ -241,7 +262,7 @@ impl Core {
         {
             return;
         }
-        let text = config_text(&membership.members);
+        let text = self.text_of(&membership.members);
         if config_lines(&self.config_data()) == text.as_bytes() {
             self.config_proposed = None;
             return;
