@@ -4,6 +4,7 @@ mod client;
 mod counter;
 mod io;
 mod nemesis;
+mod reconfig;
 mod run;
 mod workload;
 
@@ -48,6 +49,10 @@ struct Args {
     /// With --broken: run every seed and count how many catch the variant.
     #[arg(long)]
     tally: bool,
+    /// An operator removes one member at a time and adds it back (`reconfig`, joint consensus)
+    /// while the workload and the faults go on.
+    #[arg(long)]
+    reconfig: bool,
 }
 
 /// A failure that is about progress, not safety: a member that never served again once the
@@ -72,6 +77,7 @@ fn run_seed(args: &Args, seed: u64) -> run::Report {
         members: args.members,
         clients: args.clients,
         workload_ms: args.workload_ms,
+        reconfig: args.reconfig,
     };
     FIRST_PANIC.with(|p| p.borrow_mut().take());
     match std::panic::catch_unwind(|| run::run(&opts)) {

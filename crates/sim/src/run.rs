@@ -28,6 +28,8 @@ pub struct Options {
     pub clients: usize,
     /// How long the workload and the faults last, in simulated milliseconds.
     pub workload_ms: u64,
+    /// An operator removes members and adds them back meanwhile (`reconfig.rs`).
+    pub reconfig: bool,
 }
 
 /// What the run's hosts share (all on one thread).
@@ -123,7 +125,13 @@ async fn watch_leases(shared: Rc<RefCell<Shared>>, until_ms: u64) {
     }
 }
 
-fn member_config(m: usize, members: usize, disk: MemDisk, skew_ms: i64) -> ServerConfig {
+fn member_config(
+    m: usize,
+    members: usize,
+    disk: MemDisk,
+    skew_ms: i64,
+    reconfig: bool,
+) -> ServerConfig {
     let mut servers = BTreeMap::new();
     for i in 0..members {
         let key = format!("server.{}", i + 1);
@@ -147,6 +155,9 @@ fn member_config(m: usize, members: usize, disk: MemDisk, skew_ms: i64) -> Serve
         snap_count: 50,
         my_id: m as u64 + 1,
         servers,
+        reconfig_enabled: reconfig,
+        // super:test, the operator's identity for reconfig.
+        super_digest: Some("super:D/InIHSb7yEEbrWz8b9l71RjZJU=".into()),
         ..ServerConfig::default()
     }
 }
@@ -453,8 +464,9 @@ pub fn run(opts: &Options) -> Report {
         .build();
     for m in 0..members {
         let (disk, skew, shared) = (disks[m].clone(), skews[m], shared.clone());
+        let reconfig = opts.reconfig;
         sim.host(member_name(m), move || {
-            let cfg = member_config(m, members, disk.clone(), skew);
+            let cfg = member_config(m, members, disk.clone(), skew, reconfig);
             let (disk, shared) = (disk.clone(), shared.clone());
             async move {
                 let server = match Server::start(cfg).await {
@@ -497,6 +509,13 @@ pub fn run(opts: &Options) -> Report {
         watch_leases(watch_shared, final_read_ms).await;
         Ok(())
     });
+    if opts.reconfig {
+        let (operator, seed, until) = (shared.clone(), opts.seed, opts.workload_ms);
+        sim.client("operator", async move {
+            crate::reconfig::operate(operator, seed, until, check_ms - 3_000).await;
+            Ok(())
+        });
+    }
     let checker_shared = shared.clone();
     sim.client("checker", async move {
         tokio::time::sleep_until(tokio::time::Instant::now() + Duration::from_millis(check_ms))
