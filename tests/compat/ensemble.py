@@ -54,6 +54,26 @@ def wait_until(what, predicate, seconds):
     pytest.fail("not within %.0f s: %s" % (seconds, what))
 
 
+def member_lines(workdir, i, port):
+    """Makes member i's data directory (with its myid); returns the zoo.cfg lines every test
+    ensemble's members share."""
+    data = os.path.join(workdir, "m%d" % (i + 1))
+    os.makedirs(data)
+    with open(os.path.join(data, "myid"), "w") as f:
+        f.write("%d\n" % (i + 1))
+    return [
+        "tickTime=%d" % TICK_MS,
+        "initLimit=10",
+        "syncLimit=2",
+        "dataDir=%s" % data,
+        "clientPort=%d" % port,
+        "clientPortAddress=127.0.0.1",
+        "maxClientCnxns=0",
+        "admin.enableServer=false",
+        "4lw.commands.whitelist=*",
+    ]
+
+
 class Ensemble:
     """Three members of one kind on 127.0.0.1, each with its own data directory and log."""
 
@@ -63,22 +83,7 @@ class Ensemble:
         peers = [(free_port(), free_port()) for _ in range(3)]
         self.procs = [None] * 3
         for i in range(3):
-            data = os.path.join(workdir, "m%d" % (i + 1))
-            os.makedirs(data)
-            with open(os.path.join(data, "myid"), "w") as f:
-                f.write("%d\n" % (i + 1))
-            lines = [
-                "tickTime=%d" % TICK_MS,
-                "initLimit=10",
-                "syncLimit=2",
-                "dataDir=%s" % data,
-                "clientPort=%d" % self.ports[i],
-                "clientPortAddress=127.0.0.1",
-                "maxClientCnxns=0",
-                "admin.enableServer=false",
-                "4lw.commands.whitelist=*",
-                "localSessionsEnabled=true",
-            ] + [
+            lines = member_lines(workdir, i, self.ports[i]) + ["localSessionsEnabled=true"] + [
                 "server.%d=127.0.0.1:%d:%d" % (j + 1, peer, election)
                 for j, (peer, election) in enumerate(peers)
             ]

@@ -29,7 +29,7 @@ from kazoo.exceptions import (
     NoAuthError,
 )
 
-from ensemble import CORRAL_BIN, ZK_CLASSPATH, Ensemble, free_port, wait_until
+from ensemble import CORRAL_BIN, ZK_CLASSPATH, Ensemble, free_port, member_lines, wait_until
 from test_cli import ZkCliSession
 
 SUPER_DIGEST = "super:D/InIHSb7yEEbrWz8b9l71RjZJU="  # super:test
@@ -50,22 +50,8 @@ class ReconfigEnsemble(Ensemble):
         self.peers = [(free_port(), free_port()) for _ in range(4)]
         self.procs = [None] * 4
         for i in range(4):
-            data = os.path.join(workdir, "m%d" % (i + 1))
-            os.makedirs(data)
-            with open(os.path.join(data, "myid"), "w") as f:
-                f.write("%d\n" % (i + 1))
-            lines = [
-                "tickTime=500",
-                "initLimit=10",
-                "syncLimit=2",
-                "dataDir=%s" % data,
-                "clientPort=%d" % self.ports[i],
-                "clientPortAddress=127.0.0.1",
-                "maxClientCnxns=0",
-                "admin.enableServer=false",
-                "4lw.commands.whitelist=*",
-                "reconfigEnabled=true",
-            ] + [self.server_line(j) for j in range(3)]
+            lines = member_lines(workdir, i, self.ports[i]) + ["reconfigEnabled=true"] + [
+                self.server_line(j) for j in range(3)]
             if i == 3:
                 lines.append(self.joiner(3))
             with open(self.cfg(i), "w") as f:

@@ -4,8 +4,8 @@
 //! serving, also once restarted with its old configuration.
 
 use bytes::Bytes;
-use corral_proto::records::{AuthPacket, ReconfigRequest};
-use corral_proto::{ErrorCode, EventType, OpCode, PathRequest, Request, Response};
+use corral_proto::records::ReconfigRequest;
+use corral_proto::{ErrorCode, EventType, PathRequest, Request, Response};
 use corral_server::config::ServerLine;
 use corral_server::ServerConfig;
 use corral_testkit::*;
@@ -55,15 +55,7 @@ fn joiner(cfg: &ServerConfig, id: u64, client_port: u16, role: &str) -> String {
 }
 
 fn as_super(c: &mut RawClient) {
-    c.send(
-        -4,
-        &Request::Auth(AuthPacket {
-            auth_type: 0,
-            scheme: "digest".into(),
-            auth: Bytes::from_static(b"super:test"),
-        }),
-    );
-    assert_eq!(c.read_reply(-4, OpCode::Auth).unwrap().err, 0);
+    assert_eq!(c.add_digest_auth("super:test").unwrap().err, 0);
 }
 
 fn reconfig(c: &mut RawClient, joining: &str, leaving: &str, members: &str, from: i64) -> Reply {
@@ -372,15 +364,7 @@ fn reconfig_until_done(addrs: &[std::net::SocketAddr], joining: &str, leaving: &
             std::thread::sleep(Duration::from_millis(100));
             continue;
         };
-        c.send(
-            -4,
-            &Request::Auth(AuthPacket {
-                auth_type: 0,
-                scheme: "digest".into(),
-                auth: Bytes::from_static(b"super:test"),
-            }),
-        );
-        if c.read_reply(-4, OpCode::Auth).is_err() {
+        if c.add_digest_auth("super:test").is_err() {
             continue;
         }
         if attempt > 0 {

@@ -282,6 +282,18 @@ impl RawClient {
         self.read_reply(xid, op)
     }
 
+    /// `addauth digest user:password`, sent as clients send it (xid -4); `Err` when the
+    /// connection failed first.
+    pub fn add_digest_auth(&mut self, credentials: &str) -> std::io::Result<Reply> {
+        let auth = corral_proto::records::AuthPacket {
+            auth_type: 0,
+            scheme: "digest".into(),
+            auth: bytes::Bytes::copy_from_slice(credentials.as_bytes()),
+        };
+        self.send(-4, &Request::Auth(auth));
+        self.read_reply(-4, OpCode::Auth)
+    }
+
     pub fn ping(&mut self) -> Reply {
         self.send(-2, &Request::Ping);
         self.read_reply(-2, OpCode::Ping).expect("ping reply")
