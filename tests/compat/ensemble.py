@@ -134,6 +134,21 @@ class Ensemble:
         )
 
 
+@contextlib.contextmanager
+def deadline(seconds, what):
+    """Raises TimeoutError in the test if it is still running after `seconds`."""
+    def expire(signum, frame):
+        raise TimeoutError("%s exceeded %d s" % (what, seconds))
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def raw_connect(port, read_only):
     """Sends a connect request for a new session; returns what came back before the close."""
     body = struct.pack(">iqiqi", 0, 0, 10000, 0, 16) + b"\0" * 16 + (b"\1" if read_only else b"\0")
@@ -154,13 +169,14 @@ def raw_connect(port, read_only):
 
 
 @contextlib.contextmanager
-def running(kind):
-    """A serving 3-member ensemble of `kind` ("zookeeper" or "corral"), stopped afterwards."""
+def running(kind, ensemble=None):
+    """A serving 3-member ensemble of `kind` ("zookeeper" or "corral"), stopped afterwards;
+    `ensemble` is the class to make it with (`Ensemble`, or one configured otherwise)."""
     if kind == "corral" and not os.access(CORRAL_BIN, os.X_OK):
         # scripts/test.sh sets it; `run.sh --reference` checks the suite against ZooKeeper alone.
         pytest.skip("CORRAL_BIN does not name the corral binary")
     workdir = tempfile.mkdtemp(prefix="corral-ensemble-%s-" % kind)
-    ens = Ensemble(kind, workdir)
+    ens = (ensemble or Ensemble)(kind, workdir)
     try:
         ens.wait_serving([0, 1, 2])
         yield ens

@@ -12,7 +12,6 @@ every read-only session (Corral behaves as with it). Corral reads `readonlymode.
 SERVER_JVMFLAGS, as an operator's start-up script passes it to ZooKeeper.
 """
 
-import signal
 import time
 
 import pytest
@@ -20,7 +19,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NotReadOnlyCallError
 from kazoo.protocol.states import KeeperState
 
-from ensemble import NOT_SERVING, four_letter, raw_connect, running, wait_until
+from ensemble import NOT_SERVING, deadline, four_letter, raw_connect, running, wait_until
 from test_cli import zkcli
 
 
@@ -32,14 +31,8 @@ def ensemble(request):
 
 @pytest.fixture(autouse=True)
 def _whole_test_deadline():
-    def expire(signum, frame):
-        raise TimeoutError("read-only test exceeded 150 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, 150)
-    yield
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, previous)
+    with deadline(150, "read-only test"):
+        yield
 
 
 def test_cut_off_member_serves_read_only_clients_then_read_write_again(ensemble):

@@ -13,10 +13,7 @@ One difference is Corral's on purpose: a member a reconfiguration removed stops 
 
 import os
 import re
-import shutil
-import signal
 import subprocess
-import tempfile
 import threading
 import time
 
@@ -29,7 +26,8 @@ from kazoo.exceptions import (
     NoAuthError,
 )
 
-from ensemble import CORRAL_BIN, ZK_CLASSPATH, Ensemble, free_port, member_lines, wait_until
+from ensemble import (CORRAL_BIN, ZK_CLASSPATH, Ensemble, deadline, free_port, member_lines,
+                      running, wait_until)
 from test_cli import ZkCliSession
 
 SUPER_DIGEST = "super:D/InIHSb7yEEbrWz8b9l71RjZJU="  # super:test
@@ -83,28 +81,14 @@ class ReconfigEnsemble(Ensemble):
 
 @pytest.fixture(params=["zookeeper", "corral"])
 def ensemble(request):
-    if request.param == "corral" and not os.access(CORRAL_BIN, os.X_OK):
-        pytest.skip("CORRAL_BIN does not name the corral binary")
-    workdir = tempfile.mkdtemp(prefix="corral-reconfig-%s-" % request.param)
-    ens = ReconfigEnsemble(request.param, workdir)
-    try:
-        ens.wait_serving([0, 1, 2])
+    with running(request.param, ReconfigEnsemble) as ens:
         yield ens
-    finally:
-        ens.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
 def _whole_test_deadline():
-    def expire(signum, frame):
-        raise TimeoutError("reconfig test exceeded 180 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, 180)
-    yield
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    signal.signal(signal.SIGALRM, previous)
+    with deadline(180, "reconfig test"):
+        yield
 
 
 @pytest.fixture
