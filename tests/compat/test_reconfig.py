@@ -171,6 +171,9 @@ def test_config_reconfig_and_errors_through_kazoo(ensemble, clients):
     four = clients(ensemble.hosts([3]))
     assert four.exists("/zookeeper/config")
     four.create("/written-through-4", b"4")
+    # Another client's session sees it once its member has caught up: sync first, as
+    # ZooKeeper's guarantees require for reads across clients.
+    zk.sync("/written-through-4")
     assert zk.exists("/written-through-4")
 
     # Member 4 becomes an observer, then leaves again through a non-incremental reconfig.
