@@ -135,6 +135,10 @@ struct ServerArgs {
     /// admin.serverPort. 0 turns it off.
     #[arg(long)]
     admin_port: Option<u16>,
+    /// A JAAS file whose `Server` section lists the SASL users (as
+    /// `-Djava.security.auth.login.config=FILE`).
+    #[arg(long, value_name = "FILE")]
+    jaas: Option<PathBuf>,
     /// A ZooKeeper system property, as a JVM flag gives it: `-Dreadonlymode.enabled=true`.
     /// Also read from SERVER_JVMFLAGS and JVMFLAGS. Repeatable.
     #[arg(short = 'D', value_name = "NAME=VALUE")]
@@ -326,6 +330,10 @@ fn system_properties(args: &ServerArgs) -> Vec<(String, String)> {
     }
     for p in &args.properties {
         props.extend(corral_server::config::jvm_properties(&format!("-D{p}")));
+    }
+    if let Some(jaas) = &args.jaas {
+        let key = "java.security.auth.login.config".to_owned();
+        props.push((key, jaas.display().to_string()));
     }
     // The last value given for a property is the one Java keeps.
     let mut seen = std::collections::HashSet::new();

@@ -5,6 +5,7 @@
 //! the server, the test clients and the benchmark share one codec.
 
 use crate::codes::{ErrorCode, OpCode};
+use bytes::Bytes;
 use crate::jute::{DecodeError, Jute, Reader};
 use crate::records::*;
 
@@ -43,6 +44,8 @@ pub enum Request {
     AddWatch(AddWatchRequest),
     WhoAmI,
     CloseSession,
+    /// A SASL token from the client (`GetSASLRequest`): one step of the negotiation.
+    Sasl(Bytes),
 }
 
 impl Request {
@@ -75,6 +78,7 @@ impl Request {
             Request::AddWatch(_) => OpCode::AddWatch,
             Request::WhoAmI => OpCode::WhoAmI,
             Request::CloseSession => OpCode::CloseSession,
+            Request::Sasl(_) => OpCode::Sasl,
         }
     }
 
@@ -134,7 +138,8 @@ impl Request {
             OpCode::AddWatch => Request::AddWatch(AddWatchRequest::decode(r)?),
             OpCode::WhoAmI => Request::WhoAmI,
             OpCode::CloseSession => Request::CloseSession,
-            OpCode::Notification | OpCode::Sasl | OpCode::CreateSession | OpCode::Error => {
+            OpCode::Sasl => Request::Sasl(Bytes::decode(r)?),
+            OpCode::Notification | OpCode::CreateSession | OpCode::Error => {
                 return Err(DecodeError::UnknownOpCode(op as i32))
             }
         })
@@ -164,6 +169,7 @@ impl Request {
             Request::SetWatches(r) => r.encode(out),
             Request::SetWatches2(r) => r.encode(out),
             Request::AddWatch(r) => r.encode(out),
+            Request::Sasl(token) => token.encode(out),
             Request::Ping | Request::WhoAmI | Request::CloseSession => {}
         }
     }
@@ -258,6 +264,8 @@ pub enum Response {
     Multi(Vec<MultiResult>),
     /// addWatch's success body: an `ErrorResponse` holding 0.
     ErrorBody(i32),
+    /// The server's SASL token (`SetSASLResponse`); null when it has none to send.
+    Sasl(Option<Bytes>),
     /// A body already in wire form, built where its data lives (a server's getChildren writes
     /// the names straight from its tree, with no string allocated per child). Never decoded.
     Raw(bytes::Bytes),
@@ -283,6 +291,7 @@ impl Response {
             Response::GetAcl(r) => r.encode(out),
             Response::Count(n) | Response::ErrorBody(n) => n.encode(out),
             Response::Raw(body) => out.extend_from_slice(body),
+            Response::Sasl(token) => token.encode(out),
             Response::WhoAmI(c) => c.encode(out),
             Response::Multi(results) => {
                 for res in results {
@@ -337,6 +346,7 @@ impl Response {
             }
             Response::Count(_) | Response::ErrorBody(_) => INT,
             Response::Raw(body) => body.len(),
+            Response::Sasl(token) => INT + token.as_ref().map_or(0, |t| t.len()),
             Response::WhoAmI(c) => {
                 INT + c
                     .iter()
@@ -378,6 +388,7 @@ impl Response {
             GetEphemerals => Response::Ephemerals(Vec::<String>::decode(r)?),
             WhoAmI => Response::WhoAmI(Vec::<ClientInfo>::decode(r)?),
             AddWatch => Response::ErrorBody(i32::decode(r)?),
+            Sasl => Response::Sasl(Option::<Bytes>::decode(r)?),
             Multi | MultiRead => {
                 let mut results = Vec::new();
                 loop {

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +97,8 @@ pub struct ServerConfig {
     pub initial_text: String,
     /// Keys that were in the file but mean nothing to Corral, for the start-up warning.
     pub ignored_keys: Vec<String>,
+    /// SASL and required authentication (see `auth`).
+    pub auth: Arc<crate::auth::AuthConfig>,
 }
 
 /// One `server.N=host:peerPort:electionPort[:observer|:participant][;[clientHost:]clientPort]`.
@@ -194,6 +197,7 @@ impl Default for ServerConfig {
             limits: crate::budget::Limits::default(),
             initial_text: String::new(),
             ignored_keys: Vec::new(),
+            auth: Arc::default(),
         }
     }
 }
@@ -232,6 +236,11 @@ pub const KNOWN_PROPERTIES: &[&str] = &[
     "zookeeper.reconfigEnabled",
     "zookeeper.standaloneEnabled",
 ];
+
+/// Whether Corral reads this JVM system property.
+pub fn is_known_property(key: &str) -> bool {
+    KNOWN_PROPERTIES.contains(&key) || crate::auth::is_auth_key(key)
+}
 
 /// One name for each setting that has several (`zookeeper.jute.maxbuffer`, `jute.maxbuffer`).
 fn canonical_key(key: &str) -> &str {
@@ -288,7 +297,7 @@ impl ServerConfig {
         let in_file: std::collections::HashSet<String> =
             pairs.keys().map(|k| canonical_key(k).to_owned()).collect();
         for (key, value) in properties {
-            if KNOWN_PROPERTIES.contains(&key.as_str()) && !in_file.contains(canonical_key(key)) {
+            if is_known_property(key) && !in_file.contains(canonical_key(key)) {
                 pairs.insert(key.clone(), value.clone());
             }
         }
@@ -358,6 +367,7 @@ impl ServerConfig {
         let mut admin_ip = IpAddr::from([0, 0, 0, 0]);
         let mut admin_port = 8080;
         let mut throttle_max = None;
+        let mut auth = crate::auth::AuthConfig::default();
         for (key, value) in pairs {
             match key.as_str() {
                 "tickTime" => c.tick_time_ms = parse_positive(key, value)?,
@@ -449,10 +459,13 @@ impl ServerConfig {
                         .map_err(|_| bad(key, value, "server.N needs a numeric N"))?;
                     c.servers.insert(id, ServerLine::parse(key, value)?);
                 }
+                k if crate::auth::is_auth_key(k) => auth.set(key, value)?,
                 k if KNOWN_BUT_UNUSED.contains(&k) => {}
                 other => c.ignored_keys.push(other.to_owned()),
             }
         }
+        auth.finish()?;
+        c.auth = Arc::new(auth);
         c.admin_addr = admin_enabled.then_some(SocketAddr::new(admin_ip, admin_port));
         if let Some(max) = throttle_max.filter(|m| *m > 0) {
             c.limits.global_outstanding = c.limits.global_outstanding.min(max);
@@ -565,7 +578,7 @@ fn read_my_id(data_dir: &Path) -> Result<u64, ConfigError> {
     })
 }
 
-fn bad(key: &str, value: &str, why: &str) -> ConfigError {
+pub(crate) fn bad(key: &str, value: &str, why: &str) -> ConfigError {
     ConfigError::Value {
         key: key.to_owned(),
         value: value.to_owned(),
@@ -608,7 +621,7 @@ fn parse_timeout(key: &str, value: &str) -> Result<Option<u32>, ConfigError> {
     }
 }
 
-fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+pub(crate) fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
     match value.to_ascii_lowercase().as_str() {
         "true" | "yes" => Ok(true),
         "false" | "no" => Ok(false),

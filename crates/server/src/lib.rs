@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod admin_http;
+pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod connection;

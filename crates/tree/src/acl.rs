@@ -1,6 +1,7 @@
-//! Access control as ZooKeeper does it: the schemes `world`, `auth`, `digest`, `ip` and the
-//! `super` identity, the permission check (`checkACL`), the normalisation of ACLs given to create
-//! and setACL (`fixupACL`), and the table that stores each distinct ACL list once.
+//! Access control as ZooKeeper does it: the schemes `world`, `auth`, `digest`, `ip`, `sasl`,
+//! `x509` and the `super` identity, the permission check (`checkACL`), the normalisation of ACLs
+//! given to create and setACL (`fixupACL`), and the table that stores each distinct ACL list
+//! once.
 
 use base64::Engine;
 use corral_proto::codes::perms;
@@ -54,7 +55,7 @@ pub fn check(acl: &[Acl], perm: i32, ids: &[Id]) -> Result<(), ErrorCode> {
 /// Whether an authenticated id matches an ACL's id in one scheme (`AuthenticationProvider.matches`).
 fn matches(scheme: &str, auth_id: &str, acl_id: &str) -> bool {
     match scheme {
-        "digest" => auth_id == acl_id,
+        "digest" | "sasl" | "x509" => auth_id == acl_id,
         "ip" => ip_matches(auth_id, acl_id),
         _ => false,
     }
@@ -91,6 +92,41 @@ fn ip_pattern_is_valid(pattern: &str) -> bool {
         && bits.is_none_or(|b| b.parse::<u32>().is_ok_and(|b| b <= 32))
 }
 
+/// ZooKeeper's `KerberosName` parse: a plain name, or `name[/host]@REALM` with no further `/`
+/// or `@`.
+fn kerberos_name_is_valid(id: &str) -> bool {
+    let Some((rest, realm)) = id.split_once('@') else {
+        return true;
+    };
+    let name_host_ok = match rest.split_once('/') {
+        Some((name, host)) => !name.contains('@') && !host.contains('/'),
+        None => true,
+    };
+    name_host_ok && !realm.contains('@') && !realm.contains('/')
+}
+
+/// Whether an x509 id reads as a distinguished name (`CN=alice,O=Corral`), as Java's
+/// `X500Principal` requires: comma-separated `type=value` parts (a `\,` is part of a value).
+fn distinguished_name_is_valid(id: &str) -> bool {
+    let mut parts = Vec::new();
+    let (mut start, mut escaped) = (0, false);
+    for (i, c) in id.char_indices() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            ',' if !escaped => {
+                parts.push(&id[start..i]);
+                start = i + 1;
+            }
+            _ => escaped = false,
+        }
+    }
+    parts.push(&id[start..]);
+    parts.iter().all(|p| {
+        p.split_once('=')
+            .is_some_and(|(k, _)| !k.trim().is_empty() && !k.contains(['"', '\\']))
+    })
+}
+
 /// The length of Java's `s.split(sep)`, which drops trailing empty strings.
 fn java_split_len(s: &str, sep: char) -> usize {
     let parts: Vec<&str> = s.split(sep).collect();
@@ -101,7 +137,7 @@ fn java_split_len(s: &str, sep: char) -> usize {
 pub fn user_name(id: &Id) -> String {
     match id.scheme.as_str() {
         "digest" => id.id.split(':').next().unwrap_or("").to_owned(),
-        "ip" => id.id.clone(),
+        "ip" | "sasl" | "x509" => id.id.clone(),
         _ => String::new(),
     }
 }
@@ -125,7 +161,8 @@ pub fn fixup(acl: &[Acl], ids: &[Id]) -> Result<Vec<Acl>, ErrorCode> {
             "auth" => {
                 // Only schemes whose identities prove who the client is can stand in for `auth`.
                 let mut any = false;
-                for id in ids.iter().filter(|id| id.scheme == "digest") {
+                let proven = |id: &&Id| matches!(id.scheme.as_str(), "digest" | "sasl" | "x509");
+                for id in ids.iter().filter(proven) {
                     any = true;
                     push(Acl {
                         perms: entry.perms,
@@ -138,6 +175,8 @@ pub fn fixup(acl: &[Acl], ids: &[Id]) -> Result<Vec<Acl>, ErrorCode> {
             }
             "digest" if java_split_len(&entry.id.id, ':') == 2 => push(entry.clone()),
             "ip" if ip_pattern_is_valid(&entry.id.id) => push(entry.clone()),
+            "sasl" if kerberos_name_is_valid(&entry.id.id) => push(entry.clone()),
+            "x509" if distinguished_name_is_valid(&entry.id.id) => push(entry.clone()),
             _ => return Err(ErrorCode::InvalidAcl),
         }
     }
@@ -276,6 +315,25 @@ mod tests {
             Acl::new(1, "world", "anyone"),
         ];
         assert_eq!(fixup(&dup, &ids).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn sasl_and_x509_ids() {
+        let alice = Id::new("sasl", "alice");
+        let cert = Id::new("x509", "CN=alice,O=Corral");
+        let ids = vec![Id::new("ip", "127.0.0.1"), alice.clone(), cert.clone()];
+        let acl = fixup(&[Acl::new(perms::READ, "auth", "")], &ids).unwrap();
+        assert_eq!(acl, vec![Acl { perms: perms::READ, id: alice.clone() }, Acl { perms: perms::READ, id: cert.clone() }]);
+        assert_eq!(check(&acl, perms::READ, &[alice]), Ok(()));
+        assert_eq!(check(&acl, perms::READ, &[cert]), Ok(()));
+        assert_eq!(check(&acl, perms::READ, &[Id::new("sasl", "bob")]), Err(ErrorCode::NoAuth));
+        assert_eq!(check(&acl, perms::READ, &[Id::new("digest", "alice")]), Err(ErrorCode::NoAuth));
+        for good in [("sasl", "alice"), ("sasl", "kafka/host@EXAMPLE.COM"), ("sasl", "a@B"), ("x509", "CN=a\\,b,O=c")] {
+            assert!(fixup(&[Acl::new(1, good.0, good.1)], &ids).is_ok(), "{good:?}");
+        }
+        for bad in [("sasl", "a@b@c"), ("sasl", "a/b/c@R"), ("x509", "alice"), ("x509", "CN=a,")] {
+            assert_eq!(fixup(&[Acl::new(1, bad.0, bad.1)], &ids), Err(ErrorCode::InvalidAcl), "{bad:?}");
+        }
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct Driver {
     serving: watch::Sender<bool>,
     draining: Option<oneshot::Sender<()>>,
     tick: Duration,
+    /// Connections' SASL exchanges in progress.
+    sasl: crate::auth::SaslServers,
 }
 
 impl Driver {
@@ -95,6 +97,7 @@ impl Driver {
     ) -> Self {
         let tick = Duration::from_millis((cfg.tick_time_ms as u64 / 2).clamp(10, 500));
         let quorum = Box::new(replica.clone());
+        let sasl = crate::auth::SaslServers::new(cfg.auth.clone());
         let epoch_ms = cfg.io.clock.now_ms();
         let core = Core::new(cfg, tree, mark, quorum, limits, corral_io::now(), epoch_ms);
         Driver {
@@ -105,6 +108,7 @@ impl Driver {
             serving: watch::Sender::new(false),
             draining: None,
             tick,
+            sasl,
         }
     }
 
@@ -157,6 +161,7 @@ impl Driver {
             CoreMsg::Input(input) => {
                 if let Input::Closed { conn } = &input {
                     self.outboxes.remove(conn);
+                    self.sasl.forget(*conn);
                 }
                 self.handle(input);
             }
@@ -210,6 +215,8 @@ impl Driver {
     /// Carries out the core's effects in order.
     fn carry_out(&mut self) {
         let mut log_stopped = false;
+        // Inputs the effects give at once (a SASL step's outcome), handled after them.
+        let mut follow_ups = Vec::new();
         while let Some(effect) = self.core.poll_effect() {
             match effect {
                 Effect::Send { conn, item } => {
@@ -252,6 +259,11 @@ impl Driver {
                         Input::SyncIndex { sync, index }
                     });
                 }
+                Effect::Sasl(step) => {
+                    // DIGEST-MD5 is a little hashing: done here, in order, without a task.
+                    let outcome = self.sasl.step(step.conn, &step.token);
+                    follow_ups.push(Input::Sasl { step, outcome });
+                }
                 Effect::Reconfigure(call) => {
                     self.ask(move |replica| async move {
                         let outcome = replica
@@ -269,6 +281,9 @@ impl Driver {
                     }
                 }
             }
+        }
+        for input in follow_ups {
+            self.handle(input);
         }
         if log_stopped {
             self.handle(Input::Stopped {

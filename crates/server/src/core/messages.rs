@@ -66,6 +66,15 @@ pub struct SyncRequest {
     pub received: Instant,
 }
 
+/// A client's SASL token, for the driver to run the mechanism on.
+#[derive(Debug)]
+pub struct SaslStep {
+    pub conn: ConnId,
+    pub xid: i32,
+    pub token: Bytes,
+    pub received: Instant,
+}
+
 /// Something that happened, for the core to act on.
 pub enum Input {
     Connect(Incoming),
@@ -142,6 +151,11 @@ pub enum Input {
         call: super::ReconfigCall,
         outcome: Result<(), ReconfigRefused>,
     },
+    /// What a SASL step ([`Effect::Sasl`]) came to.
+    Sasl {
+        step: SaslStep,
+        outcome: crate::auth::SaslOutcome,
+    },
     /// The periodic tick: expiries, reaping, timeouts.
     Tick,
     /// The time [`super::Core::next_alarm`] named has come.
@@ -172,6 +186,8 @@ pub enum Effect {
     ConnectIndex(Incoming),
     /// Ask the leader's read index for this `sync`: [`Input::SyncIndex`].
     SyncIndex(SyncRequest),
+    /// Run a step of the connection's SASL exchange: [`Input::Sasl`].
+    Sasl(SaslStep),
     /// Move the ensemble to this membership: [`Input::Reconfigured`].
     Reconfigure(super::ReconfigCall),
     /// Whether this member serves clients changed.

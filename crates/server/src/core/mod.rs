@@ -30,13 +30,14 @@ mod ordering;
 mod proposals;
 mod reads;
 mod reconfig;
+mod sasl;
 mod sessions;
 pub mod status;
 #[cfg(test)]
 mod tests;
 
 pub use driver::CoreMsg;
-pub use messages::{Effect, Incoming, Input, Outgoing, Quorum, SyncRequest};
+pub use messages::{Effect, Incoming, Input, Outgoing, Quorum, SaslStep, SyncRequest};
 pub use reconfig::ReconfigCall;
 
 use crate::budget::Global;
@@ -270,6 +271,7 @@ impl Core {
                 self.publish_config();
             }
             Input::Reconfigured { call, outcome } => self.reconfigured(call, outcome),
+            Input::Sasl { step, outcome } => self.sasl_done(step, outcome),
             Input::Tick => {
                 self.tick();
                 self.publish_config();

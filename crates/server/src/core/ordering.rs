@@ -362,11 +362,15 @@ impl Core {
                 );
             }
         };
+        if self.refused_unauthenticated(conn, xid, &request, received) {
+            return;
+        }
         if self.conns[&conn].read_only && self.refused_read_only(conn, xid, &request, received) {
             return;
         }
         match request {
             Request::Auth(p) => self.auth(conn, xid, p),
+            Request::Sasl(token) => self.sasl(conn, xid, token, received),
             Request::Sync(r) => self.sync(conn, xid, r.path, received),
             Request::Reconfig(r) => self.reconfig(conn, xid, r, received),
             Request::CloseSession => {
@@ -423,8 +427,14 @@ impl Core {
 }
 
 /// A queued `sync` or `reconfig`: nothing after it may pass it.
+/// Whether a held request must not be passed by a later write: a `sync` or `reconfig` (the
+/// write would be ordered before it), or an auth or SASL step (the write must carry the
+/// identity it adds).
 fn is_sync(q: &Queued) -> bool {
-    matches!(q.request, Ok(Request::Sync(_) | Request::Reconfig(_)))
+    matches!(
+        q.request,
+        Ok(Request::Sync(_) | Request::Reconfig(_) | Request::Auth(_) | Request::Sasl(_))
+    )
 }
 
 /// Whether a request is a write proposed to the log as it comes. A `reconfig` is not: the log

@@ -72,17 +72,17 @@ impl Core {
         let zxid = self.tree.last_zxid();
         match ids {
             Some(ids) => {
-                if let Some(c) = self.conns.get_mut(&conn) {
-                    for id in ids {
-                        if !c.auth.contains(&id) {
-                            c.auth.push(id);
-                        }
-                    }
-                }
+                self.add_ids(conn, ids);
                 self.send(conn, reply_frame(xid, 0, &Ok(Response::Empty)));
             }
             None => {
-                tracing::warn!(scheme = %p.scheme, "authentication with an unknown scheme");
+                let peer = self.conns.get(&conn).map(|c| c.peer);
+                if p.scheme == "sasl" {
+                    // As ZooKeeper's SASL provider: SASL is negotiated with SASL packets.
+                    tracing::warn!(?peer, "an auth packet with scheme sasl (SASL takes SASL packets); closing");
+                } else {
+                    tracing::warn!(?peer, scheme = %p.scheme, "authentication with an unknown scheme; closing");
+                }
                 self.stats.auth_failed += 1;
                 self.send(
                     conn,

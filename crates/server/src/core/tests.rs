@@ -80,6 +80,8 @@ struct Harness {
     clients: HashMap<ConnId, Client>,
     /// Reconfigurations the core handed to the log.
     reconfigs: Vec<ReconfigCall>,
+    /// SASL steps the core handed to the driver.
+    sasl: Vec<SaslStep>,
 }
 
 impl Harness {
@@ -112,6 +114,7 @@ impl Harness {
             index: 0,
             clients: HashMap::new(),
             reconfigs: Vec::new(),
+            sasl: Vec::new(),
         };
         h.input(Input::Role {
             role: Role::Leader,
@@ -135,6 +138,7 @@ impl Harness {
                 }
                 Effect::Propose(framed) => self.log.push(framed),
                 Effect::Reconfigure(call) => self.reconfigs.push(call),
+                Effect::Sasl(step) => self.sasl.push(step),
                 _ => {}
             }
         }
@@ -707,4 +711,83 @@ fn writes_wait_while_the_proposals_in_flight_are_at_their_limit() {
         .collect();
     let sent: Vec<i32> = h.clients[&1].sent.iter().map(|(x, _)| *x).collect();
     assert_eq!(answered, sent, "every request answered, in order");
+}
+
+#[test]
+fn a_sasl_step_holds_what_follows_and_required_sasl_refuses_the_rest() {
+    let mut auth = crate::auth::AuthConfig::default();
+    for (key, value) in [
+        (
+            "authProvider.1",
+            "org.apache.zookeeper.server.auth.SASLAuthenticationProvider",
+        ),
+        ("zookeeper.sessionRequireClientSASLAuth", "true"),
+        ("zookeeper.superUser", "admin"),
+    ] {
+        auth.set(key, value).unwrap();
+    }
+    auth.finish().unwrap();
+    let cfg = ServerConfig {
+        auth: Arc::new(auth),
+        ..ServerConfig::default()
+    };
+    let mut h = Harness::with(cfg, AlwaysLeader::default());
+    h.connect(1, Limits::default());
+    h.send(1, 1, Request::Sasl(Bytes::new()));
+    let step = h.sasl.pop().expect("handed to the driver");
+    let challenge = b"realm=...".to_vec();
+    h.input(Input::Sasl {
+        step,
+        outcome: crate::auth::SaslOutcome::Continue(challenge.clone()),
+    });
+    h.send(1, 2, Request::Sasl(Bytes::from_static(b"response")));
+    // A client that pipelines: the write waits for the SASL step, and carries its identity.
+    let mine = Request::Create {
+        op: corral_proto::OpCode::Create,
+        req: CreateRequest {
+            path: "/mine".into(),
+            data: None,
+            acl: vec![Acl::new(corral_proto::codes::perms::ALL, "auth", "")],
+            flags: CreateMode::Persistent as i32,
+        },
+    };
+    h.send(1, 3, mine);
+    h.send(1, 4, get("/mine", false));
+    assert!(h.log.is_empty(), "the write waits behind the SASL step");
+    let step = h.sasl.pop().expect("second step");
+    h.input(Input::Sasl {
+        step,
+        outcome: crate::auth::SaslOutcome::Done {
+            token: b"rspauth=x".to_vec(),
+            id: "admin".into(),
+        },
+    });
+    h.commit(usize::MAX);
+    let got = replies(&h, 1);
+    let sasl = |t: &[u8]| Ok(Response::Sasl(Some(Bytes::copy_from_slice(t))));
+    assert_eq!(got[0], (1, sasl(&challenge)));
+    assert_eq!(got[1], (2, sasl(b"rspauth=x")));
+    assert_eq!(got[2], (3, Ok(Response::Path("/mine".into()))));
+    assert!(matches!(got[3], (4, Ok(Response::GetData(_)))), "{got:?}");
+    let node = h.core.tree().get("/mine").unwrap();
+    let acl = h.core.tree().acl(node);
+    assert_eq!(acl, [Acl::new(corral_proto::codes::perms::ALL, "sasl", "admin")]);
+
+    // Without SASL, a session gets SessionClosedRequireSaslAuth and loses its connection.
+    h.connect(2, Limits::default());
+    h.send(2, 1, get("/mine", false));
+    assert_eq!(replies(&h, 2), [(1, Err(ErrorCode::SessionClosedRequireSaslAuth))]);
+    assert!(matches!(h.clients[&2].received.last(), Some(Outgoing::Close)));
+
+    // A failed step: refused, closed, counted.
+    h.connect(3, Limits::default());
+    h.send(3, 1, Request::Sasl(Bytes::new()));
+    let step = h.sasl.pop().unwrap();
+    h.input(Input::Sasl {
+        step,
+        outcome: crate::auth::SaslOutcome::Failed("wrong password".into()),
+    });
+    assert_eq!(replies(&h, 3), [(1, Err(ErrorCode::SessionClosedRequireSaslAuth))]);
+    assert!(matches!(h.clients[&3].received.last(), Some(Outgoing::Close)));
+    assert_eq!(h.core.stats.auth_failed, 2);
 }

@@ -1,0 +1,381 @@
+//! Who a client is, beyond `digest` and `ip`: SASL (DIGEST-MD5 from a JAAS file) and the
+//! settings that make authentication required (`enforce.auth.*`,
+//! `sessionRequireClientSASLAuth`).
+//!
+//! The core stays pure: a client's SASL token becomes [`crate::core::Effect::Sasl`], the driver
+//! runs the step here ([`SaslServers`]) and hands the outcome back as an input, which the core
+//! answers in the connection's order and turns into a `sasl` identity.
+
+pub mod digest_md5;
+pub mod jaas;
+
+use crate::config::{bad, parse_bool, ConfigError};
+use crate::watch::ConnId;
+use corral_io::hash::HashMap;
+use digest_md5::{DigestMd5, DigestStep};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// ZooKeeper's SASL provider, the one `authProvider.N` must name for `sasl` ACLs.
+const SASL_PROVIDER: &str = "org.apache.zookeeper.server.auth.SASLAuthenticationProvider";
+const DIGEST_LOGIN_MODULE: &str = "org.apache.zookeeper.server.auth.DigestLoginModule";
+/// Providers that ZooKeeper registers itself; naming them again changes nothing.
+const BUILT_IN_PROVIDERS: &[&str] = &[
+    "org.apache.zookeeper.server.auth.DigestAuthenticationProvider",
+    "org.apache.zookeeper.server.auth.IPAuthenticationProvider",
+];
+
+/// The authentication settings, with their ZooKeeper names (`zookeeper.` dropped).
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// `authProvider.N` names the SASL provider.
+    pub sasl_provider: bool,
+    /// `java.security.auth.login.config`: the JAAS file.
+    pub jaas_file: Option<PathBuf>,
+    /// The JAAS section the server logs in with (`sasl.serverconfig`, "Server").
+    pub jaas_section: Option<String>,
+    /// Who may log in by SASL, from the JAAS file's server section (read at load).
+    pub sasl: Option<Arc<SaslUsers>>,
+    /// `superUser` (and `superUser.*`): the SASL identities that are also the super user.
+    pub super_users: Vec<String>,
+    /// `SASLAuthenticationProvider.superPassword`: the password of the SASL user `super`.
+    pub super_password: Option<String>,
+    /// `kerberos.removeHostFromPrincipal` and `kerberos.removeRealmFromPrincipal`.
+    pub remove_host: bool,
+    pub remove_realm: bool,
+    /// The schemes a session must have authenticated with before any request but auth is
+    /// answered (`enforce.auth.enabled` + `enforce.auth.schemes`, or
+    /// `sessionRequireClientSASLAuth`); empty when not enforced.
+    pub required_schemes: Vec<String>,
+    /// `allowSaslFailedClients`: a client whose SASL fails keeps its connection (unless SASL is
+    /// required).
+    pub allow_sasl_failed: bool,
+    enforce_enabled: bool,
+    enforce_schemes: Vec<String>,
+    require_client_sasl: bool,
+}
+
+/// The settings [`AuthConfig::set`] takes, as zoo.cfg keys or JVM properties.
+pub fn is_auth_key(key: &str) -> bool {
+    let key = key.strip_prefix("zookeeper.").unwrap_or(key);
+    key.starts_with("authProvider.")
+        || key.starts_with("superUser.")
+        || matches!(
+            key,
+            "java.security.auth.login.config"
+                | "sasl.serverconfig"
+                | "superUser"
+                | "SASLAuthenticationProvider.superPassword"
+                | "kerberos.removeHostFromPrincipal"
+                | "kerberos.removeRealmFromPrincipal"
+                | "sessionRequireClientSASLAuth"
+                | "enforce.auth.enabled"
+                | "enforce.auth.schemes"
+                | "allowSaslFailedClients"
+        )
+}
+
+/// The users of a JAAS `Server` section with `DigestLoginModule`: `user_NAME="password"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslUsers {
+    pub passwords: std::collections::BTreeMap<String, String>,
+}
+
+impl AuthConfig {
+    /// Takes one setting (see [`is_auth_key`]).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let name = key.strip_prefix("zookeeper.").unwrap_or(key);
+        match name {
+            n if n.starts_with("authProvider.") => match value {
+                SASL_PROVIDER => self.sasl_provider = true,
+                v if BUILT_IN_PROVIDERS.contains(&v) => {}
+                _ => return Err(bad(key, value, "Corral knows ZooKeeper's SASL provider only")),
+            },
+            "java.security.auth.login.config" => self.jaas_file = Some(PathBuf::from(value)),
+            "sasl.serverconfig" => self.jaas_section = Some(value.to_owned()),
+            n if n == "superUser" || n.starts_with("superUser.") => {
+                self.super_users.push(value.to_owned())
+            }
+            "SASLAuthenticationProvider.superPassword" => {
+                self.super_password = Some(value.to_owned())
+            }
+            "kerberos.removeHostFromPrincipal" => self.remove_host = parse_bool(key, value)?,
+            "kerberos.removeRealmFromPrincipal" => self.remove_realm = parse_bool(key, value)?,
+            "sessionRequireClientSASLAuth" => self.require_client_sasl = parse_bool(key, value)?,
+            "enforce.auth.enabled" => self.enforce_enabled = parse_bool(key, value)?,
+            "enforce.auth.schemes" => {
+                self.enforce_schemes = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }
+            "allowSaslFailedClients" => self.allow_sasl_failed = parse_bool(key, value)?,
+            _ => unreachable!("is_auth_key admits {key}"),
+        }
+        Ok(())
+    }
+
+    /// Checks the settings together and reads the JAAS file. Schemes without
+    /// `enforce.auth.enabled` enforce nothing; `sessionRequireClientSASLAuth` enforces `sasl`.
+    pub fn finish(&mut self) -> Result<(), ConfigError> {
+        self.required_schemes.clear();
+        if self.enforce_enabled {
+            if self.enforce_schemes.is_empty() {
+                return Err(bad(
+                    "enforce.auth.enabled",
+                    "true",
+                    "enforce.auth.schemes must name the schemes a session must authenticate with",
+                ));
+            }
+            self.required_schemes = self.enforce_schemes.clone();
+        }
+        if self.require_client_sasl && !self.required_schemes.iter().any(|s| s == "sasl") {
+            self.required_schemes.push("sasl".into());
+        }
+        for scheme in &self.required_schemes {
+            let known = match scheme.as_str() {
+                "digest" | "ip" => true,
+                "sasl" => self.sasl_provider,
+                _ => false,
+            };
+            if !known {
+                return Err(bad(
+                    "enforce.auth.schemes",
+                    scheme,
+                    "no authentication provider for this scheme (authProvider.N)",
+                ));
+            }
+        }
+        if let Some(path) = &self.jaas_file {
+            let section = self.jaas_section.as_deref().unwrap_or("Server");
+            self.sasl = read_server_section(path, section)?.map(Arc::new);
+        }
+        Ok(())
+    }
+
+    /// Whether a session with these identities may make requests (besides auth and SASL).
+    pub fn admits(&self, schemes: impl IntoIterator<Item = impl AsRef<str>>) -> bool {
+        if self.required_schemes.is_empty() {
+            return true;
+        }
+        schemes
+            .into_iter()
+            .any(|s| s.as_ref() == "super" || self.required_schemes.iter().any(|r| r == s.as_ref()))
+    }
+
+    /// Whether SASL is required, so a failed SASL client is told so
+    /// (SessionClosedRequireSaslAuth) rather than AuthFailed.
+    pub fn sasl_required(&self) -> bool {
+        self.required_schemes.iter().any(|s| s == "sasl")
+    }
+
+    /// The `sasl` id of an authenticated principal, as ZooKeeper's callback handler names it:
+    /// `name[/host][@REALM]`, host and realm kept unless removed by the kerberos settings.
+    pub fn sasl_id(&self, principal: &str) -> String {
+        let (rest, realm) = match principal.rsplit_once('@') {
+            Some((r, realm)) => (r, Some(realm)),
+            None => (principal, None),
+        };
+        let (name, host) = match rest.split_once('/') {
+            Some((n, h)) => (n, Some(h)),
+            None => (rest, None),
+        };
+        let mut id = name.to_owned();
+        if let Some(host) = host.filter(|_| !self.remove_host) {
+            id.push('/');
+            id.push_str(host);
+        }
+        if let Some(realm) = realm.filter(|_| !self.remove_realm) {
+            id.push('@');
+            id.push_str(realm);
+        }
+        id
+    }
+
+    /// A user's SASL password: the JAAS file's, or `superPassword` for `super`.
+    fn password(&self, user: &str) -> Option<String> {
+        if user == "super" {
+            if let Some(p) = &self.super_password {
+                return Some(p.clone());
+            }
+        }
+        self.sasl.as_ref()?.passwords.get(user).cloned()
+    }
+}
+
+/// The JAAS file's server section, if it has one; an error if the file cannot be read or the
+/// section asks for a login module Corral does not have.
+fn read_server_section(path: &PathBuf, section: &str) -> Result<Option<SaslUsers>, ConfigError> {
+    let key = "java.security.auth.login.config";
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(key, &shown, &format!("cannot read the JAAS file: {e}")))?;
+    let jaas = jaas::Jaas::parse(&text).map_err(|e| bad(key, &shown, &e))?;
+    let Some(modules) = jaas.section(section) else {
+        tracing::info!(file = %shown, section, "the JAAS file has no server section; SASL is off");
+        return Ok(None);
+    };
+    let mut passwords = std::collections::BTreeMap::new();
+    for m in modules {
+        if m.class != DIGEST_LOGIN_MODULE {
+            return Err(bad(
+                key,
+                &shown,
+                &format!("section {section}: login module {} is not supported", m.class),
+            ));
+        }
+        for (k, v) in &m.options {
+            if let Some(user) = k.strip_prefix("user_") {
+                passwords.insert(user.to_owned(), v.clone());
+            }
+        }
+    }
+    Ok(Some(SaslUsers { passwords }))
+}
+
+/// What one SASL step came to, for the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaslOutcome {
+    /// Send this token; the client answers it.
+    Continue(Vec<u8>),
+    /// Authenticated: send the token, and the connection holds `sasl:id`.
+    Done { token: Vec<u8>, id: String },
+    /// Refused, with why (for the log).
+    Failed(String),
+    /// The server has no SASL login (no JAAS server section): answered with no token, as
+    /// ZooKeeper does.
+    Off,
+}
+
+/// The driver's side of SASL: each connection's exchange in progress.
+#[derive(Default)]
+pub struct SaslServers {
+    config: Arc<AuthConfig>,
+    exchanges: HashMap<ConnId, DigestMd5>,
+}
+
+impl SaslServers {
+    pub fn new(config: Arc<AuthConfig>) -> SaslServers {
+        SaslServers {
+            config,
+            exchanges: HashMap::default(),
+        }
+    }
+
+    /// Runs one step of a connection's exchange.
+    pub fn step(&mut self, conn: ConnId, token: &[u8]) -> SaslOutcome {
+        if self.config.sasl.is_none() && self.config.super_password.is_none() {
+            return SaslOutcome::Off;
+        }
+        let exchange = self
+            .exchanges
+            .entry(conn)
+            .or_insert_with(|| DigestMd5::new(nonce()));
+        let config = &self.config;
+        let outcome = match exchange.step(token, |user| config.password(user)) {
+            Ok(DigestStep::Challenge(c)) => return SaslOutcome::Continue(c),
+            Ok(DigestStep::Complete { token, user }) => SaslOutcome::Done {
+                token,
+                id: config.sasl_id(&user),
+            },
+            Err(why) => SaslOutcome::Failed(why),
+        };
+        self.exchanges.remove(&conn);
+        outcome
+    }
+
+    /// A connection closed: its exchange, if any, is dropped.
+    pub fn forget(&mut self, conn: ConnId) {
+        self.exchanges.remove(&conn);
+    }
+}
+
+/// A fresh DIGEST-MD5 nonce: 30 random bytes, base64 (as Java's server makes them).
+fn nonce() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 30];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // No OS randomness is no reason to refuse a login; the time is unique enough to stop
+        // a replayed response within one server's life.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes[..16].copy_from_slice(&t.to_le_bytes());
+    }
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<AuthConfig, ConfigError> {
+        let mut c = AuthConfig::default();
+        for (k, v) in pairs {
+            c.set(k, v)?;
+        }
+        c.finish()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn principals_keep_host_and_realm_unless_told() {
+        let keep = AuthConfig::default();
+        assert_eq!(keep.sasl_id("alice"), "alice");
+        assert_eq!(keep.sasl_id("kafka/broker1@EXAMPLE.COM"), "kafka/broker1@EXAMPLE.COM");
+        let c = config(&[
+            ("kerberos.removeHostFromPrincipal", "true"),
+            ("zookeeper.kerberos.removeRealmFromPrincipal", "true"),
+        ])
+        .unwrap();
+        assert_eq!(c.sasl_id("kafka/broker1@EXAMPLE.COM"), "kafka");
+        assert_eq!(c.sasl_id("alice@EXAMPLE.COM"), "alice");
+    }
+
+    #[test]
+    fn enforcement_needs_known_schemes() {
+        let sasl = ("authProvider.1", SASL_PROVIDER);
+        let on = ("enforce.auth.enabled", "true");
+        let c = config(&[sasl, on, ("enforce.auth.schemes", "sasl,digest")]).unwrap();
+        assert_eq!(c.required_schemes, ["sasl", "digest"]);
+        assert!(c.admits(["ip", "digest"]));
+        assert!(!c.admits(["ip"]));
+        assert!(c.admits(["super"]));
+        // Schemes without enforce.auth.enabled enforce nothing.
+        let c = config(&[sasl, ("enforce.auth.schemes", "sasl")]).unwrap();
+        assert!(c.admits(["ip"]));
+        // sessionRequireClientSASLAuth is enforce.auth for sasl.
+        let c = config(&[sasl, ("zookeeper.sessionRequireClientSASLAuth", "true")]).unwrap();
+        assert!(c.sasl_required() && !c.admits(["ip"]));
+        assert!(config(&[on, ("enforce.auth.schemes", "sasl")]).is_err(), "no provider");
+        assert!(config(&[sasl, on]).is_err(), "no schemes");
+        assert!(config(&[("authProvider.2", "com.example.Mine")]).is_err());
+    }
+
+    #[test]
+    fn reads_the_users_of_the_server_section() {
+        let dir = std::env::temp_dir().join(format!("corral-jaas-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jaas.conf");
+        std::fs::write(
+            &path,
+            format!("Server {{ {DIGEST_LOGIN_MODULE} required user_alice=\"a\" user_bob=\"b\"; }};\nQuorum {{ x required; }};"),
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let c = config(&[("java.security.auth.login.config", file)]).unwrap();
+        assert_eq!(c.password("alice").as_deref(), Some("a"));
+        assert_eq!(c.password("carol"), None);
+        let c = config(&[
+            ("java.security.auth.login.config", file),
+            ("zookeeper.sasl.serverconfig", "Quorum"),
+        ]);
+        assert!(c.unwrap_err().to_string().contains("not supported"));
+        let c = config(&[("java.security.auth.login.config", "/nonexistent/jaas.conf")]);
+        assert!(c.unwrap_err().to_string().contains("cannot read the JAAS file"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
