@@ -80,6 +80,11 @@ pub struct Global {
     /// Times writes were held back because this member's proposals in flight were at
     /// `corral.maxPendingProposalBytes`.
     pub proposals_throttled: AtomicU64,
+    /// TLS handshakes under way, and those that failed (a bad or missing certificate, a
+    /// plaintext client on a TLS port, a timeout) or were refused at the limit.
+    pub tls_outstanding: AtomicUsize,
+    pub tls_failed: AtomicU64,
+    pub tls_exceeded: AtomicU64,
 }
 
 impl Global {

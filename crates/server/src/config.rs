@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub init_limit: u32,
     pub client_port: u16,
     pub client_address: IpAddr,
+    /// Whether the plaintext `clientPort` is served: not when only `secureClientPort` is
+    /// given, as in ZooKeeper.
+    pub plain_port: bool,
     pub data_dir: PathBuf,
     pub min_session_timeout_ms: u32,
     pub max_session_timeout_ms: u32,
@@ -99,6 +102,8 @@ pub struct ServerConfig {
     pub ignored_keys: Vec<String>,
     /// SASL and required authentication (see `auth`).
     pub auth: Arc<crate::auth::AuthConfig>,
+    /// TLS on the client port (see `tls`).
+    pub tls: Arc<crate::tls::config::TlsConfig>,
 }
 
 /// One `server.N=host:peerPort:electionPort[:observer|:participant][;[clientHost:]clientPort]`.
@@ -172,6 +177,7 @@ impl Default for ServerConfig {
             init_limit: 10,
             client_port: 2181,
             client_address: IpAddr::from([127, 0, 0, 1]),
+            plain_port: true,
             data_dir: PathBuf::from("./corral-data"),
             min_session_timeout_ms: 4000,
             max_session_timeout_ms: 40000,
@@ -198,6 +204,7 @@ impl Default for ServerConfig {
             initial_text: String::new(),
             ignored_keys: Vec::new(),
             auth: Arc::default(),
+            tls: Arc::default(),
         }
     }
 }
@@ -239,7 +246,9 @@ pub const KNOWN_PROPERTIES: &[&str] = &[
 
 /// Whether Corral reads this JVM system property.
 pub fn is_known_property(key: &str) -> bool {
-    KNOWN_PROPERTIES.contains(&key) || crate::auth::is_auth_key(key)
+    KNOWN_PROPERTIES.contains(&key)
+        || crate::auth::is_auth_key(key)
+        || crate::tls::config::is_tls_key(key)
 }
 
 /// One name for each setting that has several (`zookeeper.jute.maxbuffer`, `jute.maxbuffer`).
@@ -368,6 +377,7 @@ impl ServerConfig {
         let mut admin_port = 8080;
         let mut throttle_max = None;
         let mut auth = crate::auth::AuthConfig::default();
+        let mut tls = crate::tls::config::TlsConfig::default();
         for (key, value) in pairs {
             match key.as_str() {
                 "tickTime" => c.tick_time_ms = parse_positive(key, value)?,
@@ -460,12 +470,15 @@ impl ServerConfig {
                     c.servers.insert(id, ServerLine::parse(key, value)?);
                 }
                 k if crate::auth::is_auth_key(k) => auth.set(key, value)?,
+                k if crate::tls::config::is_tls_key(k) => tls.set(key, value)?,
                 k if KNOWN_BUT_UNUSED.contains(&k) => {}
                 other => c.ignored_keys.push(other.to_owned()),
             }
         }
         auth.finish()?;
         c.auth = Arc::new(auth);
+        tls.finish()?;
+        c.tls = Arc::new(tls);
         c.admin_addr = admin_enabled.then_some(SocketAddr::new(admin_ip, admin_port));
         if let Some(max) = throttle_max.filter(|m| *m > 0) {
             c.limits.global_outstanding = c.limits.global_outstanding.min(max);
@@ -484,6 +497,8 @@ impl ServerConfig {
         c.read_my_id()?;
         if !pairs.contains_key("clientPort") {
             c.client_from_own_server_line()?;
+            let own_line_has_client = c.servers.get(&c.my_id).is_some_and(|l| l.client.is_some());
+            c.plain_port = c.tls.secure_port.is_none() || own_line_has_client;
         }
         // A member's lease (see ARCHITECTURE.md, "The serving rule") must outlast a few of the
         // rounds that renew it (every 100 ms at most), or members stop serving at every hiccup.

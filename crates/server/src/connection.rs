@@ -18,6 +18,7 @@ use corral_io::net::{ReadHalf, WriteHalf};
 use corral_io::BoxStream;
 use corral_proto::frame::{FrameDecoder, Handshake};
 use corral_proto::reply::{encode_reply, reply_len};
+use corral_proto::records::Id;
 use corral_proto::{Jute, Request, RequestHeader};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ pub async fn serve(
     core: mpsc::Sender<CoreMsg>,
     limits: ConnLimits,
     status: StatusSource,
+    identities: Vec<Id>,
 ) {
     let (mut rd, mut wr) = stream.split();
     // Small to start: most connections are idle sessions; busy ones grow their buffers.
@@ -82,6 +84,7 @@ pub async fn serve(
             peer,
             handshake,
             budget: budget.clone(),
+            identities,
         },
         out,
     };
@@ -286,7 +289,12 @@ async fn read_opening(
                 Ok(_) => {}
             },
             Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing connection");
+                if buf.first() == Some(&0x16) {
+                    // A TLS ClientHello's first bytes read as a huge frame length.
+                    tracing::warn!(%peer, "closing: a TLS client on the plaintext port (secureClientPort, or client.portUnification, takes TLS)");
+                } else {
+                    tracing::warn!(%peer, error = %e, "closing connection");
+                }
                 return None;
             }
         }

@@ -20,6 +20,7 @@ pub mod serving;
 pub mod session;
 pub mod stats;
 pub mod status;
+pub mod tls;
 pub mod watch;
 
 pub use config::{ConfigError, ServerConfig};

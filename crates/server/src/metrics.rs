@@ -297,8 +297,25 @@ impl Status {
             ),
             Metric::new(
                 "auth_failed_count",
-                "failed authentications",
-                Value::Counter(self.snap.stats.auth_failed),
+                "failed authentications (SASL, required auth, TLS handshakes)",
+                Value::Counter(
+                    self.snap.stats.auth_failed + self.limits.tls_failed.load(Relaxed),
+                ),
+            ),
+            Metric::new(
+                "unsuccessful_handshake",
+                "TLS handshakes that failed: a bad or missing certificate, a plaintext client, a timeout",
+                Value::Counter(self.limits.tls_failed.load(Relaxed)),
+            ),
+            Metric::new(
+                "tls_handshake_exceeded",
+                "TLS connections refused at netty.server.outstandingHandshake.limit",
+                Value::Counter(self.limits.tls_exceeded.load(Relaxed)),
+            ),
+            Metric::new(
+                "outstanding_tls_handshake",
+                "TLS handshakes under way",
+                count(self.limits.tls_outstanding.load(Relaxed)),
             ),
             Metric::new(
                 "open_file_descriptor_count",

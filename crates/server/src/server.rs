@@ -14,7 +14,11 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use crate::tls::{HandshakeError, TlsAcceptor};
+use corral_io::BoxStream;
+use corral_proto::records::Id;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Requests queued from connections to the core before readers wait.
@@ -45,15 +49,20 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
 /// A running server; dropping it does not stop it, [`Server::stop`] does.
 pub struct Server {
+    /// The client port (the secure one when there is no plain one).
     pub local_addr: SocketAddr,
+    /// The TLS-only client port (`secureClientPort`), if any.
+    pub secure_addr: Option<SocketAddr>,
     /// Where the admin HTTP server listens, if it runs.
     pub admin_addr: Option<SocketAddr>,
     admin: Option<AdminServer>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: Option<watch::Sender<bool>>,
     core_stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<()>,
     core: JoinHandle<()>,
@@ -136,23 +145,36 @@ impl Server {
                 dir: cfg.data_dir.clone(),
                 source,
             })?;
-        let addr = SocketAddr::new(cfg.client_address, cfg.client_port);
-        let listener = cfg
-            .io
-            .net
-            .bind(&addr.to_string())
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        let limits = Arc::new(crate::budget::Global::default());
+        let tls = match cfg.tls.enabled() {
+            true => Some(Arc::new(
+                TlsAcceptor::new(cfg.tls.clone(), limits.clone()).map_err(ServerError::Tls)?,
+            )),
+            false => None,
+        };
+        let mut listeners = Vec::new();
+        if cfg.plain_port {
+            let addr = SocketAddr::new(cfg.client_address, cfg.client_port);
+            let mode = match (&tls, cfg.tls.port_unification) {
+                (Some(tls), true) => Mode::Unified(tls.clone()),
+                _ => Mode::Plain,
+            };
+            listeners.push((bind(&cfg, addr).await?, mode));
+        }
+        if let (Some(port), Some(tls)) = (cfg.tls.secure_port, &tls) {
+            let ip = cfg.tls.secure_address.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+            let addr = SocketAddr::new(ip, port);
+            listeners.push((bind(&cfg, addr).await?, Mode::Tls(tls.clone())));
+        }
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|(l, _)| l.1).collect();
+        let local_addr = addrs[0];
+        let secure_addr = cfg.tls.secure_port.map(|_| *addrs.last().expect("bound"));
         let cfg = Arc::new(cfg);
         let (replica, proposals) = corral_replication::handle(&rcfg);
         let (core_tx, core_rx) = mpsc::channel(CORE_QUEUE);
         let (to_core, from_replication) = mpsc::channel(1024);
         let (core_stop, core_stop_rx) = oneshot::channel();
         let standalone = rcfg.members.len() == 1;
-        let limits = Arc::new(crate::budget::Global::default());
         let driver = Driver::new(
             cfg.clone(),
             tree,
@@ -195,18 +217,35 @@ impl Server {
             },
             None => None,
         };
-        let (stop, stop_rx) = oneshot::channel();
-        let accept = tokio::spawn(accept_loop(
-            listener,
-            cfg,
-            core_tx.clone(),
-            limits,
-            status.clone(),
-            stop_rx,
-        ));
-        tracing::info!(%local_addr, "serving ZooKeeper clients");
+        let (stop, stop_rx) = watch::channel(false);
+        let per_ip: PerIp = Arc::default();
+        let next_conn = Arc::new(AtomicU64::new(1));
+        let mut loops = Vec::new();
+        for ((listener, local), mode) in listeners {
+            let what = mode.describe();
+            tracing::info!(local_addr = %local, what, "serving ZooKeeper clients");
+            loops.push(tokio::spawn(accept_loop(
+                listener,
+                mode,
+                Accepting {
+                    cfg: cfg.clone(),
+                    core: core_tx.clone(),
+                    global: limits.clone(),
+                    status: status.clone(),
+                    per_ip: per_ip.clone(),
+                    next_conn: next_conn.clone(),
+                },
+                stop_rx.clone(),
+            )));
+        }
+        let accept = tokio::spawn(async move {
+            for l in loops {
+                let _ = l.await;
+            }
+        });
         Ok(Server {
             local_addr,
+            secure_addr,
             admin_addr: admin.as_ref().map(|a| a.local_addr),
             admin,
             stop: Some(stop),
@@ -228,7 +267,7 @@ impl Server {
     /// replication, closes every connection and waits for the tasks.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+            let _ = s.send(true);
         }
         let _ = (&mut self.accept).await;
         if let Some(admin) = self.admin.take() {
@@ -246,20 +285,106 @@ impl Server {
     }
 }
 
-async fn accept_loop(
-    mut listener: Box<dyn Listener>,
+/// How a client port takes its connections.
+enum Mode {
+    Plain,
+    /// `secureClientPort`: TLS only.
+    Tls(Arc<TlsAcceptor>),
+    /// `client.portUnification`: TLS or plaintext, told apart by the first byte.
+    Unified(Arc<TlsAcceptor>),
+}
+
+impl Mode {
+    fn describe(&self) -> &'static str {
+        match self {
+            Mode::Plain => "plaintext",
+            Mode::Tls(_) => "TLS",
+            Mode::Unified(_) => "TLS or plaintext (port unification)",
+        }
+    }
+
+    /// The connection as the client port serves it: through the TLS handshake if it speaks
+    /// TLS, with the identities its certificate proves. None (logged) when it cannot be.
+    async fn secure(
+        &self,
+        stream: BoxStream,
+        peer: SocketAddr,
+        timeout: Duration,
+    ) -> Option<(BoxStream, Vec<Id>)> {
+        let tls = match self {
+            Mode::Plain => return Some((stream, Vec::new())),
+            Mode::Tls(tls) => tls,
+            Mode::Unified(tls) => match crate::tls::sniff(stream, timeout).await {
+                Ok(crate::tls::Sniffed::Plain(s)) => return Some((s, Vec::new())),
+                Ok(crate::tls::Sniffed::Tls(s)) => return accept_tls(tls, s, peer).await,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "closed before its first byte");
+                    return None;
+                }
+            },
+        };
+        accept_tls(tls, stream, peer).await
+    }
+}
+
+async fn accept_tls(
+    tls: &TlsAcceptor,
+    stream: BoxStream,
+    peer: SocketAddr,
+) -> Option<(BoxStream, Vec<Id>)> {
+    match tls.accept(stream, peer).await {
+        Ok(accepted) => Some(accepted),
+        Err(e) => {
+            let hint = match &e {
+                HandshakeError::Failed(io) if io.to_string().contains("corrupt message") => {
+                    " (a plaintext client on the TLS port?)"
+                }
+                _ => "",
+            };
+            tracing::warn!(%peer, error = %e, "refusing a TLS client{hint}");
+            None
+        }
+    }
+}
+
+async fn bind(cfg: &ServerConfig, addr: SocketAddr) -> Result<(Box<dyn Listener>, SocketAddr), ServerError> {
+    let listener = cfg
+        .io
+        .net
+        .bind(&addr.to_string())
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
+/// Connections open per client address, shared by the client ports (`maxClientCnxns`).
+type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// What every accept loop shares.
+struct Accepting {
     cfg: Arc<ServerConfig>,
     core: mpsc::Sender<CoreMsg>,
     global: Arc<crate::budget::Global>,
     status: StatusSource,
-    mut stop: oneshot::Receiver<()>,
+    per_ip: PerIp,
+    next_conn: Arc<AtomicU64>,
+}
+
+async fn accept_loop(
+    mut listener: Box<dyn Listener>,
+    mode: Mode,
+    shared: Accepting,
+    mut stop: watch::Receiver<bool>,
 ) {
-    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
-    let mut next_conn = 1u64;
+    let mode = Arc::new(mode);
+    let cfg = &shared.cfg;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = &mut stop => return,
+            _ = stop.wait_for(|s| *s) => return,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -271,7 +396,7 @@ async fn accept_loop(
             }
         };
         {
-            let mut counts = per_ip.lock().expect("connection counts lock");
+            let mut counts = shared.per_ip.lock().expect("connection counts lock");
             let n = counts.entry(peer.ip()).or_default();
             if cfg.max_client_cnxns > 0 && *n >= cfg.max_client_cnxns {
                 tracing::warn!(%peer, max = cfg.max_client_cnxns, "too many connections from this address; closing");
@@ -279,19 +404,21 @@ async fn accept_loop(
             }
             *n += 1;
         }
-        let conn = next_conn;
-        next_conn += 1;
-        let core = core.clone();
-        let status = status.clone();
-        let per_ip = per_ip.clone();
+        let conn = shared.next_conn.fetch_add(1, Relaxed);
+        let core = shared.core.clone();
+        let status = shared.status.clone();
+        let per_ip = shared.per_ip.clone();
+        let mode = mode.clone();
         let limits = connection::ConnLimits {
             max_frame_len: cfg.max_frame_len,
             sessionless_timeout: Duration::from_millis(cfg.sessionless_timeout_ms),
             budget: cfg.limits,
-            global: global.clone(),
+            global: shared.global.clone(),
         };
         tokio::spawn(async move {
-            connection::serve(stream, peer, conn, core, limits, status).await;
+            if let Some((stream, ids)) = mode.secure(stream, peer, limits.sessionless_timeout).await {
+                connection::serve(stream, peer, conn, core, limits, status, ids).await;
+            }
             let mut counts = per_ip.lock().expect("connection counts lock");
             if let Some(n) = counts.get_mut(&peer.ip()) {
                 *n = n.saturating_sub(1);

@@ -23,6 +23,8 @@ const DIGEST_LOGIN_MODULE: &str = "org.apache.zookeeper.server.auth.DigestLoginM
 const BUILT_IN_PROVIDERS: &[&str] = &[
     "org.apache.zookeeper.server.auth.DigestAuthenticationProvider",
     "org.apache.zookeeper.server.auth.IPAuthenticationProvider",
+    // The x509 scheme comes with TLS (see `tls`).
+    "org.apache.zookeeper.server.auth.X509AuthenticationProvider",
 ];
 
 /// The authentication settings, with their ZooKeeper names (`zookeeper.` dropped).

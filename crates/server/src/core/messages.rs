@@ -55,6 +55,9 @@ pub struct Incoming {
     pub peer: SocketAddr,
     pub handshake: Handshake,
     pub budget: Arc<ConnBudget>,
+    /// Who the connection proved to be before its first request: its TLS certificate's
+    /// `x509` identity (and `super`), or nothing.
+    pub identities: Vec<corral_proto::records::Id>,
 }
 
 /// A client's `sync` request, waiting for the leader's read index.

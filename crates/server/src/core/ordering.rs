@@ -52,7 +52,9 @@ impl Conn {
             budget: inc.budget.clone(),
             request_sizes: VecDeque::new(),
             stalled: (0, None),
-            auth: vec![Id::new("ip", &inc.peer.ip().to_string())],
+            auth: std::iter::once(Id::new("ip", &inc.peer.ip().to_string()))
+                .chain(inc.identities.iter().cloned())
+                .collect(),
             peer: inc.peer,
             stats: ConnStats::new(epoch_ms),
             timeout_ms,

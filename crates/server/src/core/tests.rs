@@ -171,6 +171,7 @@ impl Harness {
             peer,
             handshake,
             budget,
+            identities: Vec::new(),
         }));
         self.commit(usize::MAX);
         assert!(matches!(
@@ -604,6 +605,7 @@ fn a_reconnect_whose_connection_closed_while_the_leader_was_asked_is_dropped() {
             peer,
             handshake,
             budget,
+            identities: Vec::new(),
         }),
         h.now,
     );

@@ -1,0 +1,308 @@
+//! The TLS settings of the client port, with ZooKeeper's names (`zookeeper.` dropped): what
+//! `secureClientPort`, `client.portUnification` and the `ssl.*` keys ask for.
+
+use crate::config::{bad, parse_bool, ConfigError};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// `ssl.clientAuth`: whether a client must show a certificate. ZooKeeper's default is `need`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    #[default]
+    Need,
+    Want,
+    None,
+}
+
+/// The file type of a key or trust store (`ssl.*Store.type`, or the file's suffix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreType {
+    Pem,
+    Pkcs12,
+}
+
+/// A key store or trust store: where, with which password, of which type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Store {
+    pub location: Option<PathBuf>,
+    pub password: String,
+    pub password_path: Option<PathBuf>,
+    pub kind: Option<String>,
+}
+
+impl Store {
+    /// The store's type: as configured, else from the file name as ZooKeeper infers it
+    /// (`.pem`, `.p12`); JKS and BCFKS are Java's own formats, which Corral does not read.
+    pub fn store_type(&self, key: &str) -> Result<StoreType, ConfigError> {
+        let location = self.location.as_ref().map(|p| p.display().to_string());
+        let location = location.as_deref().unwrap_or("");
+        let named = match &self.kind {
+            Some(k) => k.to_ascii_uppercase(),
+            None if location.ends_with(".pem") => "PEM".into(),
+            None if location.ends_with(".p12") => "PKCS12".into(),
+            None if location.ends_with(".jks") => "JKS".into(),
+            None if location.ends_with(".bcfks") => "BCFKS".into(),
+            None => {
+                return Err(bad(
+                    &format!("{key}.type"),
+                    location,
+                    "cannot tell the store's type from its file name (.pem, .p12): set the type",
+                ))
+            }
+        };
+        match named.as_str() {
+            "PEM" => Ok(StoreType::Pem),
+            "PKCS12" => Ok(StoreType::Pkcs12),
+            "JKS" | "BCFKS" => Err(bad(
+                &format!("{key}.type"),
+                &named,
+                "Corral reads PEM and PKCS12 stores; convert with \
+                 `keytool -importkeystore -deststoretype pkcs12`",
+            )),
+            other => Err(bad(&format!("{key}.type"), other, "not a store type (PEM, PKCS12)")),
+        }
+    }
+
+    /// The password: from `passwordPath` when given (it wins, as in ZooKeeper), else
+    /// `password`, else empty.
+    pub fn password(&self, key: &str) -> Result<String, ConfigError> {
+        match &self.password_path {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|p| p.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| {
+                    let shown = path.display().to_string();
+                    bad(&format!("{key}.passwordPath"), &shown, &e.to_string())
+                }),
+            None => Ok(self.password.clone()),
+        }
+    }
+}
+
+/// What the client port's TLS is configured as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `secureClientPort`: a port that speaks TLS only.
+    pub secure_port: Option<u16>,
+    /// `secureClientPortAddress` (else the wildcard address, as ZooKeeper binds it).
+    pub secure_address: Option<IpAddr>,
+    /// `client.portUnification`: the plain `clientPort` takes TLS clients as well.
+    pub port_unification: bool,
+    pub key_store: Store,
+    pub trust_store: Store,
+    pub client_auth: ClientAuth,
+    /// `ssl.enabledProtocols` (or `ssl.protocol`): TLSv1.2 and TLSv1.3 by default.
+    pub protocols: Vec<String>,
+    /// `ssl.ciphersuites`, by their IANA (Java) names; empty for rustls' defaults.
+    pub ciphersuites: Vec<String>,
+    /// `X509AuthenticationProvider.superUser`: the certificate subject that is the super user.
+    pub x509_super_user: Option<String>,
+    /// TLS handshakes in progress at once (`netty.server.outstandingHandshake.limit`);
+    /// connections past it are closed and counted.
+    pub handshake_limit: usize,
+    /// How long a client may take over its handshake
+    /// (`ssl.handshakeDetectionTimeoutMillis`, 5 s).
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            secure_port: None,
+            secure_address: None,
+            port_unification: false,
+            key_store: Store::default(),
+            trust_store: Store::default(),
+            client_auth: ClientAuth::Need,
+            protocols: vec!["TLSv1.2".into(), "TLSv1.3".into()],
+            ciphersuites: Vec::new(),
+            x509_super_user: None,
+            handshake_limit: 1000,
+            handshake_timeout_ms: 5000,
+        }
+    }
+}
+
+/// Whether [`TlsConfig::set`] takes this zoo.cfg key or JVM property.
+pub fn is_tls_key(key: &str) -> bool {
+    let key = key.strip_prefix("zookeeper.").unwrap_or(key);
+    matches!(
+        key,
+        "secureClientPort"
+            | "secureClientPortAddress"
+            | "client.portUnification"
+            | "client.certReload"
+            | "serverCnxnFactory"
+            | "X509AuthenticationProvider.superUser"
+            | "netty.server.outstandingHandshake.limit"
+            | "sslQuorum"
+            | "portUnification"
+            | "sslQuorumReloadCertFiles"
+    ) || key.starts_with("ssl.")
+}
+
+impl TlsConfig {
+    /// Takes one setting (see [`is_tls_key`]).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let name = key.strip_prefix("zookeeper.").unwrap_or(key);
+        match name {
+            "secureClientPort" => {
+                self.secure_port =
+                    Some(value.parse().map_err(|_| bad(key, value, "not a port number"))?)
+            }
+            "secureClientPortAddress" => {
+                self.secure_address =
+                    Some(value.parse().map_err(|_| bad(key, value, "not an IP address"))?)
+            }
+            "client.portUnification" => self.port_unification = parse_bool(key, value)?,
+            // Corral always reloads changed certificate files; ZooKeeper's Netty factory is
+            // what its TLS needs, and Corral has one kind of connection.
+            "client.certReload" | "serverCnxnFactory" => {}
+            "X509AuthenticationProvider.superUser" => self.x509_super_user = Some(value.into()),
+            "netty.server.outstandingHandshake.limit" => {
+                // ZooKeeper's -1 means no limit; Corral keeps one (see `handshake_limit`).
+                let n: i64 = value.parse().map_err(|_| bad(key, value, "not a number"))?;
+                if n > 0 {
+                    self.handshake_limit = n as usize;
+                }
+            }
+            "ssl.keyStore.location" => self.key_store.location = Some(value.into()),
+            "ssl.keyStore.password" => self.key_store.password = value.into(),
+            "ssl.keyStore.passwordPath" => self.key_store.password_path = Some(value.into()),
+            "ssl.keyStore.type" => self.key_store.kind = Some(value.into()),
+            "ssl.trustStore.location" => self.trust_store.location = Some(value.into()),
+            "ssl.trustStore.password" => self.trust_store.password = value.into(),
+            "ssl.trustStore.passwordPath" => self.trust_store.password_path = Some(value.into()),
+            "ssl.trustStore.type" => self.trust_store.kind = Some(value.into()),
+            "ssl.clientAuth" => {
+                self.client_auth = match value.to_ascii_lowercase().as_str() {
+                    "need" | "" => ClientAuth::Need,
+                    "want" => ClientAuth::Want,
+                    "none" => ClientAuth::None,
+                    _ => return Err(bad(key, value, "expected need, want or none")),
+                }
+            }
+            "ssl.protocol" => self.protocols = vec![value.to_owned()],
+            "ssl.enabledProtocols" => self.protocols = list(value),
+            "ssl.ciphersuites" => self.ciphersuites = list(value),
+            "ssl.handshakeDetectionTimeoutMillis" => {
+                self.handshake_timeout_ms = value
+                    .parse()
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| bad(key, value, "expected a positive number of ms"))?
+            }
+            // The client port never checks a client's host name (ZooKeeper neither); the
+            // authentication provider for TLS is x509, the only one there is.
+            "ssl.hostnameVerification" | "ssl.allowReverseDnsLookup" => {
+                parse_bool(key, value)?;
+            }
+            "ssl.authProvider" if value == "x509" => {}
+            "ssl.crl" | "ssl.ocsp" => {
+                if parse_bool(key, value)? {
+                    return Err(bad(key, value, "Corral does not check revocation (CRL, OCSP)"));
+                }
+            }
+            "sslQuorum" | "portUnification" => {
+                if parse_bool(key, value)? {
+                    return Err(bad(
+                        key,
+                        value,
+                        "TLS between members is not supported yet: members talk in plaintext \
+                         (see the README, Security)",
+                    ));
+                }
+            }
+            n if n.starts_with("ssl.quorum.") || n == "sslQuorumReloadCertFiles" => {}
+            _ => return Err(bad(key, value, "not a TLS setting Corral knows")),
+        }
+        Ok(())
+    }
+
+    /// Whether any port speaks TLS.
+    pub fn enabled(&self) -> bool {
+        self.secure_port.is_some() || self.port_unification
+    }
+
+    /// Checks the settings together.
+    pub fn finish(&self) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if self.key_store.location.is_none() {
+            let why = "a secure client port needs ssl.keyStore.location";
+            return Err(bad("ssl.keyStore.location", "", why));
+        }
+        if self.client_auth != ClientAuth::None && self.trust_store.location.is_none() {
+            let why = "ssl.clientAuth need or want verifies client certificates against \
+                       ssl.trustStore.location, which is not set (or set ssl.clientAuth=none)";
+            return Err(bad("ssl.trustStore.location", "", why));
+        }
+        self.key_store.store_type("ssl.keyStore")?;
+        if self.trust_store.location.is_some() {
+            self.trust_store.store_type("ssl.trustStore")?;
+        }
+        Ok(())
+    }
+}
+
+/// A comma-separated list, as ZooKeeper splits it (Corral also trims the parts).
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls(pairs: &[(&str, &str)]) -> Result<TlsConfig, ConfigError> {
+        let mut c = TlsConfig::default();
+        for (k, v) in pairs {
+            c.set(k, v)?;
+        }
+        c.finish()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn zookeepers_keys_and_defaults() {
+        let c = tls(&[
+            ("secureClientPort", "2281"),
+            ("serverCnxnFactory", "org.apache.zookeeper.server.NettyServerCnxnFactory"),
+            ("ssl.keyStore.location", "/etc/zk/server.pem"),
+            ("zookeeper.ssl.trustStore.location", "/etc/zk/ca.p12"),
+            ("ssl.trustStore.password", "changeit"),
+            ("ssl.enabledProtocols", "TLSv1.3, TLSv1.2"),
+        ])
+        .unwrap();
+        assert_eq!(c.secure_port, Some(2281));
+        assert_eq!(c.client_auth, ClientAuth::Need);
+        assert_eq!(c.protocols, ["TLSv1.3", "TLSv1.2"]);
+        assert_eq!(c.key_store.store_type("k").unwrap(), StoreType::Pem);
+        assert_eq!(c.trust_store.store_type("t").unwrap(), StoreType::Pkcs12);
+        assert!(!tls(&[]).unwrap().enabled());
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_a_reason() {
+        let port = ("secureClientPort", "2281");
+        let key = ("ssl.keyStore.location", "/k.pem");
+        let err = |pairs: &[(&str, &str)]| tls(pairs).unwrap_err().to_string();
+        assert!(err(&[port]).contains("ssl.keyStore.location"));
+        assert!(err(&[port, key]).contains("ssl.trustStore.location"));
+        assert!(tls(&[port, key, ("ssl.clientAuth", "none")]).is_ok());
+        assert!(err(&[("ssl.clientAuth", "maybe")]).contains("need, want or none"));
+        let jks = ("ssl.trustStore.location", "/t.jks");
+        assert!(err(&[port, key, jks]).contains("keytool"));
+        let odd = ("ssl.trustStore.location", "/t.store");
+        assert!(err(&[port, key, odd]).contains("set the type"));
+        assert!(err(&[("sslQuorum", "true")]).contains("not supported yet"));
+        assert!(tls(&[("sslQuorum", "false"), ("ssl.quorum.keyStore.location", "/q.pem")]).is_ok());
+        assert!(err(&[("ssl.ocsp", "true")]).contains("revocation"));
+        assert!(err(&[("ssl.nonsense", "1")]).contains("not a TLS setting"));
+    }
+}

@@ -1,0 +1,341 @@
+//! TLS on the client port, with rustls: the stores ZooKeeper's operators bring (PEM, PKCS#12),
+//! client certificates as `x509` identities, and certificates reloaded when their files change.
+//!
+//! A connection on a TLS port (`secureClientPort`), or on a unified port
+//! (`client.portUnification`) whose first byte opens a TLS handshake, is handed to
+//! [`TlsAcceptor::accept`] before it reaches `connection::serve`; what comes out is a plain
+//! byte stream and the identities its certificate proves.
+
+pub mod config;
+mod stores;
+
+use crate::budget::Global;
+use bytes::{Buf, Bytes};
+use config::{ClientAuth, TlsConfig};
+use corral_io::net::{ReadHalf, WriteHalf};
+use corral_io::{BoxStream, Stream};
+use corral_proto::records::Id;
+use rustls::server::WebPkiClientVerifier;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+/// The first byte of a TLS record that carries a handshake.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// The rustls configuration in use, and the files it came from as they were then.
+struct Loaded {
+    server: Arc<rustls::ServerConfig>,
+    files: Vec<(PathBuf, Option<SystemTime>)>,
+}
+
+/// Accepts TLS connections with the configured stores, reloading them when their files change.
+pub struct TlsAcceptor {
+    cfg: Arc<TlsConfig>,
+    loaded: Mutex<Loaded>,
+    global: Arc<Global>,
+}
+
+/// Why a connection did not get through its TLS handshake.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("TLS handshake failed: {0}")]
+    Failed(std::io::Error),
+    #[error("no TLS handshake within {0:?}")]
+    Timeout(Duration),
+    #[error("{0} TLS handshakes under way already (netty.server.outstandingHandshake.limit)")]
+    TooMany(usize),
+}
+
+impl TlsAcceptor {
+    /// Loads the stores; an error says which file and what is wrong with it.
+    pub fn new(cfg: Arc<TlsConfig>, global: Arc<Global>) -> Result<TlsAcceptor, String> {
+        let loaded = load(&cfg)?;
+        Ok(TlsAcceptor {
+            cfg,
+            loaded: Mutex::new(loaded),
+            global,
+        })
+    }
+
+    /// The rustls configuration for a new connection: reloaded first if a store's file
+    /// changed since it was loaded. A file that no longer loads keeps the old configuration
+    /// (and says why), so a half-written file never takes the port down.
+    fn current(&self) -> Arc<rustls::ServerConfig> {
+        let mut loaded = self.loaded.lock().expect("TLS configuration lock");
+        let changed = loaded.files.iter().any(|(path, at)| modified(path) != *at);
+        if changed {
+            match load(&self.cfg) {
+                Ok(fresh) => {
+                    tracing::info!("TLS certificates reloaded: their files changed");
+                    *loaded = fresh;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "TLS certificate files changed but do not load; keeping the ones in use");
+                    // Try again only when they change again.
+                    loaded.files = loaded.files.iter().map(|(p, _)| (p.clone(), modified(p))).collect();
+                }
+            }
+        }
+        loaded.server.clone()
+    }
+
+    /// Runs the server side of the handshake on `stream`, bounded in time and in number; on
+    /// success, the encrypted stream and the identities the client's certificate proves.
+    pub async fn accept(
+        &self,
+        stream: BoxStream,
+        peer: SocketAddr,
+    ) -> Result<(BoxStream, Vec<Id>), HandshakeError> {
+        let outstanding = self.global.tls_outstanding.fetch_add(1, Relaxed);
+        let _guard = Outstanding(&self.global);
+        if outstanding >= self.cfg.handshake_limit {
+            self.global.tls_exceeded.fetch_add(1, Relaxed);
+            return Err(HandshakeError::TooMany(outstanding));
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.current());
+        let timeout = Duration::from_millis(self.cfg.handshake_timeout_ms);
+        let result = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Err(_) => Err(HandshakeError::Timeout(timeout)),
+            Ok(Err(e)) => Err(HandshakeError::Failed(e)),
+            Ok(Ok(tls)) => {
+                let ids = self.identities(&tls, peer);
+                Ok((Box::new(Joined(tls)) as BoxStream, ids))
+            }
+        };
+        if result.is_err() {
+            self.global.tls_failed.fetch_add(1, Relaxed);
+        }
+        result
+    }
+
+    /// The `x509` identity of the client's certificate (its subject, as Java writes it), and
+    /// `super` when it is the configured super user.
+    fn identities(&self, tls: &tokio_rustls::server::TlsStream<BoxStream>, peer: SocketAddr) -> Vec<Id> {
+        let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+            return Vec::new();
+        };
+        let subject = match stores::subject_rfc2253(leaf) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot read the client certificate's subject; no x509 identity");
+                return Vec::new();
+            }
+        };
+        tracing::info!(%peer, %subject, "TLS client authenticated by certificate");
+        let mut ids = vec![Id::new("x509", &subject)];
+        if self.cfg.x509_super_user.as_deref() == Some(subject.as_str()) {
+            ids.push(Id::new("super", &subject));
+        }
+        ids
+    }
+}
+
+/// Counts a handshake under way for as long as it lives.
+struct Outstanding<'a>(&'a Global);
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.0.tls_outstanding.fetch_sub(1, Relaxed);
+    }
+}
+
+fn modified(path: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Builds the rustls configuration from the stores, as they are on disk now.
+fn load(cfg: &TlsConfig) -> Result<Loaded, String> {
+    let mut files = Vec::new();
+    let (chain, key) = stores::key_store(&cfg.key_store)?;
+    files.extend(cfg.key_store.location.clone());
+    let provider = Arc::new(provider(cfg)?);
+    let versions = versions(cfg)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("ssl.enabledProtocols with ssl.ciphersuites: {e}"))?;
+    let builder = match cfg.client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        auth => {
+            let roots = stores::trust_store(&cfg.trust_store)?;
+            files.extend(cfg.trust_store.location.clone());
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if auth == ClientAuth::Want {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| format!("ssl.trustStore: cannot verify clients with it: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let server = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("ssl.keyStore: the key does not go with the certificate: {e}"))?;
+    let files = files.into_iter().map(|p| {
+        let at = modified(&p);
+        (p, at)
+    });
+    Ok(Loaded {
+        server: Arc::new(server),
+        files: files.collect(),
+    })
+}
+
+/// ring's cipher suites, narrowed to `ssl.ciphersuites` when it names some. Names are IANA's
+/// (as Java's); ones rustls does not implement (CBC suites, say) are skipped with a warning.
+fn provider(cfg: &TlsConfig) -> Result<rustls::crypto::CryptoProvider, String> {
+    // ring, not aws-lc-rs: it builds with a plain C compiler. rustls marks it deprecated for
+    // lacking post-quantum key exchange, which ZooKeeper's Java clients do not offer either.
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    if cfg.ciphersuites.is_empty() {
+        return Ok(provider);
+    }
+    let name = |s: &rustls::SupportedCipherSuite| {
+        format!("{:?}", s.suite()).replace("TLS13_", "TLS_")
+    };
+    let (known, unknown): (Vec<_>, Vec<_>) = cfg
+        .ciphersuites
+        .iter()
+        .partition(|want| provider.cipher_suites.iter().any(|s| &name(s) == *want));
+    if !unknown.is_empty() {
+        tracing::warn!(?unknown, "ssl.ciphersuites names suites Corral does not offer; skipped");
+    }
+    provider.cipher_suites.retain(|s| known.contains(&&name(s)));
+    if provider.cipher_suites.is_empty() {
+        return Err(format!("ssl.ciphersuites: none of {:?} is offered", cfg.ciphersuites));
+    }
+    Ok(provider)
+}
+
+/// `ssl.enabledProtocols`: TLSv1.2 and TLSv1.3 (older ones are not offered; they are skipped
+/// with a warning).
+fn versions(cfg: &TlsConfig) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+    let mut out = Vec::new();
+    for p in &cfg.protocols {
+        match p.as_str() {
+            "TLSv1.2" => out.push(&rustls::version::TLS12),
+            "TLSv1.3" => out.push(&rustls::version::TLS13),
+            "TLS" => out.extend([&rustls::version::TLS12, &rustls::version::TLS13]),
+            other => tracing::warn!(protocol = other, "ssl.enabledProtocols: not offered (TLSv1.2 and TLSv1.3 are)"),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("ssl.enabledProtocols: none of {:?} is offered", cfg.protocols));
+    }
+    Ok(out)
+}
+
+/// What a connection on a unified port turned out to be.
+pub enum Sniffed {
+    Tls(BoxStream),
+    Plain(BoxStream),
+}
+
+/// Reads the first byte of a connection on a unified port: a TLS handshake record starts with
+/// 0x16, which no ZooKeeper request (a length's high byte) or four-letter word does. The byte
+/// is given back to whoever reads the stream next.
+pub async fn sniff(mut stream: BoxStream, timeout: Duration) -> std::io::Result<Sniffed> {
+    let mut first = [0u8; 1];
+    let n = tokio::time::timeout(timeout, stream.read(&mut first))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "nothing sent"))??;
+    if n == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let rewound: BoxStream = Box::new(Joined(Rewound {
+        prefix: Bytes::copy_from_slice(&first),
+        inner: stream,
+    }));
+    Ok(if first[0] == TLS_HANDSHAKE {
+        Sniffed::Tls(rewound)
+    } else {
+        Sniffed::Plain(rewound)
+    })
+}
+
+/// A stream with bytes already read from it put back in front.
+struct Rewound {
+    prefix: Bytes,
+    inner: BoxStream,
+}
+
+/// A stream whose halves a reader and a writer task can own (`tokio::io::split`).
+struct Joined<T>(T);
+
+impl<T: AsyncRead + Unpin> AsyncRead for Joined<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Joined<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> Stream for Joined<T> {
+    fn split(self: Box<Self>) -> (ReadHalf, WriteHalf) {
+        let (rd, wr) = tokio::io::split(self.0);
+        (Box::new(rd), Box::new(wr))
+    }
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
