@@ -2,7 +2,7 @@
 # Installs what Corral's tests and benchmarks need, only what is missing: Debian's zookeeper
 # (the reference server and zkCli.sh, with its Jetty AdminServer), zookeeper-bin (the C client),
 # netcat, a JDK, Curator (libcurator-framework-java), npm, and a Python venv (.venv, or
-# $CORRAL_VENV) with kazoo, pytest, prometheus_client and pexpect. scripts/test.sh and bench/compare run it first.
+# $CORRAL_VENV) with kazoo, pytest, prometheus_client, pexpect and pure-sasl. scripts/test.sh and bench/compare run it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${CORRAL_VENV:-$PWD/.venv}"
@@ -19,6 +19,10 @@ command -v java >/dev/null || missing+=(default-jre-headless)
 command -v javac >/dev/null || missing+=(default-jdk-headless)
 [ -r /usr/share/java/curator-framework.jar ] || missing+=(libcurator-framework-java)
 [ -r /usr/share/java/slf4j-nop.jar ] || missing+=(libslf4j-java)
+# ZooKeeper's TLS (NettyServerCnxnFactory) needs netty's codec and resolver jars, which its own
+# classpath leaves out; the security tests make their certificates with openssl.
+[ -r /usr/share/java/netty-codec.jar ] || missing+=(libnetty-java)
+command -v openssl >/dev/null || missing+=(openssl)
 command -v npm >/dev/null || missing+=(npm)
 command -v python3 >/dev/null || missing+=(python3)
 # Debian's python3 makes venvs only with python3-venv (ensurepip) installed.
@@ -33,6 +37,7 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import kazoo, pytest, prometheus_client, pexpect' 2>/dev/null; then
-    "$venv/bin/pip" install -q kazoo pytest prometheus_client pexpect
+# pure-sasl: kazoo's SASL (tests/compat/test_security.py).
+if ! "$venv/bin/python" -c 'import kazoo, pytest, prometheus_client, pexpect, puresasl' 2>/dev/null; then
+    "$venv/bin/pip" install -q kazoo pytest prometheus_client pexpect pure-sasl
 fi
