@@ -98,8 +98,13 @@ def pki():
 
 
 def security_lines(pki, secure_port):
-    """The zoo.cfg lines both servers get: SASL, and TLS on a secure port."""
+    """The zoo.cfg lines both servers get: SASL, TLS on a secure port and between members."""
     return [
+        "sslQuorum=true",
+        "ssl.quorum.keyStore.location=%s/server.p12" % pki,
+        "ssl.quorum.keyStore.password=" + PASSWORD,
+        "ssl.quorum.trustStore.location=%s/ca.pem" % pki,
+        "ssl.quorum.trustStore.type=PEM",
         "authProvider.1=" + SASL_PROVIDER,
         "secureClientPort=%d" % secure_port,
         "secureClientPortAddress=127.0.0.1",
@@ -128,7 +133,7 @@ class SecureEnsemble(Ensemble):
         self.kind, self.dir, self.pki = kind, workdir, pki
         self.ports = [free_port() for _ in range(3)]
         self.secure_ports = [free_port() for _ in range(3)]
-        peers = [(free_port(), free_port()) for _ in range(3)]
+        self.peers = peers = [(free_port(), free_port()) for _ in range(3)]
         self.procs = [None] * 3
         for i in range(3):
             lines = member_lines(workdir, i, self.ports[i]) + security_lines(
@@ -364,6 +369,27 @@ def test_zkcli_over_tls_with_pkcs12_stores(ensemble, pki):
     host = "127.0.0.1:%d" % ensemble.secure_ports[2]
     out = zkcli_lines(host, flags, "whoami")
     assert "x509: " + ALICE_DN in out, out
+
+
+def test_members_refuse_plaintext_peers(ensemble):
+    """With sslQuorum the member links are TLS: the ensemble above formed over them, and a
+    peer that speaks plaintext to a member's quorum port is refused."""
+    import socket
+    # ZooKeeper's members all listen on their election port (only the leader on its quorum
+    # port); Corral's on their quorum port, which carries its elections too.
+    peer, election = ensemble.peers[0]
+    port = peer if ensemble.kind == "corral" else election
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"\0\0\0\x10plaintext member")
+        s.settimeout(10)
+        try:
+            assert s.recv(4096)[:1] in (b"", b"\x15"), "a TLS alert or a close"
+        except ConnectionResetError:
+            pass
+    if ensemble.kind == "corral":
+        log = os.path.join(ensemble.dir, "m1.log")
+        wait_until("the refusal logged",
+                   lambda: "refusing a member link" in open(log, errors="replace").read(), 10)
 
 
 @pytest.mark.parametrize("kind", ["zookeeper", "corral"])

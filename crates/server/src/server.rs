@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use crate::tls::{HandshakeError, TlsAcceptor};
+use crate::tls::{HandshakeError, QuorumNet, TlsAcceptor};
 use corral_io::BoxStream;
 use corral_proto::records::Id;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -135,7 +135,12 @@ impl Server {
 
     /// Recovers the data directory, joins the replicated log, binds the client port and serves.
     pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
-        let rcfg = replica_config(&cfg);
+        let mut rcfg = replica_config(&cfg);
+        if cfg.tls.ssl_quorum {
+            let net = QuorumNet::new(cfg.io.net.clone(), &cfg.tls.quorum).map_err(ServerError::Tls)?;
+            tracing::info!("members talk over TLS (sslQuorum)");
+            rcfg.io.net = Arc::new(net);
+        }
         let recover_cfg = rcfg.clone();
         let (tree, mark, storage) = cfg
             .io

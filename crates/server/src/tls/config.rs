@@ -78,7 +78,93 @@ impl Store {
     }
 }
 
-/// What the client port's TLS is configured as.
+/// One side's stores and choices: the client port's (`ssl.*`) or the members' (`ssl.quorum.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSide {
+    pub key_store: Store,
+    pub trust_store: Store,
+    pub client_auth: ClientAuth,
+    /// `enabledProtocols` (or `protocol`): TLSv1.2 and TLSv1.3 by default.
+    pub protocols: Vec<String>,
+    /// `ciphersuites`, by their IANA (Java) names; empty for rustls' defaults.
+    pub ciphersuites: Vec<String>,
+    /// `hostnameVerification`: a member checks that the member it dials is named in its
+    /// certificate (the client port never checks clients' names, as in ZooKeeper).
+    pub hostname_verification: bool,
+    /// The key prefix, for messages: `ssl` or `ssl.quorum`.
+    pub prefix: &'static str,
+}
+
+impl TlsSide {
+    fn new(prefix: &'static str) -> TlsSide {
+        TlsSide {
+            key_store: Store::default(),
+            trust_store: Store::default(),
+            client_auth: ClientAuth::Need,
+            protocols: vec!["TLSv1.2".into(), "TLSv1.3".into()],
+            ciphersuites: Vec::new(),
+            hostname_verification: true,
+            prefix,
+        }
+    }
+
+    /// Takes `name` (the key after `ssl.` or `ssl.quorum.`); false if it is not a store key.
+    fn set(&mut self, key: &str, name: &str, value: &str) -> Result<bool, ConfigError> {
+        match name {
+            "keyStore.location" => self.key_store.location = Some(value.into()),
+            "keyStore.password" => self.key_store.password = value.into(),
+            "keyStore.passwordPath" => self.key_store.password_path = Some(value.into()),
+            "keyStore.type" => self.key_store.kind = Some(value.into()),
+            "trustStore.location" => self.trust_store.location = Some(value.into()),
+            "trustStore.password" => self.trust_store.password = value.into(),
+            "trustStore.passwordPath" => self.trust_store.password_path = Some(value.into()),
+            "trustStore.type" => self.trust_store.kind = Some(value.into()),
+            "clientAuth" => {
+                self.client_auth = match value.to_ascii_lowercase().as_str() {
+                    "need" | "" => ClientAuth::Need,
+                    "want" => ClientAuth::Want,
+                    "none" => ClientAuth::None,
+                    _ => return Err(bad(key, value, "expected need, want or none")),
+                }
+            }
+            "protocol" => self.protocols = vec![value.to_owned()],
+            "enabledProtocols" => self.protocols = list(value),
+            "ciphersuites" => self.ciphersuites = list(value),
+            "hostnameVerification" => self.hostname_verification = parse_bool(key, value)?,
+            "allowReverseDnsLookup" => {
+                parse_bool(key, value)?;
+            }
+            "crl" | "ocsp" => {
+                if parse_bool(key, value)? {
+                    return Err(bad(key, value, "Corral does not check revocation (CRL, OCSP)"));
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Checks that the stores a TLS endpoint needs are named and readable as their type.
+    fn check(&self, needs_trust: bool) -> Result<(), ConfigError> {
+        let key_store = format!("{}.keyStore", self.prefix);
+        let trust_store = format!("{}.trustStore", self.prefix);
+        if self.key_store.location.is_none() {
+            let why = "TLS needs a key store";
+            return Err(bad(&format!("{key_store}.location"), "", why));
+        }
+        if needs_trust && self.trust_store.location.is_none() {
+            let why = "verifying certificates needs a trust store (or set clientAuth=none)";
+            return Err(bad(&format!("{trust_store}.location"), "", why));
+        }
+        self.key_store.store_type(&key_store)?;
+        if self.trust_store.location.is_some() {
+            self.trust_store.store_type(&trust_store)?;
+        }
+        Ok(())
+    }
+}
+
+/// What TLS is configured as: on the client ports, and between members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     /// `secureClientPort`: a port that speaks TLS only.
@@ -87,13 +173,11 @@ pub struct TlsConfig {
     pub secure_address: Option<IpAddr>,
     /// `client.portUnification`: the plain `clientPort` takes TLS clients as well.
     pub port_unification: bool,
-    pub key_store: Store,
-    pub trust_store: Store,
-    pub client_auth: ClientAuth,
-    /// `ssl.enabledProtocols` (or `ssl.protocol`): TLSv1.2 and TLSv1.3 by default.
-    pub protocols: Vec<String>,
-    /// `ssl.ciphersuites`, by their IANA (Java) names; empty for rustls' defaults.
-    pub ciphersuites: Vec<String>,
+    /// The client port's stores (`ssl.*`).
+    pub client: TlsSide,
+    /// `sslQuorum`: members talk over TLS, with `ssl.quorum.*`.
+    pub ssl_quorum: bool,
+    pub quorum: TlsSide,
     /// `X509AuthenticationProvider.superUser`: the certificate subject that is the super user.
     pub x509_super_user: Option<String>,
     /// TLS handshakes in progress at once (`netty.server.outstandingHandshake.limit`);
@@ -110,11 +194,9 @@ impl Default for TlsConfig {
             secure_port: None,
             secure_address: None,
             port_unification: false,
-            key_store: Store::default(),
-            trust_store: Store::default(),
-            client_auth: ClientAuth::Need,
-            protocols: vec!["TLSv1.2".into(), "TLSv1.3".into()],
-            ciphersuites: Vec::new(),
+            client: TlsSide::new("ssl"),
+            ssl_quorum: false,
+            quorum: TlsSide::new("ssl.quorum"),
             x509_super_user: None,
             handshake_limit: 1000,
             handshake_timeout_ms: 5000,
@@ -165,25 +247,6 @@ impl TlsConfig {
                     self.handshake_limit = n as usize;
                 }
             }
-            "ssl.keyStore.location" => self.key_store.location = Some(value.into()),
-            "ssl.keyStore.password" => self.key_store.password = value.into(),
-            "ssl.keyStore.passwordPath" => self.key_store.password_path = Some(value.into()),
-            "ssl.keyStore.type" => self.key_store.kind = Some(value.into()),
-            "ssl.trustStore.location" => self.trust_store.location = Some(value.into()),
-            "ssl.trustStore.password" => self.trust_store.password = value.into(),
-            "ssl.trustStore.passwordPath" => self.trust_store.password_path = Some(value.into()),
-            "ssl.trustStore.type" => self.trust_store.kind = Some(value.into()),
-            "ssl.clientAuth" => {
-                self.client_auth = match value.to_ascii_lowercase().as_str() {
-                    "need" | "" => ClientAuth::Need,
-                    "want" => ClientAuth::Want,
-                    "none" => ClientAuth::None,
-                    _ => return Err(bad(key, value, "expected need, want or none")),
-                }
-            }
-            "ssl.protocol" => self.protocols = vec![value.to_owned()],
-            "ssl.enabledProtocols" => self.protocols = list(value),
-            "ssl.ciphersuites" => self.ciphersuites = list(value),
             "ssl.handshakeDetectionTimeoutMillis" => {
                 self.handshake_timeout_ms = value
                     .parse()
@@ -191,28 +254,22 @@ impl TlsConfig {
                     .filter(|ms| *ms > 0)
                     .ok_or_else(|| bad(key, value, "expected a positive number of ms"))?
             }
-            // The client port never checks a client's host name (ZooKeeper neither); the
-            // authentication provider for TLS is x509, the only one there is.
-            "ssl.hostnameVerification" | "ssl.allowReverseDnsLookup" => {
+            // The authentication provider for TLS is x509, the only one there is.
+            "ssl.authProvider" if value == "x509" => {}
+            "sslQuorum" => self.ssl_quorum = parse_bool(key, value)?,
+            // Members' TLS is all-or-nothing: a member that also took plaintext would let a
+            // peer without a certificate in.
+            "portUnification" => {
+                if parse_bool(key, value)? {
+                    return Err(bad(key, value, "Corral's members speak TLS to each other \
+                        (sslQuorum) or not at all; there is no mixed mode"));
+                }
+            }
+            "sslQuorumReloadCertFiles" => {
                 parse_bool(key, value)?;
             }
-            "ssl.authProvider" if value == "x509" => {}
-            "ssl.crl" | "ssl.ocsp" => {
-                if parse_bool(key, value)? {
-                    return Err(bad(key, value, "Corral does not check revocation (CRL, OCSP)"));
-                }
-            }
-            "sslQuorum" | "portUnification" => {
-                if parse_bool(key, value)? {
-                    return Err(bad(
-                        key,
-                        value,
-                        "TLS between members is not supported yet: members talk in plaintext \
-                         (see the README, Security)",
-                    ));
-                }
-            }
-            n if n.starts_with("ssl.quorum.") || n == "sslQuorumReloadCertFiles" => {}
+            n if n.starts_with("ssl.quorum.") && self.quorum.set(key, &n["ssl.quorum.".len()..], value)? => {}
+            n if n.starts_with("ssl.") && self.client.set(key, &n["ssl.".len()..], value)? => {}
             _ => return Err(bad(key, value, "not a TLS setting Corral knows")),
         }
         Ok(())
@@ -225,21 +282,12 @@ impl TlsConfig {
 
     /// Checks the settings together.
     pub fn finish(&self) -> Result<(), ConfigError> {
-        if !self.enabled() {
-            return Ok(());
+        if self.enabled() {
+            self.client.check(self.client.client_auth != ClientAuth::None)?;
         }
-        if self.key_store.location.is_none() {
-            let why = "a secure client port needs ssl.keyStore.location";
-            return Err(bad("ssl.keyStore.location", "", why));
-        }
-        if self.client_auth != ClientAuth::None && self.trust_store.location.is_none() {
-            let why = "ssl.clientAuth need or want verifies client certificates against \
-                       ssl.trustStore.location, which is not set (or set ssl.clientAuth=none)";
-            return Err(bad("ssl.trustStore.location", "", why));
-        }
-        self.key_store.store_type("ssl.keyStore")?;
-        if self.trust_store.location.is_some() {
-            self.trust_store.store_type("ssl.trustStore")?;
+        if self.ssl_quorum {
+            // A member both dials (and checks the other's certificate) and is dialed.
+            self.quorum.check(true)?;
         }
         Ok(())
     }
@@ -280,10 +328,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.secure_port, Some(2281));
-        assert_eq!(c.client_auth, ClientAuth::Need);
-        assert_eq!(c.protocols, ["TLSv1.3", "TLSv1.2"]);
-        assert_eq!(c.key_store.store_type("k").unwrap(), StoreType::Pem);
-        assert_eq!(c.trust_store.store_type("t").unwrap(), StoreType::Pkcs12);
+        assert_eq!(c.client.client_auth, ClientAuth::Need);
+        assert_eq!(c.client.protocols, ["TLSv1.3", "TLSv1.2"]);
+        assert_eq!(c.client.key_store.store_type("k").unwrap(), StoreType::Pem);
+        assert_eq!(c.client.trust_store.store_type("t").unwrap(), StoreType::Pkcs12);
         assert!(!tls(&[]).unwrap().enabled());
     }
 
@@ -300,8 +348,16 @@ mod tests {
         assert!(err(&[port, key, jks]).contains("keytool"));
         let odd = ("ssl.trustStore.location", "/t.store");
         assert!(err(&[port, key, odd]).contains("set the type"));
-        assert!(err(&[("sslQuorum", "true")]).contains("not supported yet"));
-        assert!(tls(&[("sslQuorum", "false"), ("ssl.quorum.keyStore.location", "/q.pem")]).is_ok());
+        assert!(err(&[("sslQuorum", "true")]).contains("ssl.quorum.keyStore.location"));
+        let quorum = [
+            ("sslQuorum", "true"),
+            ("ssl.quorum.keyStore.location", "/q.pem"),
+            ("ssl.quorum.trustStore.location", "/ca.pem"),
+            ("ssl.quorum.hostnameVerification", "false"),
+        ];
+        let c = tls(&quorum).unwrap();
+        assert!(c.ssl_quorum && !c.quorum.hostname_verification && !c.enabled());
+        assert!(err(&[("portUnification", "true")]).contains("no mixed mode"));
         assert!(err(&[("ssl.ocsp", "true")]).contains("revocation"));
         assert!(err(&[("ssl.nonsense", "1")]).contains("not a TLS setting"));
     }

@@ -7,11 +7,14 @@
 //! byte stream and the identities its certificate proves.
 
 pub mod config;
+mod quorum;
 mod stores;
+
+pub use quorum::QuorumNet;
 
 use crate::budget::Global;
 use bytes::{Buf, Bytes};
-use config::{ClientAuth, TlsConfig};
+use config::{ClientAuth, TlsConfig, TlsSide};
 use corral_io::net::{ReadHalf, WriteHalf};
 use corral_io::{BoxStream, Stream};
 use corral_proto::records::Id;
@@ -55,7 +58,7 @@ pub enum HandshakeError {
 impl TlsAcceptor {
     /// Loads the stores; an error says which file and what is wrong with it.
     pub fn new(cfg: Arc<TlsConfig>, global: Arc<Global>) -> Result<TlsAcceptor, String> {
-        let loaded = load(&cfg)?;
+        let loaded = load(&cfg.client)?;
         Ok(TlsAcceptor {
             cfg,
             loaded: Mutex::new(loaded),
@@ -70,7 +73,7 @@ impl TlsAcceptor {
         let mut loaded = self.loaded.lock().expect("TLS configuration lock");
         let changed = loaded.files.iter().any(|(path, at)| modified(path) != *at);
         if changed {
-            match load(&self.cfg) {
+            match load(&self.cfg.client) {
                 Ok(fresh) => {
                     tracing::info!("TLS certificates reloaded: their files changed");
                     *loaded = fresh;
@@ -150,19 +153,19 @@ fn modified(path: &PathBuf) -> Option<SystemTime> {
 }
 
 /// Builds the rustls configuration from the stores, as they are on disk now.
-fn load(cfg: &TlsConfig) -> Result<Loaded, String> {
+fn load(cfg: &TlsSide) -> Result<Loaded, String> {
     let mut files = Vec::new();
-    let (chain, key) = stores::key_store(&cfg.key_store)?;
+    let (chain, key) = stores::key_store(&cfg.key_store, cfg.prefix)?;
     files.extend(cfg.key_store.location.clone());
     let provider = Arc::new(provider(cfg)?);
     let versions = versions(cfg)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
-        .map_err(|e| format!("ssl.enabledProtocols with ssl.ciphersuites: {e}"))?;
+        .map_err(|e| format!("{}.enabledProtocols with its ciphersuites: {e}", cfg.prefix))?;
     let builder = match cfg.client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
         auth => {
-            let roots = stores::trust_store(&cfg.trust_store)?;
+            let roots = stores::trust_store(&cfg.trust_store, cfg.prefix)?;
             files.extend(cfg.trust_store.location.clone());
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
             let verifier = if auth == ClientAuth::Want {
@@ -172,13 +175,13 @@ fn load(cfg: &TlsConfig) -> Result<Loaded, String> {
             };
             let verifier = verifier
                 .build()
-                .map_err(|e| format!("ssl.trustStore: cannot verify clients with it: {e}"))?;
+                .map_err(|e| format!("{}.trustStore: cannot verify clients with it: {e}", cfg.prefix))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
     let server = builder
         .with_single_cert(chain, key)
-        .map_err(|e| format!("ssl.keyStore: the key does not go with the certificate: {e}"))?;
+        .map_err(|e| format!("{}.keyStore: the key does not go with the certificate: {e}", cfg.prefix))?;
     let files = files.into_iter().map(|p| {
         let at = modified(&p);
         (p, at)
@@ -191,7 +194,7 @@ fn load(cfg: &TlsConfig) -> Result<Loaded, String> {
 
 /// ring's cipher suites, narrowed to `ssl.ciphersuites` when it names some. Names are IANA's
 /// (as Java's); ones rustls does not implement (CBC suites, say) are skipped with a warning.
-fn provider(cfg: &TlsConfig) -> Result<rustls::crypto::CryptoProvider, String> {
+fn provider(cfg: &TlsSide) -> Result<rustls::crypto::CryptoProvider, String> {
     // ring, not aws-lc-rs: it builds with a plain C compiler. rustls marks it deprecated for
     // lacking post-quantum key exchange, which ZooKeeper's Java clients do not offer either.
     #[allow(deprecated)]
@@ -207,29 +210,29 @@ fn provider(cfg: &TlsConfig) -> Result<rustls::crypto::CryptoProvider, String> {
         .iter()
         .partition(|want| provider.cipher_suites.iter().any(|s| &name(s) == *want));
     if !unknown.is_empty() {
-        tracing::warn!(?unknown, "ssl.ciphersuites names suites Corral does not offer; skipped");
+        tracing::warn!(prefix = cfg.prefix, ?unknown, "ciphersuites names suites Corral does not offer; skipped");
     }
     provider.cipher_suites.retain(|s| known.contains(&&name(s)));
     if provider.cipher_suites.is_empty() {
-        return Err(format!("ssl.ciphersuites: none of {:?} is offered", cfg.ciphersuites));
+        return Err(format!("{}.ciphersuites: none of {:?} is offered", cfg.prefix, cfg.ciphersuites));
     }
     Ok(provider)
 }
 
 /// `ssl.enabledProtocols`: TLSv1.2 and TLSv1.3 (older ones are not offered; they are skipped
 /// with a warning).
-fn versions(cfg: &TlsConfig) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+fn versions(cfg: &TlsSide) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
     let mut out = Vec::new();
     for p in &cfg.protocols {
         match p.as_str() {
             "TLSv1.2" => out.push(&rustls::version::TLS12),
             "TLSv1.3" => out.push(&rustls::version::TLS13),
             "TLS" => out.extend([&rustls::version::TLS12, &rustls::version::TLS13]),
-            other => tracing::warn!(protocol = other, "ssl.enabledProtocols: not offered (TLSv1.2 and TLSv1.3 are)"),
+            other => tracing::warn!(prefix = cfg.prefix, protocol = other, "enabledProtocols: not offered (TLSv1.2 and TLSv1.3 are)"),
         }
     }
     if out.is_empty() {
-        return Err(format!("ssl.enabledProtocols: none of {:?} is offered", cfg.protocols));
+        return Err(format!("{}.enabledProtocols: none of {:?} is offered", cfg.prefix, cfg.protocols));
     }
     Ok(out)
 }

@@ -13,35 +13,35 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 type Chain = Vec<CertificateDer<'static>>;
 
 /// The server's certificate chain and private key.
-pub fn key_store(store: &Store) -> Result<(Chain, PrivateKeyDer<'static>), String> {
-    let (path, bytes, password) = read(store, "ssl.keyStore")?;
-    let (chain, key) = match store.store_type("ssl.keyStore").map_err(|e| e.to_string())? {
+pub fn key_store(store: &Store, prefix: &str) -> Result<(Chain, PrivateKeyDer<'static>), String> {
+    let name = format!("{prefix}.keyStore");
+    let (path, bytes, password) = read(store, &name)?;
+    let (chain, key) = match store.store_type(&name).map_err(|e| e.to_string())? {
         StoreType::Pem => pem_key_store(&bytes, &password),
         StoreType::Pkcs12 => pkcs12_key_store(&bytes, &password),
     }
-    .map_err(|e| format!("ssl.keyStore {path}: {e}"))?;
+    .map_err(|e| format!("{name} {path}: {e}"))?;
     if chain.is_empty() {
-        return Err(format!("ssl.keyStore {path}: no certificate"));
+        return Err(format!("{name} {path}: no certificate"));
     }
     Ok((chain, key))
 }
 
 /// The certificates client certificates are checked against.
-pub fn trust_store(store: &Store) -> Result<RootCertStore, String> {
-    let (path, bytes, password) = read(store, "ssl.trustStore")?;
-    let certs = match store.store_type("ssl.trustStore").map_err(|e| e.to_string())? {
+pub fn trust_store(store: &Store, prefix: &str) -> Result<RootCertStore, String> {
+    let name = format!("{prefix}.trustStore");
+    let (path, bytes, password) = read(store, &name)?;
+    let certs = match store.store_type(&name).map_err(|e| e.to_string())? {
         StoreType::Pem => pem_certificates(&bytes),
         StoreType::Pkcs12 => pkcs12_certificates(&bytes, &password),
     }
-    .map_err(|e| format!("ssl.trustStore {path}: {e}"))?;
+    .map_err(|e| format!("{name} {path}: {e}"))?;
     let mut roots = RootCertStore::empty();
     for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| format!("ssl.trustStore {path}: {e}"))?;
+        roots.add(cert).map_err(|e| format!("{name} {path}: {e}"))?;
     }
     if roots.is_empty() {
-        return Err(format!("ssl.trustStore {path}: no certificate"));
+        return Err(format!("{name} {path}: no certificate"));
     }
     Ok(roots)
 }
@@ -68,13 +68,13 @@ fn pem_key_store(bytes: &[u8], password: &str) -> Result<(Chain, PrivateKeyDer<'
     let text = String::from_utf8_lossy(bytes);
     if let Some(der) = pem_block(&text, "ENCRYPTED PRIVATE KEY")? {
         if password.is_empty() {
-            return Err("the key is encrypted: set ssl.keyStore.password".into());
+            return Err("the key is encrypted: set the key store's password".into());
         }
         let info = pkcs8::EncryptedPrivateKeyInfo::from_der(&der)
             .map_err(|e| format!("bad encrypted key: {e}"))?;
         let plain = info
             .decrypt(password)
-            .map_err(|e| format!("cannot decrypt the key with ssl.keyStore.password: {e}"))?;
+            .map_err(|e| format!("cannot decrypt the key with the key store's password: {e}"))?;
         let key = PrivatePkcs8KeyDer::from(plain.as_bytes().to_vec());
         return Ok((chain, PrivateKeyDer::Pkcs8(key)));
     }

@@ -1,0 +1,206 @@
+//! TLS between members (`sslQuorum=true` with `ssl.quorum.*`): a [`Net`] that wraps the one the
+//! replicated log dials and listens with. Each side shows its certificate and checks the
+//! other's against the quorum trust store; the dialing member also checks that the member it
+//! dialed is named in its certificate (`ssl.quorum.hostnameVerification`, on by default).
+//! Replication itself does not know: it gets plain byte streams.
+
+use super::config::{ClientAuth, TlsSide};
+use super::{load, provider, stores, versions, Joined};
+use corral_io::net::BoxFuture;
+use corral_io::{BoxStream, Listener, Net};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long a member may take over the TLS handshake of a member link.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Member links whose handshake is under way at once, per listener; more wait for the kernel's
+/// backlog.
+const HANDSHAKES_IN_FLIGHT: usize = 64;
+
+/// The replicated log's network, with TLS on every member link.
+#[derive(Debug)]
+pub struct QuorumNet {
+    inner: Arc<dyn Net>,
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+impl QuorumNet {
+    /// Loads the quorum stores; an error names the file and what is wrong with it.
+    pub fn new(inner: Arc<dyn Net>, side: &TlsSide) -> Result<QuorumNet, String> {
+        let mut server_side = side.clone();
+        // A member must prove itself to the member it dials, whatever clientAuth says.
+        server_side.client_auth = ClientAuth::Need;
+        let server = load(&server_side)?.server;
+        let provider = Arc::new(provider(side)?);
+        let roots = Arc::new(stores::trust_store(&side.trust_store, side.prefix)?);
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| format!("{}.trustStore: {e}", side.prefix))?;
+        let verifier = Arc::new(MemberVerifier {
+            webpki,
+            check_name: side.hostname_verification,
+        });
+        let (chain, key) = stores::key_store(&side.key_store, side.prefix)?;
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions(side)?)
+            .map_err(|e| format!("{}: {e}", side.prefix))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("{}.keyStore: {e}", side.prefix))?;
+        Ok(QuorumNet {
+            inner,
+            server,
+            client: Arc::new(client),
+        })
+    }
+}
+
+impl Net for QuorumNet {
+    fn connect(&self, addr: &str) -> BoxFuture<'static, io::Result<BoxStream>> {
+        let inner = self.inner.connect(addr);
+        let connector = tokio_rustls::TlsConnector::from(self.client.clone());
+        let addr = addr.to_owned();
+        Box::pin(async move {
+            let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+            let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let stream = inner.await?;
+            let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+                .inspect_err(|e| tracing::warn!(member = %addr, error = %e, "TLS to a member failed"))?;
+            Ok(Box::new(Joined(tls)) as BoxStream)
+        })
+    }
+
+    fn bind(&self, addr: &str) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
+        let inner = self.inner.bind(addr);
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.server.clone());
+        Box::pin(async move {
+            let listener = inner.await?;
+            let local = listener.local_addr()?;
+            let (tx, rx) = mpsc::channel(HANDSHAKES_IN_FLIGHT);
+            tokio::spawn(handshakes(listener, acceptor, tx));
+            Ok(Box::new(TlsListener { local, ready: rx }) as Box<dyn Listener>)
+        })
+    }
+}
+
+/// Accepts member links and runs their handshakes concurrently, so that one slow or hostile
+/// peer does not hold up the others; finished links wait in `ready`.
+async fn handshakes(
+    mut listener: Box<dyn Listener>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    ready: mpsc::Sender<io::Result<(BoxStream, SocketAddr)>>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_IN_FLIGHT));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = ready.closed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                if ready.send(Err(e)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (acceptor, ready) = (acceptor.clone(), ready.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let _ = ready.send(Ok((Box::new(Joined(tls)) as BoxStream, peer))).await;
+                }
+                Ok(Err(e)) => tracing::warn!(%peer, error = %e, "refusing a member link: TLS handshake failed"),
+                Err(_) => tracing::warn!(%peer, "refusing a member link: no TLS handshake in time"),
+            }
+        });
+    }
+}
+
+struct TlsListener {
+    local: SocketAddr,
+    ready: mpsc::Receiver<io::Result<(BoxStream, SocketAddr)>>,
+}
+
+impl Listener for TlsListener {
+    fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, SocketAddr)>> {
+        Box::pin(async move {
+            match self.ready.recv().await {
+                Some(r) => r,
+                None => Err(io::Error::new(io::ErrorKind::BrokenPipe, "listener stopped")),
+            }
+        })
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+/// Checks a dialed member's certificate against the quorum trust store; its name too unless
+/// `hostnameVerification=false`.
+#[derive(Debug)]
+struct MemberVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    check_name: bool,
+}
+
+impl ServerCertVerifier for MemberVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
