@@ -5,9 +5,9 @@
 //! the server, the test clients and the benchmark share one codec.
 
 use crate::codes::{ErrorCode, OpCode};
-use bytes::Bytes;
 use crate::jute::{DecodeError, Jute, Reader};
 use crate::records::*;
+use bytes::Bytes;
 
 /// A client request, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]

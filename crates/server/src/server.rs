@@ -6,18 +6,18 @@ use crate::connection;
 use crate::core::driver::Driver;
 use crate::core::CoreMsg;
 use crate::status::StatusSource;
+use crate::tls::{HandshakeError, QuorumNet, TlsAcceptor};
 use corral_io::hash::HashMap;
+use corral_io::BoxStream;
 use corral_io::Listener;
+use corral_proto::records::Id;
 use corral_replication::{LeaseTimes, Member, ReplicaConfig, ReplicaHandle, ReplicationError};
 use corral_tree::TreeConfig;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use crate::tls::{HandshakeError, QuorumNet, TlsAcceptor};
-use corral_io::BoxStream;
-use corral_proto::records::Id;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -137,7 +137,8 @@ impl Server {
     pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
         let mut rcfg = replica_config(&cfg);
         if cfg.tls.ssl_quorum {
-            let net = QuorumNet::new(cfg.io.net.clone(), &cfg.tls.quorum).map_err(ServerError::Tls)?;
+            let net =
+                QuorumNet::new(cfg.io.net.clone(), &cfg.tls.quorum).map_err(ServerError::Tls)?;
             tracing::info!("members talk over TLS (sslQuorum)");
             rcfg.io.net = Arc::new(net);
         }
@@ -352,7 +353,10 @@ async fn accept_tls(
     }
 }
 
-async fn bind(cfg: &ServerConfig, addr: SocketAddr) -> Result<(Box<dyn Listener>, SocketAddr), ServerError> {
+async fn bind(
+    cfg: &ServerConfig,
+    addr: SocketAddr,
+) -> Result<(Box<dyn Listener>, SocketAddr), ServerError> {
     let listener = cfg
         .io
         .net
@@ -421,7 +425,8 @@ async fn accept_loop(
             global: shared.global.clone(),
         };
         tokio::spawn(async move {
-            if let Some((stream, ids)) = mode.secure(stream, peer, limits.sessionless_timeout).await {
+            if let Some((stream, ids)) = mode.secure(stream, peer, limits.sessionless_timeout).await
+            {
                 connection::serve(stream, peer, conn, core, limits, status, ids).await;
             }
             let mut counts = per_ip.lock().expect("connection counts lock");

@@ -323,16 +323,51 @@ mod tests {
         let cert = Id::new("x509", "CN=alice,O=Corral");
         let ids = vec![Id::new("ip", "127.0.0.1"), alice.clone(), cert.clone()];
         let acl = fixup(&[Acl::new(perms::READ, "auth", "")], &ids).unwrap();
-        assert_eq!(acl, vec![Acl { perms: perms::READ, id: alice.clone() }, Acl { perms: perms::READ, id: cert.clone() }]);
+        assert_eq!(
+            acl,
+            vec![
+                Acl {
+                    perms: perms::READ,
+                    id: alice.clone()
+                },
+                Acl {
+                    perms: perms::READ,
+                    id: cert.clone()
+                }
+            ]
+        );
         assert_eq!(check(&acl, perms::READ, &[alice]), Ok(()));
         assert_eq!(check(&acl, perms::READ, &[cert]), Ok(()));
-        assert_eq!(check(&acl, perms::READ, &[Id::new("sasl", "bob")]), Err(ErrorCode::NoAuth));
-        assert_eq!(check(&acl, perms::READ, &[Id::new("digest", "alice")]), Err(ErrorCode::NoAuth));
-        for good in [("sasl", "alice"), ("sasl", "kafka/host@EXAMPLE.COM"), ("sasl", "a@B"), ("x509", "CN=a\\,b,O=c")] {
-            assert!(fixup(&[Acl::new(1, good.0, good.1)], &ids).is_ok(), "{good:?}");
+        assert_eq!(
+            check(&acl, perms::READ, &[Id::new("sasl", "bob")]),
+            Err(ErrorCode::NoAuth)
+        );
+        assert_eq!(
+            check(&acl, perms::READ, &[Id::new("digest", "alice")]),
+            Err(ErrorCode::NoAuth)
+        );
+        for good in [
+            ("sasl", "alice"),
+            ("sasl", "kafka/host@EXAMPLE.COM"),
+            ("sasl", "a@B"),
+            ("x509", "CN=a\\,b,O=c"),
+        ] {
+            assert!(
+                fixup(&[Acl::new(1, good.0, good.1)], &ids).is_ok(),
+                "{good:?}"
+            );
         }
-        for bad in [("sasl", "a@b@c"), ("sasl", "a/b/c@R"), ("x509", "alice"), ("x509", "CN=a,")] {
-            assert_eq!(fixup(&[Acl::new(1, bad.0, bad.1)], &ids), Err(ErrorCode::InvalidAcl), "{bad:?}");
+        for bad in [
+            ("sasl", "a@b@c"),
+            ("sasl", "a/b/c@R"),
+            ("x509", "alice"),
+            ("x509", "CN=a,"),
+        ] {
+            assert_eq!(
+                fixup(&[Acl::new(1, bad.0, bad.1)], &ids),
+                Err(ErrorCode::InvalidAcl),
+                "{bad:?}"
+            );
         }
     }
 

@@ -60,9 +60,8 @@ impl DigestMd5 {
                     return Err("DIGEST-MD5 must not have an initial response".into());
                 }
                 let nonce = self.nonce.clone();
-                let challenge = format!(
-                    "realm=\"{REALM}\",nonce=\"{nonce}\",charset=utf-8,algorithm=md5-sess"
-                );
+                let challenge =
+                    format!("realm=\"{REALM}\",nonce=\"{nonce}\",charset=utf-8,algorithm=md5-sess");
                 self.state = State::Challenged { nonce };
                 Ok(DigestStep::Challenge(challenge.into_bytes()))
             }
@@ -88,23 +87,31 @@ fn check_response(
     }
     let qop = get("qop").unwrap_or("auth");
     if qop != "auth" {
-        return Err(format!("unsupported qop {qop:?} (ZooKeeper offers auth only)"));
+        return Err(format!(
+            "unsupported qop {qop:?} (ZooKeeper offers auth only)"
+        ));
     }
     if need("nc")? != "00000001" {
         return Err("digest response format violation: nonce count is not 00000001".into());
     }
     let uri = need("digest-uri")?;
     if !uri.eq_ignore_ascii_case(DIGEST_URI) {
-        return Err(format!("digest response format violation: mismatched URI {uri:?}"));
+        return Err(format!(
+            "digest response format violation: mismatched URI {uri:?}"
+        ));
     }
     let realm = get("realm").unwrap_or("");
     if !realm.is_empty() && realm != REALM {
-        return Err(format!("digest response format violation: nonexistent realm {realm:?}"));
+        return Err(format!(
+            "digest response format violation: nonexistent realm {realm:?}"
+        ));
     }
     let cnonce = need("cnonce")?;
     let response = need("response")?;
     let Some(password) = password(user) else {
-        return Err(format!("cannot acquire password for {user} in realm {REALM}"));
+        return Err(format!(
+            "cannot acquire password for {user} in realm {REALM}"
+        ));
     };
     let utf8 = get("charset").is_some_and(|c| c.eq_ignore_ascii_case("utf-8"));
     let secret = Secret {
@@ -155,7 +162,10 @@ impl Secret<'_> {
         }
         let ha1 = hex(&Md5::digest(&a1));
         let ha2 = hex(&Md5::digest(a2.as_bytes()));
-        let kd = format!("{ha1}:{}:{}:{}:auth:{ha2}", self.nonce, self.nc, self.cnonce);
+        let kd = format!(
+            "{ha1}:{}:{}:{}:auth:{ha2}",
+            self.nonce, self.nc, self.cnonce
+        );
         hex(&Md5::digest(kd.as_bytes()))
     }
 
@@ -299,7 +309,10 @@ mod tests {
             s.response("AUTHENTICATE:imap/elwood.innosoft.com"),
             "d388dad90d4bbd760a152321f2143af7"
         );
-        assert_eq!(s.response(":imap/elwood.innosoft.com"), "ea40f60335c427b5527b84dbabcdfffd");
+        assert_eq!(
+            s.response(":imap/elwood.innosoft.com"),
+            "ea40f60335c427b5527b84dbabcdfffd"
+        );
     }
 
     #[test]
@@ -311,12 +324,18 @@ mod tests {
         let mut m = DigestMd5::new("n1".into());
         let c = start(&mut m);
         let wrong = client_response(&c, "alice", "guess", "c");
-        assert!(m.step(wrong.as_bytes(), users).unwrap_err().contains("wrong password"));
+        assert!(m
+            .step(wrong.as_bytes(), users)
+            .unwrap_err()
+            .contains("wrong password"));
 
         let mut m = DigestMd5::new("n2".into());
         let c = start(&mut m);
         let bob = client_response(&c, "bob", "x", "c");
-        assert!(m.step(bob.as_bytes(), users).unwrap_err().contains("cannot acquire password"));
+        assert!(m
+            .step(bob.as_bytes(), users)
+            .unwrap_err()
+            .contains("cannot acquire password"));
 
         let mut m = DigestMd5::new("n3".into());
         start(&mut m);
@@ -329,6 +348,9 @@ mod tests {
         let mut m = DigestMd5::new("n5".into());
         let c = start(&mut m);
         let replayed = client_response(&c, "alice", "alice-secret", "c").replace("n5", "n4");
-        assert!(m.step(replayed.as_bytes(), users).unwrap_err().contains("nonce"));
+        assert!(m
+            .step(replayed.as_bytes(), users)
+            .unwrap_err()
+            .contains("nonce"));
     }
 }

@@ -112,7 +112,8 @@ impl Parser {
     fn module(&mut self) -> Result<LoginModule, String> {
         let (class, _) = self.word("a login module class")?;
         let (flag, line) = self.word("a flag (required, requisite, sufficient, optional)")?;
-        if !["required", "requisite", "sufficient", "optional"].contains(&flag.to_lowercase().as_str())
+        if !["required", "requisite", "sufficient", "optional"]
+            .contains(&flag.to_lowercase().as_str())
         {
             return Err(format!("line {line}: {flag:?} is not a login module flag"));
         }
@@ -223,10 +224,16 @@ mod tests {
         let jaas = Jaas::parse(text).unwrap();
         let server = jaas.section("Server").unwrap();
         assert_eq!(server.len(), 1);
-        assert_eq!(server[0].class, "org.apache.zookeeper.server.auth.DigestLoginModule");
+        assert_eq!(
+            server[0].class,
+            "org.apache.zookeeper.server.auth.DigestLoginModule"
+        );
         assert_eq!(server[0].options["user_super"], "super_secret");
         assert_eq!(server[0].options["user_alice"], "a \"quoted\" secret");
-        assert_eq!(jaas.section("Client").unwrap()[0].options["username"], "alice");
+        assert_eq!(
+            jaas.section("Client").unwrap()[0].options["username"],
+            "alice"
+        );
         let quorum = &jaas.section("QuorumServer").unwrap()[0];
         assert_eq!(quorum.options["useKeyTab"], "true");
         assert_eq!(quorum.options["keyTab"], "/etc/zk.keytab");
@@ -235,9 +242,13 @@ mod tests {
     #[test]
     fn malformed_files_name_the_line() {
         let missing_semicolon = "Server {\n  Module required\n  a=\"b\"\n};";
-        assert!(Jaas::parse(missing_semicolon).unwrap_err().starts_with("line 4"));
+        assert!(Jaas::parse(missing_semicolon)
+            .unwrap_err()
+            .starts_with("line 4"));
         let bad_flag = "Server {\n  Module always a=b;\n};";
-        assert!(Jaas::parse(bad_flag).unwrap_err().contains("not a login module flag"));
+        assert!(Jaas::parse(bad_flag)
+            .unwrap_err()
+            .contains("not a login module flag"));
         assert!(Jaas::parse("Server { M required a=\"b").is_err());
         assert_eq!(Jaas::parse("").unwrap(), Jaas::default());
     }

@@ -62,6 +62,7 @@ pub fn is_auth_key(key: &str) -> bool {
     let key = key.strip_prefix("zookeeper.").unwrap_or(key);
     key.starts_with("authProvider.")
         || key.starts_with("superUser.")
+        || key.starts_with("quorum.auth.")
         || matches!(
             key,
             "java.security.auth.login.config"
@@ -91,7 +92,13 @@ impl AuthConfig {
             n if n.starts_with("authProvider.") => match value {
                 SASL_PROVIDER => self.sasl_provider = true,
                 v if BUILT_IN_PROVIDERS.contains(&v) => {}
-                _ => return Err(bad(key, value, "Corral knows ZooKeeper's SASL provider only")),
+                _ => {
+                    return Err(bad(
+                        key,
+                        value,
+                        "Corral knows ZooKeeper's SASL provider only",
+                    ))
+                }
             },
             "java.security.auth.login.config" => self.jaas_file = Some(PathBuf::from(value)),
             "sasl.serverconfig" => self.jaas_section = Some(value.to_owned()),
@@ -114,6 +121,20 @@ impl AuthConfig {
                     .collect()
             }
             "allowSaslFailedClients" => self.allow_sasl_failed = parse_bool(key, value)?,
+            // Members authenticate each other by TLS (sslQuorum); running without the SASL an
+            // operator asked for would be a silent hole, so it is refused.
+            "quorum.auth.enableSasl" | "quorum.auth.learnerRequireSasl"
+            | "quorum.auth.serverRequireSasl" => {
+                if parse_bool(key, value)? {
+                    return Err(bad(
+                        key,
+                        value,
+                        "SASL between members is not supported yet; use sslQuorum (TLS with \
+                         certificates) to authenticate members",
+                    ));
+                }
+            }
+            n if n.starts_with("quorum.auth.") => {}
             _ => unreachable!("is_auth_key admits {key}"),
         }
         Ok(())
@@ -225,7 +246,10 @@ fn read_server_section(path: &PathBuf, section: &str) -> Result<Option<SaslUsers
             return Err(bad(
                 key,
                 &shown,
-                &format!("section {section}: login module {} is not supported", m.class),
+                &format!(
+                    "section {section}: login module {} is not supported",
+                    m.class
+                ),
             ));
         }
         for (k, v) in &m.options {
@@ -327,7 +351,10 @@ mod tests {
     fn principals_keep_host_and_realm_unless_told() {
         let keep = AuthConfig::default();
         assert_eq!(keep.sasl_id("alice"), "alice");
-        assert_eq!(keep.sasl_id("kafka/broker1@EXAMPLE.COM"), "kafka/broker1@EXAMPLE.COM");
+        assert_eq!(
+            keep.sasl_id("kafka/broker1@EXAMPLE.COM"),
+            "kafka/broker1@EXAMPLE.COM"
+        );
         let c = config(&[
             ("kerberos.removeHostFromPrincipal", "true"),
             ("zookeeper.kerberos.removeRealmFromPrincipal", "true"),
@@ -352,9 +379,14 @@ mod tests {
         // sessionRequireClientSASLAuth is enforce.auth for sasl.
         let c = config(&[sasl, ("zookeeper.sessionRequireClientSASLAuth", "true")]).unwrap();
         assert!(c.sasl_required() && !c.admits(["ip"]));
-        assert!(config(&[on, ("enforce.auth.schemes", "sasl")]).is_err(), "no provider");
+        assert!(
+            config(&[on, ("enforce.auth.schemes", "sasl")]).is_err(),
+            "no provider"
+        );
         assert!(config(&[sasl, on]).is_err(), "no schemes");
         assert!(config(&[("authProvider.2", "com.example.Mine")]).is_err());
+        assert!(config(&[("quorum.auth.enableSasl", "true")]).is_err());
+        assert!(config(&[("quorum.auth.enableSasl", "false")]).is_ok());
     }
 
     #[test]
@@ -377,7 +409,10 @@ mod tests {
         ]);
         assert!(c.unwrap_err().to_string().contains("not supported"));
         let c = config(&[("java.security.auth.login.config", "/nonexistent/jaas.conf")]);
-        assert!(c.unwrap_err().to_string().contains("cannot read the JAAS file"));
+        assert!(c
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read the JAAS file"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -79,7 +79,10 @@ impl Core {
                 let peer = self.conns.get(&conn).map(|c| c.peer);
                 if p.scheme == "sasl" {
                     // As ZooKeeper's SASL provider: SASL is negotiated with SASL packets.
-                    tracing::warn!(?peer, "an auth packet with scheme sasl (SASL takes SASL packets); closing");
+                    tracing::warn!(
+                        ?peer,
+                        "an auth packet with scheme sasl (SASL takes SASL packets); closing"
+                    );
                 } else {
                     tracing::warn!(?peer, scheme = %p.scheme, "authentication with an unknown scheme; closing");
                 }

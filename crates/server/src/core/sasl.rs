@@ -31,7 +31,10 @@ impl Core {
 
     pub(super) fn sasl_done(&mut self, step: SaslStep, outcome: SaslOutcome) {
         let SaslStep {
-            conn, xid, received, ..
+            conn,
+            xid,
+            received,
+            ..
         } = step;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
@@ -108,7 +111,11 @@ impl Core {
         let Some(c) = self.conns.get(&conn) else {
             return false;
         };
-        if self.cfg.auth.admits(c.auth.iter().map(|id| id.scheme.as_str())) {
+        if self
+            .cfg
+            .auth
+            .admits(c.auth.iter().map(|id| id.scheme.as_str()))
+        {
             return false;
         }
         let schemes: Vec<&str> = c.auth.iter().map(|id| id.scheme.as_str()).collect();

@@ -773,13 +773,22 @@ fn a_sasl_step_holds_what_follows_and_required_sasl_refuses_the_rest() {
     assert!(matches!(got[3], (4, Ok(Response::GetData(_)))), "{got:?}");
     let node = h.core.tree().get("/mine").unwrap();
     let acl = h.core.tree().acl(node);
-    assert_eq!(acl, [Acl::new(corral_proto::codes::perms::ALL, "sasl", "admin")]);
+    assert_eq!(
+        acl,
+        [Acl::new(corral_proto::codes::perms::ALL, "sasl", "admin")]
+    );
 
     // Without SASL, a session gets SessionClosedRequireSaslAuth and loses its connection.
     h.connect(2, Limits::default());
     h.send(2, 1, get("/mine", false));
-    assert_eq!(replies(&h, 2), [(1, Err(ErrorCode::SessionClosedRequireSaslAuth))]);
-    assert!(matches!(h.clients[&2].received.last(), Some(Outgoing::Close)));
+    assert_eq!(
+        replies(&h, 2),
+        [(1, Err(ErrorCode::SessionClosedRequireSaslAuth))]
+    );
+    assert!(matches!(
+        h.clients[&2].received.last(),
+        Some(Outgoing::Close)
+    ));
 
     // A failed step: refused, closed, counted.
     h.connect(3, Limits::default());
@@ -789,7 +798,13 @@ fn a_sasl_step_holds_what_follows_and_required_sasl_refuses_the_rest() {
         step,
         outcome: crate::auth::SaslOutcome::Failed("wrong password".into()),
     });
-    assert_eq!(replies(&h, 3), [(1, Err(ErrorCode::SessionClosedRequireSaslAuth))]);
-    assert!(matches!(h.clients[&3].received.last(), Some(Outgoing::Close)));
+    assert_eq!(
+        replies(&h, 3),
+        [(1, Err(ErrorCode::SessionClosedRequireSaslAuth))]
+    );
+    assert!(matches!(
+        h.clients[&3].received.last(),
+        Some(Outgoing::Close)
+    ));
     assert_eq!(h.core.stats.auth_failed, 2);
 }

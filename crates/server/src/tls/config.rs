@@ -36,20 +36,19 @@ impl Store {
     pub fn store_type(&self, key: &str) -> Result<StoreType, ConfigError> {
         let location = self.location.as_ref().map(|p| p.display().to_string());
         let location = location.as_deref().unwrap_or("");
-        let named = match &self.kind {
-            Some(k) => k.to_ascii_uppercase(),
-            None if location.ends_with(".pem") => "PEM".into(),
-            None if location.ends_with(".p12") => "PKCS12".into(),
-            None if location.ends_with(".jks") => "JKS".into(),
-            None if location.ends_with(".bcfks") => "BCFKS".into(),
-            None => {
-                return Err(bad(
+        let named =
+            match &self.kind {
+                Some(k) => k.to_ascii_uppercase(),
+                None if location.ends_with(".pem") => "PEM".into(),
+                None if location.ends_with(".p12") => "PKCS12".into(),
+                None if location.ends_with(".jks") => "JKS".into(),
+                None if location.ends_with(".bcfks") => "BCFKS".into(),
+                None => return Err(bad(
                     &format!("{key}.type"),
                     location,
                     "cannot tell the store's type from its file name (.pem, .p12): set the type",
-                ))
-            }
-        };
+                )),
+            };
         match named.as_str() {
             "PEM" => Ok(StoreType::Pem),
             "PKCS12" => Ok(StoreType::Pkcs12),
@@ -59,7 +58,11 @@ impl Store {
                 "Corral reads PEM and PKCS12 stores; convert with \
                  `keytool -importkeystore -deststoretype pkcs12`",
             )),
-            other => Err(bad(&format!("{key}.type"), other, "not a store type (PEM, PKCS12)")),
+            other => Err(bad(
+                &format!("{key}.type"),
+                other,
+                "not a store type (PEM, PKCS12)",
+            )),
         }
     }
 
@@ -136,7 +139,11 @@ impl TlsSide {
             }
             "crl" | "ocsp" => {
                 if parse_bool(key, value)? {
-                    return Err(bad(key, value, "Corral does not check revocation (CRL, OCSP)"));
+                    return Err(bad(
+                        key,
+                        value,
+                        "Corral does not check revocation (CRL, OCSP)",
+                    ));
                 }
             }
             _ => return Ok(false),
@@ -228,12 +235,18 @@ impl TlsConfig {
         let name = key.strip_prefix("zookeeper.").unwrap_or(key);
         match name {
             "secureClientPort" => {
-                self.secure_port =
-                    Some(value.parse().map_err(|_| bad(key, value, "not a port number"))?)
+                self.secure_port = Some(
+                    value
+                        .parse()
+                        .map_err(|_| bad(key, value, "not a port number"))?,
+                )
             }
             "secureClientPortAddress" => {
-                self.secure_address =
-                    Some(value.parse().map_err(|_| bad(key, value, "not an IP address"))?)
+                self.secure_address = Some(
+                    value
+                        .parse()
+                        .map_err(|_| bad(key, value, "not an IP address"))?,
+                )
             }
             "client.portUnification" => self.port_unification = parse_bool(key, value)?,
             // Corral always reloads changed certificate files; ZooKeeper's Netty factory is
@@ -261,14 +274,19 @@ impl TlsConfig {
             // peer without a certificate in.
             "portUnification" => {
                 if parse_bool(key, value)? {
-                    return Err(bad(key, value, "Corral's members speak TLS to each other \
-                        (sslQuorum) or not at all; there is no mixed mode"));
+                    return Err(bad(
+                        key,
+                        value,
+                        "Corral's members speak TLS to each other \
+                        (sslQuorum) or not at all; there is no mixed mode",
+                    ));
                 }
             }
             "sslQuorumReloadCertFiles" => {
                 parse_bool(key, value)?;
             }
-            n if n.starts_with("ssl.quorum.") && self.quorum.set(key, &n["ssl.quorum.".len()..], value)? => {}
+            n if n.starts_with("ssl.quorum.")
+                && self.quorum.set(key, &n["ssl.quorum.".len()..], value)? => {}
             n if n.starts_with("ssl.") && self.client.set(key, &n["ssl.".len()..], value)? => {}
             _ => return Err(bad(key, value, "not a TLS setting Corral knows")),
         }
@@ -283,7 +301,8 @@ impl TlsConfig {
     /// Checks the settings together.
     pub fn finish(&self) -> Result<(), ConfigError> {
         if self.enabled() {
-            self.client.check(self.client.client_auth != ClientAuth::None)?;
+            self.client
+                .check(self.client.client_auth != ClientAuth::None)?;
         }
         if self.ssl_quorum {
             // A member both dials (and checks the other's certificate) and is dialed.
@@ -320,7 +339,10 @@ mod tests {
     fn zookeepers_keys_and_defaults() {
         let c = tls(&[
             ("secureClientPort", "2281"),
-            ("serverCnxnFactory", "org.apache.zookeeper.server.NettyServerCnxnFactory"),
+            (
+                "serverCnxnFactory",
+                "org.apache.zookeeper.server.NettyServerCnxnFactory",
+            ),
             ("ssl.keyStore.location", "/etc/zk/server.pem"),
             ("zookeeper.ssl.trustStore.location", "/etc/zk/ca.p12"),
             ("ssl.trustStore.password", "changeit"),
@@ -331,7 +353,10 @@ mod tests {
         assert_eq!(c.client.client_auth, ClientAuth::Need);
         assert_eq!(c.client.protocols, ["TLSv1.3", "TLSv1.2"]);
         assert_eq!(c.client.key_store.store_type("k").unwrap(), StoreType::Pem);
-        assert_eq!(c.client.trust_store.store_type("t").unwrap(), StoreType::Pkcs12);
+        assert_eq!(
+            c.client.trust_store.store_type("t").unwrap(),
+            StoreType::Pkcs12
+        );
         assert!(!tls(&[]).unwrap().enabled());
     }
 

@@ -81,7 +81,11 @@ impl TlsAcceptor {
                 Err(e) => {
                     tracing::warn!(error = %e, "TLS certificate files changed but do not load; keeping the ones in use");
                     // Try again only when they change again.
-                    loaded.files = loaded.files.iter().map(|(p, _)| (p.clone(), modified(p))).collect();
+                    loaded.files = loaded
+                        .files
+                        .iter()
+                        .map(|(p, _)| (p.clone(), modified(p)))
+                        .collect();
                 }
             }
         }
@@ -119,7 +123,11 @@ impl TlsAcceptor {
 
     /// The `x509` identity of the client's certificate (its subject, as Java writes it), and
     /// `super` when it is the configured super user.
-    fn identities(&self, tls: &tokio_rustls::server::TlsStream<BoxStream>, peer: SocketAddr) -> Vec<Id> {
+    fn identities(
+        &self,
+        tls: &tokio_rustls::server::TlsStream<BoxStream>,
+        peer: SocketAddr,
+    ) -> Vec<Id> {
         let Some(leaf) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
             return Vec::new();
         };
@@ -173,15 +181,21 @@ fn load(cfg: &TlsSide) -> Result<Loaded, String> {
             } else {
                 verifier
             };
-            let verifier = verifier
-                .build()
-                .map_err(|e| format!("{}.trustStore: cannot verify clients with it: {e}", cfg.prefix))?;
+            let verifier = verifier.build().map_err(|e| {
+                format!(
+                    "{}.trustStore: cannot verify clients with it: {e}",
+                    cfg.prefix
+                )
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let server = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("{}.keyStore: the key does not go with the certificate: {e}", cfg.prefix))?;
+    let server = builder.with_single_cert(chain, key).map_err(|e| {
+        format!(
+            "{}.keyStore: the key does not go with the certificate: {e}",
+            cfg.prefix
+        )
+    })?;
     let files = files.into_iter().map(|p| {
         let at = modified(&p);
         (p, at)
@@ -202,19 +216,25 @@ fn provider(cfg: &TlsSide) -> Result<rustls::crypto::CryptoProvider, String> {
     if cfg.ciphersuites.is_empty() {
         return Ok(provider);
     }
-    let name = |s: &rustls::SupportedCipherSuite| {
-        format!("{:?}", s.suite()).replace("TLS13_", "TLS_")
-    };
+    let name =
+        |s: &rustls::SupportedCipherSuite| format!("{:?}", s.suite()).replace("TLS13_", "TLS_");
     let (known, unknown): (Vec<_>, Vec<_>) = cfg
         .ciphersuites
         .iter()
         .partition(|want| provider.cipher_suites.iter().any(|s| &name(s) == *want));
     if !unknown.is_empty() {
-        tracing::warn!(prefix = cfg.prefix, ?unknown, "ciphersuites names suites Corral does not offer; skipped");
+        tracing::warn!(
+            prefix = cfg.prefix,
+            ?unknown,
+            "ciphersuites names suites Corral does not offer; skipped"
+        );
     }
     provider.cipher_suites.retain(|s| known.contains(&&name(s)));
     if provider.cipher_suites.is_empty() {
-        return Err(format!("{}.ciphersuites: none of {:?} is offered", cfg.prefix, cfg.ciphersuites));
+        return Err(format!(
+            "{}.ciphersuites: none of {:?} is offered",
+            cfg.prefix, cfg.ciphersuites
+        ));
     }
     Ok(provider)
 }
@@ -228,11 +248,18 @@ fn versions(cfg: &TlsSide) -> Result<Vec<&'static rustls::SupportedProtocolVersi
             "TLSv1.2" => out.push(&rustls::version::TLS12),
             "TLSv1.3" => out.push(&rustls::version::TLS13),
             "TLS" => out.extend([&rustls::version::TLS12, &rustls::version::TLS13]),
-            other => tracing::warn!(prefix = cfg.prefix, protocol = other, "enabledProtocols: not offered (TLSv1.2 and TLSv1.3 are)"),
+            other => tracing::warn!(
+                prefix = cfg.prefix,
+                protocol = other,
+                "enabledProtocols: not offered (TLSv1.2 and TLSv1.3 are)"
+            ),
         }
     }
     if out.is_empty() {
-        return Err(format!("{}.enabledProtocols: none of {:?} is offered", cfg.prefix, cfg.protocols));
+        return Err(format!(
+            "{}.enabledProtocols: none of {:?} is offered",
+            cfg.prefix, cfg.protocols
+        ));
     }
     Ok(out)
 }

@@ -77,7 +77,9 @@ impl Net for QuorumNet {
             let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
-                .inspect_err(|e| tracing::warn!(member = %addr, error = %e, "TLS to a member failed"))?;
+                .inspect_err(
+                    |e| tracing::warn!(member = %addr, error = %e, "TLS to a member failed"),
+                )?;
             Ok(Box::new(Joined(tls)) as BoxStream)
         })
     }
@@ -125,9 +127,13 @@ async fn handshakes(
             let _slot = slot;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
-                    let _ = ready.send(Ok((Box::new(Joined(tls)) as BoxStream, peer))).await;
+                    let _ = ready
+                        .send(Ok((Box::new(Joined(tls)) as BoxStream, peer)))
+                        .await;
                 }
-                Ok(Err(e)) => tracing::warn!(%peer, error = %e, "refusing a member link: TLS handshake failed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "refusing a member link: TLS handshake failed")
+                }
                 Err(_) => tracing::warn!(%peer, "refusing a member link: no TLS handshake in time"),
             }
         });
@@ -144,7 +150,10 @@ impl Listener for TlsListener {
         Box::pin(async move {
             match self.ready.recv().await {
                 Some(r) => r,
-                None => Err(io::Error::new(io::ErrorKind::BrokenPipe, "listener stopped")),
+                None => Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "listener stopped",
+                )),
             }
         })
     }

@@ -91,7 +91,9 @@ fn pem_block(text: &str, label: &str) -> Result<Option<Vec<u8>>, String> {
         return Ok(None);
     };
     let body = &text[start + begin.len()..];
-    let stop = body.find(&end).ok_or_else(|| format!("{label} block not closed"))?;
+    let stop = body
+        .find(&end)
+        .ok_or_else(|| format!("{label} block not closed"))?;
     let b64: String = body[..stop].split_whitespace().collect();
     base64::engine::general_purpose::STANDARD
         .decode(b64)
@@ -104,7 +106,10 @@ fn pkcs12(bytes: &[u8], password: &str) -> Result<p12_keystore::KeyStore, String
         .map_err(|e| format!("cannot open the PKCS#12 store (wrong password?): {e}"))
 }
 
-fn pkcs12_key_store(bytes: &[u8], password: &str) -> Result<(Chain, PrivateKeyDer<'static>), String> {
+fn pkcs12_key_store(
+    bytes: &[u8],
+    password: &str,
+) -> Result<(Chain, PrivateKeyDer<'static>), String> {
     let store = pkcs12(bytes, password)?;
     let (_, chain) = store
         .private_key_chain()
@@ -221,10 +226,15 @@ mod tests {
     #[test]
     fn pem_blocks_and_garbage() {
         let text = "junk\n-----BEGIN ENCRYPTED PRIVATE KEY-----\naGVsbG8=\n-----END ENCRYPTED PRIVATE KEY-----\n";
-        assert_eq!(pem_block(text, "ENCRYPTED PRIVATE KEY").unwrap().unwrap(), b"hello");
+        assert_eq!(
+            pem_block(text, "ENCRYPTED PRIVATE KEY").unwrap().unwrap(),
+            b"hello"
+        );
         assert_eq!(pem_block(text, "CERTIFICATE").unwrap(), None);
         assert!(pem_block("-----BEGIN X-----\nabc", "X").is_err());
         assert!(pem_key_store(b"not a pem", "").is_err());
-        assert!(pkcs12_certificates(b"not a p12", "x").unwrap_err().contains("PKCS#12"));
+        assert!(pkcs12_certificates(b"not a p12", "x")
+            .unwrap_err()
+            .contains("PKCS#12"));
     }
 }
