@@ -123,7 +123,8 @@ impl AuthConfig {
             "allowSaslFailedClients" => self.allow_sasl_failed = parse_bool(key, value)?,
             // Members authenticate each other by TLS (sslQuorum); running without the SASL an
             // operator asked for would be a silent hole, so it is refused.
-            "quorum.auth.enableSasl" | "quorum.auth.learnerRequireSasl"
+            "quorum.auth.enableSasl"
+            | "quorum.auth.learnerRequireSasl"
             | "quorum.auth.serverRequireSasl" => {
                 if parse_bool(key, value)? {
                     return Err(bad(
