@@ -211,9 +211,31 @@ impl Default for TlsConfig {
     }
 }
 
-/// Whether [`TlsConfig::set`] takes this zoo.cfg key or JVM property.
+/// The keys of one side, after `ssl.` or `ssl.quorum.`.
+const SIDE_KEYS: &[&str] = &[
+    "keyStore.location",
+    "keyStore.password",
+    "keyStore.passwordPath",
+    "keyStore.type",
+    "trustStore.location",
+    "trustStore.password",
+    "trustStore.passwordPath",
+    "trustStore.type",
+    "clientAuth",
+    "protocol",
+    "enabledProtocols",
+    "ciphersuites",
+    "hostnameVerification",
+    "allowReverseDnsLookup",
+    "crl",
+    "ocsp",
+];
+
+/// Whether [`TlsConfig::set`] takes this zoo.cfg key or JVM property. Other `ssl.*` keys are
+/// reported as unknown, as any key Corral does not know.
 pub fn is_tls_key(key: &str) -> bool {
     let key = key.strip_prefix("zookeeper.").unwrap_or(key);
+    let side = |rest: &str| SIDE_KEYS.contains(&rest);
     matches!(
         key,
         "secureClientPort"
@@ -226,7 +248,10 @@ pub fn is_tls_key(key: &str) -> bool {
             | "sslQuorum"
             | "portUnification"
             | "sslQuorumReloadCertFiles"
-    ) || key.starts_with("ssl.")
+            | "ssl.authProvider"
+            | "ssl.handshakeDetectionTimeoutMillis"
+    ) || key.strip_prefix("ssl.quorum.").is_some_and(side)
+        || key.strip_prefix("ssl.").is_some_and(side)
 }
 
 impl TlsConfig {
@@ -384,6 +409,8 @@ mod tests {
         assert!(c.ssl_quorum && !c.quorum.hostname_verification && !c.enabled());
         assert!(err(&[("portUnification", "true")]).contains("no mixed mode"));
         assert!(err(&[("ssl.ocsp", "true")]).contains("revocation"));
-        assert!(err(&[("ssl.nonsense", "1")]).contains("not a TLS setting"));
+        assert!(!is_tls_key("ssl.nonsense") && !is_tls_key("zookeeper.ssl.context.supplier.class"));
+        assert!(is_tls_key("zookeeper.ssl.quorum.keyStore.location"));
+        assert!(err(&[("ssl.authProvider", "custom")]).contains("not a TLS setting"));
     }
 }
