@@ -354,6 +354,12 @@ def test_tls_refuses_missing_untrusted_and_plaintext_clients(ensemble, pki):
     wait_until("refused handshakes counted",
                lambda: int(mntr(plain_port).get("zk_unsuccessful_handshake", 0)) >= before + 3, 10)
     assert int(mntr(plain_port)["zk_auth_failed_count"]) >= 3
+    if ensemble.kind == "corral":
+        # Each refusal says why in the member's log.
+        log = os.path.join(ensemble.dir, "m1.log")
+        for why in ("peer sent no certificates", "UnknownIssuer", "plaintext client on the TLS port"):
+            wait_until("the log says %r" % why,
+                       lambda: why in open(log, errors="replace").read(), 10)
 
 
 def test_zkcli_over_tls_with_pkcs12_stores(ensemble, pki):
