@@ -371,6 +371,29 @@ fn load_config(args: &ServerArgs) -> Result<ServerConfig, corral_server::ConfigE
     Ok(cfg)
 }
 
+/// MIT Kerberos finds its keytab and configuration in the environment; Java takes them from the
+/// JAAS file's `keyTab` and `-Djava.security.krb5.conf`. Set here, before any thread starts, and
+/// only where the operator has not set them already.
+fn kerberos_environment(cfg: &ServerConfig) {
+    let Some(corral_server::auth::ServerLogin::Kerberos { keytab, principal }) =
+        cfg.auth.sasl.as_deref()
+    else {
+        return;
+    };
+    let set = |var: &str, value: &std::path::Path| {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, value);
+        }
+    };
+    if let Some(keytab) = keytab {
+        set("KRB5_KTNAME", keytab);
+    }
+    if let Some(conf) = &cfg.auth.krb5_conf {
+        set("KRB5_CONFIG", conf);
+    }
+    tracing::info!(%principal, "SASL logins by Kerberos (GSSAPI)");
+}
+
 fn run_server(args: ServerArgs) -> ExitCode {
     let cfg = match load_config(&args) {
         Ok(cfg) => cfg,
@@ -382,6 +405,7 @@ fn run_server(args: ServerArgs) -> ExitCode {
     for key in &cfg.ignored_keys {
         tracing::warn!(key = %key, "unknown configuration key ignored");
     }
+    kerberos_environment(&cfg);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -7,18 +7,20 @@
 //! answers in the connection's order and turns into a `sasl` identity.
 
 pub mod digest_md5;
+pub mod gssapi;
 pub mod jaas;
+mod login;
+mod servers;
+
+pub use login::ServerLogin;
+pub use servers::{SaslOutcome, SaslRun, SaslServers};
 
 use crate::config::{bad, parse_bool, ConfigError};
-use crate::watch::ConnId;
-use corral_io::hash::HashMap;
-use digest_md5::{DigestMd5, DigestStep};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// ZooKeeper's SASL provider, the one `authProvider.N` must name for `sasl` ACLs.
 const SASL_PROVIDER: &str = "org.apache.zookeeper.server.auth.SASLAuthenticationProvider";
-const DIGEST_LOGIN_MODULE: &str = "org.apache.zookeeper.server.auth.DigestLoginModule";
 /// Providers that ZooKeeper registers itself; naming them again changes nothing.
 const BUILT_IN_PROVIDERS: &[&str] = &[
     "org.apache.zookeeper.server.auth.DigestAuthenticationProvider",
@@ -36,8 +38,10 @@ pub struct AuthConfig {
     pub jaas_file: Option<PathBuf>,
     /// The JAAS section the server logs in with (`sasl.serverconfig`, "Server").
     pub jaas_section: Option<String>,
-    /// Who may log in by SASL, from the JAAS file's server section (read at load).
-    pub sasl: Option<Arc<SaslUsers>>,
+    /// How clients log in by SASL, from the JAAS file's server section (read at load).
+    pub sasl: Option<Arc<ServerLogin>>,
+    /// `java.security.krb5.conf`: the Kerberos configuration (MIT's `KRB5_CONFIG`).
+    pub krb5_conf: Option<PathBuf>,
     /// `superUser` (and `superUser.*`): the SASL identities that are also the super user.
     pub super_users: Vec<String>,
     /// `SASLAuthenticationProvider.superPassword`: the password of the SASL user `super`.
@@ -66,6 +70,7 @@ pub fn is_auth_key(key: &str) -> bool {
         || matches!(
             key,
             "java.security.auth.login.config"
+                | "java.security.krb5.conf"
                 | "sasl.serverconfig"
                 | "superUser"
                 | "SASLAuthenticationProvider.superPassword"
@@ -76,12 +81,6 @@ pub fn is_auth_key(key: &str) -> bool {
                 | "enforce.auth.schemes"
                 | "allowSaslFailedClients"
         )
-}
-
-/// The users of a JAAS `Server` section with `DigestLoginModule`: `user_NAME="password"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SaslUsers {
-    pub passwords: std::collections::BTreeMap<String, String>,
 }
 
 impl AuthConfig {
@@ -101,6 +100,7 @@ impl AuthConfig {
                 }
             },
             "java.security.auth.login.config" => self.jaas_file = Some(PathBuf::from(value)),
+            "java.security.krb5.conf" => self.krb5_conf = Some(PathBuf::from(value)),
             "sasl.serverconfig" => self.jaas_section = Some(value.to_owned()),
             n if n == "superUser" || n.starts_with("superUser.") => {
                 self.super_users.push(value.to_owned())
@@ -174,7 +174,7 @@ impl AuthConfig {
         }
         if let Some(path) = &self.jaas_file {
             let section = self.jaas_section.as_deref().unwrap_or("Server");
-            self.sasl = read_server_section(path, section)?.map(Arc::new);
+            self.sasl = login::read_server_section(path, section)?.map(Arc::new);
         }
         Ok(())
     }
@@ -219,121 +219,17 @@ impl AuthConfig {
     }
 
     /// A user's SASL password: the JAAS file's, or `superPassword` for `super`.
-    fn password(&self, user: &str) -> Option<String> {
+    pub(crate) fn password(&self, user: &str) -> Option<String> {
         if user == "super" {
             if let Some(p) = &self.super_password {
                 return Some(p.clone());
             }
         }
-        self.sasl.as_ref()?.passwords.get(user).cloned()
-    }
-}
-
-/// The JAAS file's server section, if it has one; an error if the file cannot be read or the
-/// section asks for a login module Corral does not have.
-fn read_server_section(path: &PathBuf, section: &str) -> Result<Option<SaslUsers>, ConfigError> {
-    let key = "java.security.auth.login.config";
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| bad(key, &shown, &format!("cannot read the JAAS file: {e}")))?;
-    let jaas = jaas::Jaas::parse(&text).map_err(|e| bad(key, &shown, &e))?;
-    let Some(modules) = jaas.section(section) else {
-        tracing::info!(file = %shown, section, "the JAAS file has no server section; SASL is off");
-        return Ok(None);
-    };
-    let mut passwords = std::collections::BTreeMap::new();
-    for m in modules {
-        if m.class != DIGEST_LOGIN_MODULE {
-            return Err(bad(
-                key,
-                &shown,
-                &format!(
-                    "section {section}: login module {} is not supported",
-                    m.class
-                ),
-            ));
-        }
-        for (k, v) in &m.options {
-            if let Some(user) = k.strip_prefix("user_") {
-                passwords.insert(user.to_owned(), v.clone());
-            }
+        match self.sasl.as_deref()? {
+            ServerLogin::Digest { passwords } => passwords.get(user).cloned(),
+            ServerLogin::Kerberos { .. } => None,
         }
     }
-    Ok(Some(SaslUsers { passwords }))
-}
-
-/// What one SASL step came to, for the core.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SaslOutcome {
-    /// Send this token; the client answers it.
-    Continue(Vec<u8>),
-    /// Authenticated: send the token, and the connection holds `sasl:id`.
-    Done { token: Vec<u8>, id: String },
-    /// Refused, with why (for the log).
-    Failed(String),
-    /// The server has no SASL login (no JAAS server section): answered with no token, as
-    /// ZooKeeper does.
-    Off,
-}
-
-/// The driver's side of SASL: each connection's exchange in progress.
-#[derive(Default)]
-pub struct SaslServers {
-    config: Arc<AuthConfig>,
-    exchanges: HashMap<ConnId, DigestMd5>,
-}
-
-impl SaslServers {
-    pub fn new(config: Arc<AuthConfig>) -> SaslServers {
-        SaslServers {
-            config,
-            exchanges: HashMap::default(),
-        }
-    }
-
-    /// Runs one step of a connection's exchange.
-    pub fn step(&mut self, conn: ConnId, token: &[u8]) -> SaslOutcome {
-        // As ZooKeeper: without a JAAS server section there is no SASL login at all.
-        if self.config.sasl.is_none() {
-            return SaslOutcome::Off;
-        }
-        let exchange = self
-            .exchanges
-            .entry(conn)
-            .or_insert_with(|| DigestMd5::new(nonce()));
-        let config = &self.config;
-        let outcome = match exchange.step(token, |user| config.password(user)) {
-            Ok(DigestStep::Challenge(c)) => return SaslOutcome::Continue(c),
-            Ok(DigestStep::Complete { token, user }) => SaslOutcome::Done {
-                token,
-                id: config.sasl_id(&user),
-            },
-            Err(why) => SaslOutcome::Failed(why),
-        };
-        self.exchanges.remove(&conn);
-        outcome
-    }
-
-    /// A connection closed: its exchange, if any, is dropped.
-    pub fn forget(&mut self, conn: ConnId) {
-        self.exchanges.remove(&conn);
-    }
-}
-
-/// A fresh DIGEST-MD5 nonce: 30 random bytes, base64 (as Java's server makes them).
-fn nonce() -> String {
-    use base64::Engine;
-    let mut bytes = [0u8; 30];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        // No OS randomness is no reason to refuse a login; the time is unique enough to stop
-        // a replayed response within one server's life.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        bytes[..16].copy_from_slice(&t.to_le_bytes());
-    }
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
@@ -398,7 +294,7 @@ mod tests {
         let path = dir.join("jaas.conf");
         std::fs::write(
             &path,
-            format!("Server {{ {DIGEST_LOGIN_MODULE} required user_alice=\"a\" user_bob=\"b\"; }};\nQuorum {{ x required; }};"),
+            format!("Server {{ {} required user_alice=\"a\" user_bob=\"b\"; }};\nQuorum {{ x required; }};", login::DIGEST_LOGIN_MODULE),
         )
         .unwrap();
         let file = path.to_str().unwrap();

@@ -159,9 +159,13 @@ impl Driver {
                 self.handle(Input::Connect(incoming));
             }
             CoreMsg::Input(input) => {
-                if let Input::Closed { conn } = &input {
-                    self.outboxes.remove(conn);
-                    self.sasl.forget(*conn);
+                match &input {
+                    Input::Closed { conn } => {
+                        self.outboxes.remove(conn);
+                        self.sasl.forget(*conn);
+                    }
+                    Input::Sasl { step, outcome } if outcome.ends() => self.sasl.forget(step.conn),
+                    _ => {}
                 }
                 self.handle(input);
             }
@@ -259,11 +263,25 @@ impl Driver {
                         Input::SyncIndex { sync, index }
                     });
                 }
-                Effect::Sasl(step) => {
-                    // DIGEST-MD5 is a little hashing: done here, in order, without a task.
-                    let outcome = self.sasl.step(step.conn, &step.token);
-                    follow_ups.push(Input::Sasl { step, outcome });
-                }
+                Effect::Sasl(step) => match self.sasl.step(step.conn, &step.token) {
+                    crate::auth::SaslRun::Now(outcome) => {
+                        if outcome.ends() {
+                            self.sasl.forget(step.conn);
+                        }
+                        follow_ups.push(Input::Sasl { step, outcome });
+                    }
+                    crate::auth::SaslRun::Blocking(run) => {
+                        // The core holds the connection until the outcome comes back.
+                        let inbox = self.inbox.clone();
+                        tokio::spawn(async move {
+                            let outcome = match tokio::task::spawn_blocking(run).await {
+                                Ok(outcome) => outcome,
+                                Err(e) => crate::auth::SaslOutcome::Failed(format!("SASL step panicked: {e}")),
+                            };
+                            let _ = inbox.send(CoreMsg::Input(Input::Sasl { step, outcome })).await;
+                        });
+                    }
+                },
                 Effect::Reconfigure(call) => {
                     self.ask(move |replica| async move {
                         let outcome = replica

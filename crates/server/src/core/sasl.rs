@@ -42,10 +42,10 @@ impl Core {
         c.in_flight = c.in_flight.saturating_sub(1);
         c.syncs_in_flight = c.syncs_in_flight.saturating_sub(1);
         let (peer, session_id) = (c.peer, c.session_id);
-        let reply = |token: Vec<u8>| Ok(Response::Sasl(Some(Bytes::from(token))));
+        let reply = |token: Option<Vec<u8>>| Ok(Response::Sasl(token.map(Bytes::from)));
         match outcome {
             SaslOutcome::Continue(token) => {
-                self.finish(conn, xid, SASL_REPLY_ZXID, reply(token), received)
+                self.finish(conn, xid, SASL_REPLY_ZXID, reply(Some(token)), received)
             }
             SaslOutcome::Done { token, id } => {
                 tracing::info!(%peer, session = format_args!("{session_id:#x}"), id, "SASL authentication succeeded");

@@ -760,7 +760,7 @@ fn a_sasl_step_holds_what_follows_and_required_sasl_refuses_the_rest() {
     h.input(Input::Sasl {
         step,
         outcome: crate::auth::SaslOutcome::Done {
-            token: b"rspauth=x".to_vec(),
+            token: Some(b"rspauth=x".to_vec()),
             id: "admin".into(),
         },
     });

@@ -1,0 +1,143 @@
+//! The server side of SASL GSSAPI (Kerberos, RFC 4752), as Java's `GssKrb5Server` runs it for
+//! ZooKeeper, on the system's MIT Kerberos (`libgssapi`).
+//!
+//! The exchange: the client's tokens go to `gss_accept_sec_context` until the context is
+//! established (its AP-REP goes back when the client asked for mutual authentication, and the
+//! client answers it with an empty token). Then the server offers its security layers in a
+//! wrapped 4-byte message (`auth` only, as ZooKeeper offers, and a 64 KiB buffer); the client
+//! answers with its choice and, optionally, an authorization id. Then the client is the
+//! context's source principal, `alice@REALM`.
+//!
+//! The keytab and krb5.conf are MIT's to find: `KRB5_KTNAME` and `KRB5_CONFIG`, which the binary
+//! sets from the JAAS `keyTab` and `-Djava.security.krb5.conf` before any thread starts.
+
+use libgssapi::context::{SecurityContext, ServerCtx};
+use libgssapi::credential::{Cred, CredUsage};
+use libgssapi::name::Name;
+use libgssapi::oid::{OidSet, GSS_MECH_KRB5, GSS_NT_KRB5_PRINCIPAL};
+
+/// The security layers the server offers: bit 1, no protection (`auth`), as ZooKeeper's.
+const LAYER_NONE: u8 = 0x01;
+/// The largest message it takes with a layer (65536), in the offer's three bytes.
+const MAX_BUFFER: [u8; 3] = [0x01, 0x00, 0x00];
+
+/// Where an exchange is.
+enum Stage {
+    /// Taking the client's context tokens.
+    Accepting,
+    /// The context is up and its last token (the AP-REP) sent; the client's empty answer comes
+    /// next, then the offer.
+    Established,
+    /// The offer is out; the client's choice comes next.
+    Offered,
+    Done,
+}
+
+/// One client's GSSAPI exchange.
+pub struct Gssapi {
+    ctx: ServerCtx,
+    stage: Stage,
+    peer: String,
+}
+
+/// What a step gives.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GssStep {
+    /// Send this token; the client answers it.
+    Challenge(Vec<u8>),
+    /// Authenticated as this principal; the final answer carries no token.
+    Complete { principal: String },
+}
+
+/// The server's acceptor credentials for `principal` (`zookeeper/host@REALM`), from the keytab.
+pub fn acceptor(principal: &str) -> Result<Cred, String> {
+    let name = Name::new(principal.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
+        .map_err(|e| format!("bad principal {principal:?}: {e}"))?;
+    let mut mechs = OidSet::new();
+    mechs.add(GSS_MECH_KRB5).map_err(|e| e.to_string())?;
+    Cred::acquire(Some(&name), None, CredUsage::Accept, Some(&mechs))
+        .map_err(|e| format!("no keytab entry for {principal} (KRB5_KTNAME, JAAS keyTab): {e}"))
+}
+
+impl Gssapi {
+    pub fn new(cred: Cred) -> Gssapi {
+        Gssapi {
+            ctx: ServerCtx::new(Some(cred)),
+            stage: Stage::Accepting,
+            peer: String::new(),
+        }
+    }
+
+    /// Takes the client's next token; an error says what went wrong (a ticket for another
+    /// service, a forged or replayed token, a bad layer choice).
+    pub fn step(&mut self, token: &[u8]) -> Result<GssStep, String> {
+        match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::Accepting => {
+                let out = self
+                    .ctx
+                    .step(token, None)
+                    .map_err(|e| format!("GSS accept failed: {e}"))?;
+                if !self.ctx.is_complete() {
+                    self.stage = Stage::Accepting;
+                    return Ok(GssStep::Challenge(out.map(|b| b.to_vec()).unwrap_or_default()));
+                }
+                self.peer = self
+                    .ctx
+                    .source_name()
+                    .map_err(|e| format!("no client name: {e}"))?
+                    .to_string();
+                match out {
+                    Some(ap_rep) if !ap_rep.is_empty() => {
+                        self.stage = Stage::Established;
+                        Ok(GssStep::Challenge(ap_rep.to_vec()))
+                    }
+                    _ => self.offer(),
+                }
+            }
+            Stage::Established => {
+                if !token.is_empty() {
+                    return Err("the client's answer to the AP-REP should be empty".into());
+                }
+                self.offer()
+            }
+            Stage::Offered => self.choice(token),
+            Stage::Done => Err("GSSAPI authentication is already complete".into()),
+        }
+    }
+
+    /// The wrapped offer: which layers, and how large a buffer (RFC 4752 3.1).
+    fn offer(&mut self) -> Result<GssStep, String> {
+        let offer = [LAYER_NONE, MAX_BUFFER[0], MAX_BUFFER[1], MAX_BUFFER[2]];
+        let wrapped = self
+            .ctx
+            .wrap(false, &offer)
+            .map_err(|e| format!("cannot wrap the layer offer: {e}"))?;
+        self.stage = Stage::Offered;
+        Ok(GssStep::Challenge(wrapped.to_vec()))
+    }
+
+    /// The client's wrapped choice: a layer the server offered, its buffer size, and an
+    /// authorization id (logged; ZooKeeper names the client by its principal).
+    fn choice(&mut self, token: &[u8]) -> Result<GssStep, String> {
+        let plain = self
+            .ctx
+            .unwrap(token)
+            .map_err(|e| format!("cannot unwrap the client's layer choice: {e}"))?;
+        if plain.len() < 4 {
+            return Err("the client's layer choice is shorter than 4 bytes".into());
+        }
+        if plain[0] & LAYER_NONE == 0 {
+            return Err(format!(
+                "the client chose security layer {:#04x}; ZooKeeper offers none (auth) only",
+                plain[0]
+            ));
+        }
+        let authzid = String::from_utf8_lossy(&plain[4..]);
+        if !authzid.is_empty() && authzid != self.peer {
+            tracing::info!(principal = %self.peer, %authzid, "GSSAPI client asked for another authorization id; it is named by its principal");
+        }
+        Ok(GssStep::Complete {
+            principal: self.peer.clone(),
+        })
+    }
+}
