@@ -2,7 +2,8 @@
 # Installs what Corral's tests and benchmarks need, only what is missing: Debian's zookeeper
 # (the reference server and zkCli.sh, with its Jetty AdminServer), zookeeper-bin (the C client),
 # netcat, a JDK, Curator (libcurator-framework-java), npm, and a Python venv (.venv, or
-# $CORRAL_VENV) with kazoo, pytest, prometheus_client, pexpect and pure-sasl. scripts/test.sh and bench/compare run it first.
+# $CORRAL_VENV) with kazoo, pytest, prometheus_client, pexpect, pure-sasl and kerberos. Also
+# MIT Kerberos (libkrb5-dev, libclang-dev to build; krb5-kdc and krb5-user for the tests). scripts/test.sh and bench/compare run it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${CORRAL_VENV:-$PWD/.venv}"
@@ -23,6 +24,12 @@ command -v javac >/dev/null || missing+=(default-jdk-headless)
 # classpath leaves out; the security tests make their certificates with openssl.
 [ -r /usr/share/java/netty-codec.jar ] || missing+=(libnetty-java)
 command -v openssl >/dev/null || missing+=(openssl)
+# Kerberos: the server links MIT's GSSAPI (libgssapi's bindings are generated with libclang at
+# build time); the tests run a throwaway KDC (tests/compat/kdc.sh) and kinit.
+[ -r /usr/include/gssapi/gssapi.h ] || missing+=(libkrb5-dev)
+ls /usr/lib/llvm-*/lib/clang/*/include/stddef.h >/dev/null 2>&1 || missing+=(libclang-dev)
+command -v krb5kdc >/dev/null || [ -x /usr/sbin/krb5kdc ] || missing+=(krb5-kdc)
+command -v kinit >/dev/null || missing+=(krb5-user)
 command -v npm >/dev/null || missing+=(npm)
 command -v python3 >/dev/null || missing+=(python3)
 # Debian's python3 makes venvs only with python3-venv (ensurepip) installed.
@@ -37,7 +44,8 @@ fi
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-# pure-sasl: kazoo's SASL (tests/compat/test_security.py).
-if ! "$venv/bin/python" -c 'import kazoo, pytest, prometheus_client, pexpect, puresasl' 2>/dev/null; then
-    "$venv/bin/pip" install -q kazoo pytest prometheus_client pexpect pure-sasl
+# pure-sasl and kerberos (built against libkrb5-dev): kazoo's SASL, DIGEST-MD5 and GSSAPI
+# (tests/compat/test_security.py).
+if ! "$venv/bin/python" -c 'import kazoo, pytest, prometheus_client, pexpect, puresasl, kerberos' 2>/dev/null; then
+    "$venv/bin/pip" install -q kazoo pytest prometheus_client pexpect pure-sasl kerberos
 fi

@@ -116,10 +116,10 @@ def security_lines(pki, secure_port):
     ]
 
 
-def server_command(kind, cfg, pki, flags=()):
+def server_command(kind, cfg, jaas, flags=()):
     """How to start a server of `kind` on `cfg`, with the JAAS file in its JVM flags (as an
     operator's java.env passes them); returns (argv, env)."""
-    jvm = ["-Djava.security.auth.login.config=%s/jaas.conf" % pki, *flags]
+    jvm = ["-Djava.security.auth.login.config=" + jaas, *flags]
     if kind == "corral":
         return [CORRAL_BIN, "server", "--config", cfg], dict(os.environ, SERVER_JVMFLAGS=" ".join(jvm))
     return (["java", "-Xmx256m", *jvm, "-cp", ZK_CLASSPATH + ":" + NETTY_JARS,
@@ -148,7 +148,7 @@ class SecureEnsemble(Ensemble):
 
     def start(self, i):
         log = open(os.path.join(self.dir, "m%d.log" % (i + 1)), "ab")
-        cmd, env = server_command(self.kind, self.cfg(i), self.pki)
+        cmd, env = server_command(self.kind, self.cfg(i), self.pki + "/jaas.conf")
         self.procs[i] = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=self.dir)
 
     def secure_hosts(self):
@@ -162,7 +162,7 @@ def ensemble(request, pki):
 
 
 @contextlib.contextmanager
-def standalone(kind, pki, lines, flags=()):
+def standalone(kind, pki, lines, flags=(), jaas=None):
     """One server of `kind` with these extra zoo.cfg lines; yields its client port."""
     if kind == "corral" and not os.access(CORRAL_BIN, os.X_OK):
         pytest.skip("CORRAL_BIN does not name the corral binary")
@@ -173,7 +173,7 @@ def standalone(kind, pki, lines, flags=()):
         f.write("\n".join(["tickTime=500", "dataDir=%s/data" % workdir, "clientPort=%d" % port,
                            "clientPortAddress=127.0.0.1", "maxClientCnxns=0",
                            "admin.enableServer=false", "4lw.commands.whitelist=*"] + lines) + "\n")
-    cmd, env = server_command(kind, cfg, pki, flags)
+    cmd, env = server_command(kind, cfg, jaas or pki + "/jaas.conf", flags)
     log = open(os.path.join(workdir, "server.log"), "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=workdir)
     try:
@@ -467,3 +467,115 @@ def test_corral_reloads_changed_certificates_and_reads_encrypted_pem_keys(pki):
             assert four_letter(port, "ruok") == "imok"
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# Kerberos: a throwaway realm (kdc.sh) with a KDC, the service principal zookeeper/localhost
+# and its keytab, and clients alice and zkcli/localhost.
+
+KDC_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kdc.sh")
+REALM = "CORRAL.TEST"
+
+
+def krb5_jaas(path, section, keytab, principal):
+    with open(path, "w") as f:
+        f.write("%s {\n  com.sun.security.auth.module.Krb5LoginModule required\n"
+                "  useKeyTab=true keyTab=\"%s\" storeKey=true useTicketCache=false\n"
+                "  principal=\"%s\";\n};\n" % (section, keytab, principal))
+    return path
+
+
+@pytest.fixture(scope="module")
+def realm():
+    """A running KDC; this process's Kerberos environment points at it, with alice's ticket."""
+    d = tempfile.mkdtemp(prefix="corral-realm-")
+    subprocess.run([KDC_SH, d], check=True, capture_output=True, timeout=60)
+    saved = {k: os.environ.get(k) for k in ("KRB5_CONFIG", "KRB5CCNAME", "KRB5_KDC_PROFILE")}
+    for line in open(os.path.join(d, "env.sh")):
+        if line.startswith("export "):
+            key, value = line[len("export "):].strip().split("=", 1)
+            os.environ[key] = value
+    subprocess.run(["kinit", "-kt", d + "/alice.keytab", "alice@" + REALM], check=True,
+                   capture_output=True, timeout=30)
+    krb5_jaas(d + "/jaas-server.conf", "Server", d + "/zookeeper.keytab",
+              "zookeeper/localhost@" + REALM)
+    krb5_jaas(d + "/jaas-alice.conf", "Client", d + "/alice.keytab", "alice@" + REALM)
+    krb5_jaas(d + "/jaas-zkcli.conf", "Client", d + "/zkcli.keytab", "zkcli/localhost@" + REALM)
+    try:
+        yield d
+    finally:
+        subprocess.run([KDC_SH, d, "stop"], capture_output=True, timeout=30)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(d, ignore_errors=True)
+
+
+class KerberosEnsemble(Ensemble):
+    """Three members whose SASL login is Kerberos (a Krb5LoginModule server section)."""
+
+    def __init__(self, kind, workdir, realm):
+        self.kind, self.dir, self.realm = kind, workdir, realm
+        self.ports = [free_port() for _ in range(3)]
+        peers = [(free_port(), free_port()) for _ in range(3)]
+        self.procs = [None] * 3
+        for i in range(3):
+            lines = member_lines(workdir, i, self.ports[i]) + ["authProvider.1=" + SASL_PROVIDER] + [
+                "server.%d=127.0.0.1:%d:%d" % (j + 1, peer, election)
+                for j, (peer, election) in enumerate(peers)
+            ]
+            with open(self.cfg(i), "w") as f:
+                f.write("\n".join(lines) + "\n")
+        for i in range(3):
+            self.start(i)
+
+    def start(self, i):
+        log = open(os.path.join(self.dir, "m%d.log" % (i + 1)), "ab")
+        flags = ["-Djava.security.krb5.conf=%s/krb5.conf" % self.realm]
+        cmd, env = server_command(self.kind, self.cfg(i), self.realm + "/jaas-server.conf", flags)
+        self.procs[i] = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=self.dir)
+
+    def hosts(self):
+        # The client asks for a ticket to zookeeper/<the host it dials>.
+        return ",".join("localhost:%d" % p for p in self.ports)
+
+
+@pytest.fixture(scope="module", params=["zookeeper", "corral"])
+def kerberized(request, realm):
+    with running(request.param, functools.partial(KerberosEnsemble, realm=realm)) as ens:
+        yield ens
+
+
+def zkcli_kerberos(realm, jaas, host, *args, flags=()):
+    jvm = " ".join(["-Djava.security.auth.login.config=" + jaas,
+                    "-Djava.security.krb5.conf=%s/krb5.conf" % realm, *flags])
+    return zkcli_lines(host, jvm, *args)
+
+
+def test_kerberos_logins_through_kazoo_and_zkcli(kerberized, realm):
+    gssapi = {"sasl_options": {"mechanism": "GSSAPI", "service": "zookeeper"}}
+    path = "/krb-%s" % kerberized.kind
+    with connected(kerberized.hosts(), **gssapi) as alice:
+        assert ("sasl", "alice@" + REALM) in whoami(alice)
+        alice.create(path, b"k", acl=[make_acl("auth", "", all=True)])
+        acl = alice.get_acls(path)[0]
+        assert [(a.id.scheme, a.id.id) for a in acl] == [("sasl", "alice@" + REALM)]
+    host = "127.0.0.1:%d" % kerberized.ports[1]
+    out = zkcli_kerberos(realm, realm + "/jaas-alice.conf", host, "getAcl", path)
+    assert "'sasl,'alice@" + REALM in out, out
+    # A ticket for a service principal the server is not: refused.
+    out = zkcli_kerberos(realm, realm + "/jaas-alice.conf", host, "whoami",
+                         flags=["-Dzookeeper.server.principal=zookeeper/127.0.0.1@" + REALM])
+    assert any("AuthFailed" in line for line in out), out
+    assert "sasl: alice@" + REALM not in out
+
+
+@pytest.mark.parametrize("kind", ["zookeeper", "corral"])
+def test_kerberos_principals_without_host_and_realm(kind, pki, realm):
+    lines = ["authProvider.1=" + SASL_PROVIDER, "kerberos.removeHostFromPrincipal=true",
+             "kerberos.removeRealmFromPrincipal=true"]
+    flags = ["-Djava.security.krb5.conf=%s/krb5.conf" % realm]
+    with standalone(kind, pki, lines, flags, jaas=realm + "/jaas-server.conf") as port:
+        out = zkcli_kerberos(realm, realm + "/jaas-zkcli.conf", "127.0.0.1:%d" % port, "whoami")
+        assert "sasl: zkcli" in out, out

@@ -79,7 +79,9 @@ impl Gssapi {
                     .map_err(|e| format!("GSS accept failed: {e}"))?;
                 if !self.ctx.is_complete() {
                     self.stage = Stage::Accepting;
-                    return Ok(GssStep::Challenge(out.map(|b| b.to_vec()).unwrap_or_default()));
+                    return Ok(GssStep::Challenge(
+                        out.map(|b| b.to_vec()).unwrap_or_default(),
+                    ));
                 }
                 self.peer = self
                     .ctx

@@ -39,17 +39,18 @@ pub(crate) fn read_server_section(
     };
     // As ZooKeeper: a Kerberos login makes the mechanism GSSAPI, whatever else is there.
     if let Some(m) = modules.iter().find(|m| m.class == KRB5_LOGIN_MODULE) {
-        let principal = m
-            .options
-            .get("principal")
-            .ok_or_else(|| refuse("Krb5LoginModule needs principal=\"service/host@REALM\"".into()))?;
+        let principal = m.options.get("principal").ok_or_else(|| {
+            refuse("Krb5LoginModule needs principal=\"service/host@REALM\"".into())
+        })?;
         if !principal.contains('/') {
             return Err(refuse(format!(
                 "the server principal {principal:?} must name its host (service/host@REALM)"
             )));
         }
         if m.options.get("useKeyTab").map(String::as_str) != Some("true") {
-            return Err(refuse("Krb5LoginModule needs useKeyTab=true (a server logs in from its keytab)".into()));
+            return Err(refuse(
+                "Krb5LoginModule needs useKeyTab=true (a server logs in from its keytab)".into(),
+            ));
         }
         let keytab = m.options.get("keyTab").map(PathBuf::from);
         if let Some(k) = &keytab {
@@ -79,7 +80,11 @@ mod tests {
     use super::*;
 
     fn read(text: &str) -> Result<Option<ServerLogin>, ConfigError> {
-        let dir = std::env::temp_dir().join(format!("corral-login-{}-{}", std::process::id(), text.len()));
+        let dir = std::env::temp_dir().join(format!(
+            "corral-login-{}-{}",
+            std::process::id(),
+            text.len()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("jaas.conf");
         std::fs::write(&path, text).unwrap();
@@ -99,13 +104,25 @@ mod tests {
         let Some(ServerLogin::Kerberos { principal, keytab }) = read(&krb).unwrap() else {
             panic!("a Kerberos login");
         };
-        assert_eq!((principal.as_str(), keytab), ("zookeeper/localhost@CORRAL.TEST", None));
+        assert_eq!(
+            (principal.as_str(), keytab),
+            ("zookeeper/localhost@CORRAL.TEST", None)
+        );
         let no_host = krb.replace("zookeeper/localhost@", "zookeeper@");
-        assert!(read(&no_host).unwrap_err().to_string().contains("must name its host"));
+        assert!(read(&no_host)
+            .unwrap_err()
+            .to_string()
+            .contains("must name its host"));
         let no_keytab = krb.replace("useKeyTab=true", "useTicketCache=true");
-        assert!(read(&no_keytab).unwrap_err().to_string().contains("useKeyTab"));
+        assert!(read(&no_keytab)
+            .unwrap_err()
+            .to_string()
+            .contains("useKeyTab"));
         let missing = krb.replace("storeKey=true", "keyTab=\"/nonexistent/zk.keytab\"");
-        assert!(read(&missing).unwrap_err().to_string().contains("/nonexistent/zk.keytab"));
+        assert!(read(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/zk.keytab"));
         let digest = format!("Server {{ {DIGEST_LOGIN_MODULE} required user_alice=\"a\"; }};");
         let Some(ServerLogin::Digest { passwords }) = read(&digest).unwrap() else {
             panic!("a digest login");

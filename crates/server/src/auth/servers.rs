@@ -65,7 +65,8 @@ impl SaslServers {
             Some(ServerLogin::Digest { .. }) => SaslRun::Now(self.digest_step(conn, token)),
             Some(ServerLogin::Kerberos { principal, .. }) => {
                 let exchange = self.gss.entry(conn).or_default().clone();
-                let (cred, principal, token) = (self.cred.clone(), principal.clone(), token.to_vec());
+                let (cred, principal, token) =
+                    (self.cred.clone(), principal.clone(), token.to_vec());
                 SaslRun::Blocking(Box::new(move || {
                     gss_step(&config, &exchange, &cred, &principal, &token)
                 }))

@@ -276,9 +276,13 @@ impl Driver {
                         tokio::spawn(async move {
                             let outcome = match tokio::task::spawn_blocking(run).await {
                                 Ok(outcome) => outcome,
-                                Err(e) => crate::auth::SaslOutcome::Failed(format!("SASL step panicked: {e}")),
+                                Err(e) => crate::auth::SaslOutcome::Failed(format!(
+                                    "SASL step panicked: {e}"
+                                )),
                             };
-                            let _ = inbox.send(CoreMsg::Input(Input::Sasl { step, outcome })).await;
+                            let _ = inbox
+                                .send(CoreMsg::Input(Input::Sasl { step, outcome }))
+                                .await;
                         });
                     }
                 },

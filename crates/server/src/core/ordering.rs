@@ -428,7 +428,6 @@ impl Core {
     }
 }
 
-/// A queued `sync` or `reconfig`: nothing after it may pass it.
 /// Whether a held request must not be passed by a later write: a `sync` or `reconfig` (the
 /// write would be ordered before it), or an auth or SASL step (the write must carry the
 /// identity it adds).

@@ -7,8 +7,9 @@ use super::{Core, Effect, SaslStep};
 use crate::auth::SaslOutcome;
 use crate::watch::ConnId;
 use bytes::Bytes;
-use corral_proto::records::Id;
-use corral_proto::{ErrorCode, Request, Response};
+use corral_proto::message::encode_frame;
+use corral_proto::records::{Id, ReplyHeader};
+use corral_proto::{ErrorCode, Jute, Request, Response};
 use std::time::Instant;
 
 /// The zxid SASL replies carry: ZooKeeper answers them outside the request pipeline, with 0.
@@ -76,12 +77,29 @@ impl Core {
                         ErrorCode::AuthFailed
                     };
                     tracing::warn!(%peer, %why, "SASL authentication failed; closing the connection");
-                    self.finish(conn, xid, SASL_REPLY_ZXID, Err(code), received);
-                    return self.close_connection(conn);
+                    self.refuse_sasl_step(conn, xid, code, received);
+                    return self.close_after_refusal(conn);
                 }
             }
         }
         self.drain(conn);
+    }
+
+    /// A failed step's answer as ZooKeeper writes it: the error, and a null token after it
+    /// (Java's client reads that body even with an error, and without it reports the
+    /// connection lost rather than AuthFailed).
+    fn refuse_sasl_step(&mut self, conn: ConnId, xid: i32, code: ErrorCode, received: Instant) {
+        let header = ReplyHeader {
+            xid,
+            zxid: SASL_REPLY_ZXID,
+            err: code.code(),
+        };
+        let mut frame = Vec::new();
+        encode_frame(&header, |out| None::<Bytes>.encode(out), &mut frame);
+        self.stats
+            .record_latency(self.now.saturating_duration_since(received));
+        self.answered(conn);
+        self.send(conn, Bytes::from(frame));
     }
 
     /// Adds identities to a connection's, once each.
@@ -128,7 +146,14 @@ impl Core {
         self.stats.auth_failed += 1;
         let code = Err(ErrorCode::SessionClosedRequireSaslAuth);
         self.finish(conn, xid, SASL_REPLY_ZXID, code, received);
-        self.close_connection(conn);
+        self.close_after_refusal(conn);
         true
+    }
+
+    /// Closes a connection after its refusal is written, giving the client a moment (as a
+    /// closed session's connection gets) to read it and hang up itself: a Java client that
+    /// sees the close first reports Disconnected instead of AuthFailed.
+    fn close_after_refusal(&mut self, conn: ConnId) {
+        self.session_closed(conn);
     }
 }
