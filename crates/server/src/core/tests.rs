@@ -787,10 +787,10 @@ fn a_sasl_step_holds_what_follows_and_required_sasl_refuses_the_rest() {
     );
     assert!(matches!(
         h.clients[&2].received.last(),
-        Some(Outgoing::Close)
+        Some(Outgoing::SessionClosed)
     ));
 
-    // A failed step: refused, closed, counted.
+    // A failed step: refused with ZooKeeper's null-token body, closed, counted.
     h.connect(3, Limits::default());
     h.send(3, 1, Request::Sasl(Bytes::new()));
     let step = h.sasl.pop().unwrap();
@@ -798,13 +798,16 @@ fn a_sasl_step_holds_what_follows_and_required_sasl_refuses_the_rest() {
         step,
         outcome: crate::auth::SaslOutcome::Failed("wrong password".into()),
     });
-    assert_eq!(
-        replies(&h, 3),
-        [(1, Err(ErrorCode::SessionClosedRequireSaslAuth))]
-    );
-    assert!(matches!(
-        h.clients[&3].received.last(),
-        Some(Outgoing::Close)
-    ));
+    let received = &h.clients[&3].received;
+    let Some(Outgoing::Frame(frame)) = received.iter().rev().nth(1) else {
+        panic!("{received:?}")
+    };
+    let mut expected = 20i32.to_be_bytes().to_vec();
+    expected.extend(1i32.to_be_bytes());
+    expected.extend(0i64.to_be_bytes());
+    expected.extend((ErrorCode::SessionClosedRequireSaslAuth.code()).to_be_bytes());
+    expected.extend((-1i32).to_be_bytes());
+    assert_eq!(&frame[..], &expected[..]);
+    assert!(matches!(received.last(), Some(Outgoing::SessionClosed)));
     assert_eq!(h.core.stats.auth_failed, 2);
 }
