@@ -57,13 +57,13 @@ def sh(*args, cwd):
 
 def make_pki(d):
     """A CA, certificates signed by it for the server and alice, and mallory's from another."""
-    def cert(name, subject, ca, ext):
+    def cert(name, subject, ca, ext, days="2"):
         sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
            "-keyout", name + ".key", "-out", name + ".csr", cwd=d)
         with open(os.path.join(d, name + ".ext"), "w") as f:
             f.write(ext + "\n")
         sh("openssl", "x509", "-req", "-in", name + ".csr", "-CA", ca + ".pem", "-CAkey",
-           ca + ".key", "-CAcreateserial", "-days", "2", "-extfile", name + ".ext",
+           ca + ".key", "-CAcreateserial", "-days", days, "-extfile", name + ".ext",
            "-out", name + ".crt", cwd=d)
 
     for ca, subject in (("ca", "/CN=Test CA/O=Corral"), ("evilca", "/CN=Evil CA/O=Evil")):
@@ -73,6 +73,8 @@ def make_pki(d):
          "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth")
     cert("alice", "/CN=alice/O=Corral", "ca", "extendedKeyUsage=clientAuth")
     cert("mallory", "/CN=mallory/O=Evil", "evilca", "extendedKeyUsage=clientAuth")
+    # Valid until the second it was made: expired by the time a test shows it.
+    cert("expired", "/CN=expired/O=Corral", "ca", "extendedKeyUsage=clientAuth", days="0")
     for name in ("server", "alice"):
         with open(os.path.join(d, name + ".pem"), "w") as out:
             for part in (".key", ".crt"):
@@ -338,7 +340,7 @@ def test_tls_client_certificates_are_x509_identities(ensemble, pki):
             plain.get(path)
 
 
-def test_tls_refuses_missing_untrusted_and_plaintext_clients(ensemble, pki):
+def test_tls_refuses_missing_untrusted_expired_and_plaintext_clients(ensemble, pki):
     port = ensemble.secure_ports[0]
     plain_port = ensemble.ports[0]
     before = int(mntr(plain_port).get("zk_unsuccessful_handshake", 0))
@@ -346,18 +348,21 @@ def test_tls_refuses_missing_untrusted_and_plaintext_clients(ensemble, pki):
         dict(use_ssl=True, ca=pki + "/ca.pem"),
         dict(use_ssl=True, ca=pki + "/ca.pem", certfile=pki + "/mallory.crt",
              keyfile=pki + "/mallory.key"),
+        dict(use_ssl=True, ca=pki + "/ca.pem", certfile=pki + "/expired.crt",
+             keyfile=pki + "/expired.key"),
         {},
     ]
     for kw in cases:
         refused("127.0.0.1:%d" % port, **kw)
     # Each refusal was a failed handshake; the server says so in mntr.
     wait_until("refused handshakes counted",
-               lambda: int(mntr(plain_port).get("zk_unsuccessful_handshake", 0)) >= before + 3, 10)
-    assert int(mntr(plain_port)["zk_auth_failed_count"]) >= 3
+               lambda: int(mntr(plain_port).get("zk_unsuccessful_handshake", 0)) >= before + 4, 10)
+    assert int(mntr(plain_port)["zk_auth_failed_count"]) >= 4
     if ensemble.kind == "corral":
         # Each refusal says why in the member's log.
         log = os.path.join(ensemble.dir, "m1.log")
-        for why in ("peer sent no certificates", "UnknownIssuer", "plaintext client on the TLS port"):
+        for why in ("peer sent no certificates", "UnknownIssuer", "certificate expired",
+                    "plaintext client on the TLS port"):
             wait_until("the log says %r" % why,
                        lambda: why in open(log, errors="replace").read(), 10)
 
