@@ -1,6 +1,6 @@
-//! Who a client is, beyond `digest` and `ip`: SASL (DIGEST-MD5 from a JAAS file) and the
-//! settings that make authentication required (`enforce.auth.*`,
-//! `sessionRequireClientSASLAuth`).
+//! Who a client is, beyond `digest` and `ip`: SASL as a JAAS file's server section sets it up
+//! (DIGEST-MD5 users, or Kerberos through GSSAPI), and the settings that make authentication
+//! required (`enforce.auth.*`, `sessionRequireClientSASLAuth`).
 //!
 //! The core stays pure: a client's SASL token becomes [`crate::core::Effect::Sasl`], the driver
 //! runs the step here ([`SaslServers`]) and hands the outcome back as an input, which the core
