@@ -8,6 +8,7 @@
 
 pub mod config;
 mod quorum;
+mod reload;
 mod stores;
 
 pub use quorum::QuorumNet;
@@ -18,29 +19,24 @@ use config::{ClientAuth, TlsConfig, TlsSide};
 use corral_io::net::{ReadHalf, WriteHalf};
 use corral_io::{BoxStream, Stream};
 use corral_proto::records::Id;
+use reload::Reloading;
 use rustls::server::WebPkiClientVerifier;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// The first byte of a TLS record that carries a handshake.
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// The rustls configuration in use, and the files it came from as they were then.
-struct Loaded {
-    server: Arc<rustls::ServerConfig>,
-    files: Vec<(PathBuf, Option<SystemTime>)>,
-}
-
 /// Accepts TLS connections with the configured stores, reloading them when their files change.
 pub struct TlsAcceptor {
     cfg: Arc<TlsConfig>,
-    loaded: Mutex<Loaded>,
+    server: Reloading<rustls::ServerConfig>,
     global: Arc<Global>,
 }
 
@@ -58,38 +54,13 @@ pub enum HandshakeError {
 impl TlsAcceptor {
     /// Loads the stores; an error says which file and what is wrong with it.
     pub fn new(cfg: Arc<TlsConfig>, global: Arc<Global>) -> Result<TlsAcceptor, String> {
-        let loaded = load(&cfg.client)?;
+        let side = cfg.client.clone();
+        let server = Reloading::new("client port", Box::new(move || load(&side)))?;
         Ok(TlsAcceptor {
             cfg,
-            loaded: Mutex::new(loaded),
+            server,
             global,
         })
-    }
-
-    /// The rustls configuration for a new connection: reloaded first if a store's file
-    /// changed since it was loaded. A file that no longer loads keeps the old configuration
-    /// (and says why), so a half-written file never takes the port down.
-    fn current(&self) -> Arc<rustls::ServerConfig> {
-        let mut loaded = self.loaded.lock().expect("TLS configuration lock");
-        let changed = loaded.files.iter().any(|(path, at)| modified(path) != *at);
-        if changed {
-            match load(&self.cfg.client) {
-                Ok(fresh) => {
-                    tracing::info!("TLS certificates reloaded: their files changed");
-                    *loaded = fresh;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "TLS certificate files changed but do not load; keeping the ones in use");
-                    // Try again only when they change again.
-                    loaded.files = loaded
-                        .files
-                        .iter()
-                        .map(|(p, _)| (p.clone(), modified(p)))
-                        .collect();
-                }
-            }
-        }
-        loaded.server.clone()
     }
 
     /// Runs the server side of the handshake on `stream`, bounded in time and in number; on
@@ -105,7 +76,7 @@ impl TlsAcceptor {
             self.global.tls_exceeded.fetch_add(1, Relaxed);
             return Err(HandshakeError::TooMany(outstanding));
         }
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.current());
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.server.get());
         let timeout = Duration::from_millis(self.cfg.handshake_timeout_ms);
         let result = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
             Err(_) => Err(HandshakeError::Timeout(timeout)),
@@ -156,12 +127,8 @@ impl Drop for Outstanding<'_> {
     }
 }
 
-fn modified(path: &PathBuf) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-/// Builds the rustls configuration from the stores, as they are on disk now.
-fn load(cfg: &TlsSide) -> Result<Loaded, String> {
+/// Builds the rustls configuration from the stores, as they are on disk now; and the files.
+fn load(cfg: &TlsSide) -> Result<(rustls::ServerConfig, Vec<PathBuf>), String> {
     let mut files = Vec::new();
     let (chain, key) = stores::key_store(&cfg.key_store, cfg.prefix)?;
     files.extend(cfg.key_store.location.clone());
@@ -196,14 +163,7 @@ fn load(cfg: &TlsSide) -> Result<Loaded, String> {
             cfg.prefix
         )
     })?;
-    let files = files.into_iter().map(|p| {
-        let at = modified(&p);
-        (p, at)
-    });
-    Ok(Loaded {
-        server: Arc::new(server),
-        files: files.collect(),
-    })
+    Ok((server, files))
 }
 
 /// ring's cipher suites, narrowed to `ssl.ciphersuites` when it names some. Names are IANA's

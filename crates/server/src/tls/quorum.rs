@@ -2,9 +2,11 @@
 //! replicated log dials and listens with. Each side shows its certificate and checks the
 //! other's against the quorum trust store; the dialing member also checks that the member it
 //! dialed is named in its certificate (`ssl.quorum.hostnameVerification`, on by default).
-//! Replication itself does not know: it gets plain byte streams.
+//! Replication itself does not know: it gets plain byte streams. The stores are loaded again
+//! when their files change.
 
 use super::config::{ClientAuth, TlsSide};
+use super::reload::Reloading;
 use super::{load, provider, stores, versions, Joined};
 use corral_io::net::BoxFuture;
 use corral_io::{BoxStream, Listener, Net};
@@ -14,6 +16,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -25,49 +28,71 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HANDSHAKES_IN_FLIGHT: usize = 64;
 
 /// The replicated log's network, with TLS on every member link.
-#[derive(Debug)]
 pub struct QuorumNet {
     inner: Arc<dyn Net>,
+    configs: Arc<Reloading<Configs>>,
+}
+
+impl std::fmt::Debug for QuorumNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuorumNet")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+/// Both ends of a member link: the listening member's, and the dialing member's.
+struct Configs {
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
 }
 
 impl QuorumNet {
-    /// Loads the quorum stores; an error names the file and what is wrong with it.
+    /// Loads the quorum stores; an error names the file and what is wrong with it. They are
+    /// loaded again when their files change (ZooKeeper's `sslQuorumReloadCertFiles`).
     pub fn new(inner: Arc<dyn Net>, side: &TlsSide) -> Result<QuorumNet, String> {
-        let mut server_side = side.clone();
-        // A member must prove itself to the member it dials, whatever clientAuth says.
-        server_side.client_auth = ClientAuth::Need;
-        let server = load(&server_side)?.server;
-        let provider = Arc::new(provider(side)?);
-        let roots = Arc::new(stores::trust_store(&side.trust_store, side.prefix)?);
-        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-            .build()
-            .map_err(|e| format!("{}.trustStore: {e}", side.prefix))?;
-        let verifier = Arc::new(MemberVerifier {
-            webpki,
-            check_name: side.hostname_verification,
-        });
-        let (chain, key) = stores::key_store(&side.key_store, side.prefix)?;
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&versions(side)?)
-            .map_err(|e| format!("{}: {e}", side.prefix))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_client_auth_cert(chain, key)
-            .map_err(|e| format!("{}.keyStore: {e}", side.prefix))?;
+        let side = side.clone();
+        let configs = Reloading::new("member links", Box::new(move || configs(&side)))?;
         Ok(QuorumNet {
             inner,
-            server,
-            client: Arc::new(client),
+            configs: Arc::new(configs),
         })
     }
+}
+
+fn configs(side: &TlsSide) -> Result<(Configs, Vec<PathBuf>), String> {
+    let mut server_side = side.clone();
+    // A member must prove itself to the member it dials, whatever clientAuth says.
+    server_side.client_auth = ClientAuth::Need;
+    let (server, files) = load(&server_side)?;
+    let provider = Arc::new(provider(side)?);
+    let roots = Arc::new(stores::trust_store(&side.trust_store, side.prefix)?);
+    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|e| format!("{}.trustStore: {e}", side.prefix))?;
+    let verifier = Arc::new(MemberVerifier {
+        webpki,
+        check_name: side.hostname_verification,
+    });
+    let (chain, key) = stores::key_store(&side.key_store, side.prefix)?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions(side)?)
+        .map_err(|e| format!("{}: {e}", side.prefix))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| format!("{}.keyStore: {e}", side.prefix))?;
+    let configs = Configs {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    };
+    Ok((configs, files))
 }
 
 impl Net for QuorumNet {
     fn connect(&self, addr: &str) -> BoxFuture<'static, io::Result<BoxStream>> {
         let inner = self.inner.connect(addr);
-        let connector = tokio_rustls::TlsConnector::from(self.client.clone());
+        let connector = tokio_rustls::TlsConnector::from(self.configs.get().client.clone());
         let addr = addr.to_owned();
         Box::pin(async move {
             let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
@@ -86,12 +111,12 @@ impl Net for QuorumNet {
 
     fn bind(&self, addr: &str) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
         let inner = self.inner.bind(addr);
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.server.clone());
+        let configs = self.configs.clone();
         Box::pin(async move {
             let listener = inner.await?;
             let local = listener.local_addr()?;
             let (tx, rx) = mpsc::channel(HANDSHAKES_IN_FLIGHT);
-            tokio::spawn(handshakes(listener, acceptor, tx));
+            tokio::spawn(handshakes(listener, configs, tx));
             Ok(Box::new(TlsListener { local, ready: rx }) as Box<dyn Listener>)
         })
     }
@@ -101,7 +126,7 @@ impl Net for QuorumNet {
 /// peer does not hold up the others; finished links wait in `ready`.
 async fn handshakes(
     mut listener: Box<dyn Listener>,
-    acceptor: tokio_rustls::TlsAcceptor,
+    configs: Arc<Reloading<Configs>>,
     ready: mpsc::Sender<io::Result<(BoxStream, SocketAddr)>>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_IN_FLIGHT));
@@ -122,7 +147,8 @@ async fn handshakes(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let (acceptor, ready) = (acceptor.clone(), ready.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(configs.get().server.clone());
+        let ready = ready.clone();
         tokio::spawn(async move {
             let _slot = slot;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
