@@ -465,6 +465,8 @@ def test_corral_reloads_changed_certificates_and_reads_encrypted_pem_keys(pki):
             with open(key_store + ".tmp", "w") as f:
                 f.write(open(work + "/new.key").read() + open(work + "/new.crt").read())
             os.rename(key_store + ".tmp", key_store)
+            # Corral looks at the files' times once a second at most.
+            time.sleep(1.5)
             rotated = dict(alice_tls(pki), ca=work + "/new.crt")
             with connected(hosts, **rotated) as c:
                 assert ("x509", ALICE_DN) in whoami(c)

@@ -475,9 +475,10 @@ impl ServerConfig {
                 other => c.ignored_keys.push(other.to_owned()),
             }
         }
-        auth.finish()?;
-        c.auth = Arc::new(auth);
         tls.finish()?;
+        let x509 = tls.enabled() && tls.client.client_auth != crate::tls::config::ClientAuth::None;
+        auth.finish(x509)?;
+        c.auth = Arc::new(auth);
         c.tls = Arc::new(tls);
         c.admin_addr = admin_enabled.then_some(SocketAddr::new(admin_ip, admin_port));
         if let Some(max) = throttle_max.filter(|m| *m > 0) {

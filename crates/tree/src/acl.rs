@@ -55,7 +55,9 @@ pub fn check(acl: &[Acl], perm: i32, ids: &[Id]) -> Result<(), ErrorCode> {
 /// Whether an authenticated id matches an ACL's id in one scheme (`AuthenticationProvider.matches`).
 fn matches(scheme: &str, auth_id: &str, acl_id: &str) -> bool {
     match scheme {
-        "digest" | "sasl" | "x509" => auth_id == acl_id,
+        "digest" | "x509" => auth_id == acl_id,
+        // ZooKeeper's SASL provider lets the SASL user `super` match every `sasl` ACL.
+        "sasl" => auth_id == acl_id || auth_id == "super",
         "ip" => ip_matches(auth_id, acl_id),
         _ => false,
     }

@@ -42,6 +42,8 @@ pub struct AuthConfig {
     pub sasl: Option<Arc<ServerLogin>>,
     /// `java.security.krb5.conf`: the Kerberos configuration (MIT's `KRB5_CONFIG`).
     pub krb5_conf: Option<PathBuf>,
+    /// Its `default_realm`: only principals of that realm are shortened.
+    pub default_realm: Option<String>,
     /// `superUser` (and `superUser.*`): the SASL identities that are also the super user.
     pub super_users: Vec<String>,
     /// `SASLAuthenticationProvider.superPassword`: the password of the SASL user `super`.
@@ -143,7 +145,7 @@ impl AuthConfig {
 
     /// Checks the settings together and reads the JAAS file. Schemes without
     /// `enforce.auth.enabled` enforce nothing; `sessionRequireClientSASLAuth` enforces `sasl`.
-    pub fn finish(&mut self) -> Result<(), ConfigError> {
+    pub fn finish(&mut self, x509: bool) -> Result<(), ConfigError> {
         self.required_schemes.clear();
         if self.enforce_enabled {
             if self.enforce_schemes.is_empty() {
@@ -162,6 +164,8 @@ impl AuthConfig {
             let known = match scheme.as_str() {
                 "digest" | "ip" => true,
                 "sasl" => self.sasl_provider,
+                // Client certificates prove it, when the TLS port asks for them.
+                "x509" => x509,
                 _ => false,
             };
             if !known {
@@ -176,6 +180,19 @@ impl AuthConfig {
             let section = self.jaas_section.as_deref().unwrap_or("Server");
             self.sasl = login::read_server_section(path, section)?.map(Arc::new);
         }
+        let only_sasl = self.required_schemes.iter().all(|s| s == "sasl");
+        if self.sasl_required() && only_sasl && self.sasl.is_none() {
+            // No session could ever be admitted.
+            return Err(bad(
+                "sessionRequireClientSASLAuth",
+                "true",
+                "SASL is required, but no JAAS server section says how clients log in \
+                 (java.security.auth.login.config)",
+            ));
+        }
+        if matches!(self.sasl.as_deref(), Some(ServerLogin::Kerberos { .. })) {
+            self.default_realm = default_realm(self.krb5_conf.as_deref());
+        }
         Ok(())
     }
 
@@ -184,9 +201,10 @@ impl AuthConfig {
         if self.required_schemes.is_empty() {
             return true;
         }
+        // As ZooKeeper's AuthenticationHelper: only the required schemes count (not `super`).
         schemes
             .into_iter()
-            .any(|s| s.as_ref() == "super" || self.required_schemes.iter().any(|r| r == s.as_ref()))
+            .any(|s| self.required_schemes.iter().any(|r| r == s.as_ref()))
     }
 
     /// Whether SASL is required, so a failed SASL client is told so
@@ -195,13 +213,17 @@ impl AuthConfig {
         self.required_schemes.iter().any(|s| s == "sasl")
     }
 
-    /// The `sasl` id of an authenticated principal, as ZooKeeper's callback handler names it:
-    /// `name[/host][@REALM]`, host and realm kept unless removed by the kerberos settings.
+    /// The `sasl` id of an authenticated principal, as ZooKeeper's callback handler names it
+    /// (Kerberos's DEFAULT rule): a plain name stays as it is; `name[/host]@REALM` of the
+    /// default realm keeps its host and realm unless the kerberos settings remove them; a
+    /// principal of another realm keeps its whole name.
     pub fn sasl_id(&self, principal: &str) -> String {
-        let (rest, realm) = match principal.rsplit_once('@') {
-            Some((r, realm)) => (r, Some(realm)),
-            None => (principal, None),
+        let Some((rest, realm)) = principal.rsplit_once('@') else {
+            return principal.to_owned();
         };
+        if self.default_realm.as_deref().is_some_and(|d| d != realm) {
+            return principal.to_owned();
+        }
         let (name, host) = match rest.split_once('/') {
             Some((n, h)) => (n, Some(h)),
             None => (rest, None),
@@ -211,7 +233,7 @@ impl AuthConfig {
             id.push('/');
             id.push_str(host);
         }
-        if let Some(realm) = realm.filter(|_| !self.remove_realm) {
+        if !self.remove_realm {
             id.push('@');
             id.push_str(realm);
         }
@@ -232,6 +254,27 @@ impl AuthConfig {
     }
 }
 
+/// The `default_realm` of a krb5.conf's `[libdefaults]`: the one named, else `KRB5_CONFIG`'s,
+/// else /etc/krb5.conf's; none if there is none to read.
+fn default_realm(conf: Option<&std::path::Path>) -> Option<String> {
+    let path = conf
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("KRB5_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/etc/krb5.conf"));
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut in_libdefaults = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_libdefaults = line == "[libdefaults]";
+        } else if let Some((k, v)) = line.split_once('=').filter(|_| in_libdefaults) {
+            if k.trim() == "default_realm" {
+                return Some(v.trim().to_owned());
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,7 +284,7 @@ mod tests {
         for (k, v) in pairs {
             c.set(k, v)?;
         }
-        c.finish()?;
+        c.finish(false)?;
         Ok(c)
     }
 
@@ -249,6 +292,7 @@ mod tests {
     fn principals_keep_host_and_realm_unless_told() {
         let keep = AuthConfig::default();
         assert_eq!(keep.sasl_id("alice"), "alice");
+        assert_eq!(keep.sasl_id("a/b"), "a/b", "a plain name, not a host");
         assert_eq!(
             keep.sasl_id("kafka/broker1@EXAMPLE.COM"),
             "kafka/broker1@EXAMPLE.COM"
@@ -260,6 +304,13 @@ mod tests {
         .unwrap();
         assert_eq!(c.sasl_id("kafka/broker1@EXAMPLE.COM"), "kafka");
         assert_eq!(c.sasl_id("alice@EXAMPLE.COM"), "alice");
+        // Only the default realm's principals are shortened.
+        let c = AuthConfig {
+            default_realm: Some("EXAMPLE.COM".into()),
+            ..c
+        };
+        assert_eq!(c.sasl_id("kafka/broker1@EXAMPLE.COM"), "kafka");
+        assert_eq!(c.sasl_id("alice@PARTNER.COM"), "alice@PARTNER.COM");
     }
 
     #[test]
@@ -270,13 +321,13 @@ mod tests {
         assert_eq!(c.required_schemes, ["sasl", "digest"]);
         assert!(c.admits(["ip", "digest"]));
         assert!(!c.admits(["ip"]));
-        assert!(c.admits(["super"]));
+        assert!(!c.admits(["super"]));
         // Schemes without enforce.auth.enabled enforce nothing.
         let c = config(&[sasl, ("enforce.auth.schemes", "sasl")]).unwrap();
         assert!(c.admits(["ip"]));
-        // sessionRequireClientSASLAuth is enforce.auth for sasl.
-        let c = config(&[sasl, ("zookeeper.sessionRequireClientSASLAuth", "true")]).unwrap();
-        assert!(c.sasl_required() && !c.admits(["ip"]));
+        // sessionRequireClientSASLAuth is enforce.auth for sasl, which needs a way to log in.
+        let require = ("zookeeper.sessionRequireClientSASLAuth", "true");
+        assert!(config(&[sasl, require]).unwrap_err().to_string().contains("JAAS"));
         assert!(
             config(&[on, ("enforce.auth.schemes", "sasl")]).is_err(),
             "no provider"
@@ -300,6 +351,10 @@ mod tests {
         let file = path.to_str().unwrap();
         let c = config(&[("java.security.auth.login.config", file)]).unwrap();
         assert_eq!(c.password("alice").as_deref(), Some("a"));
+        let sasl = ("authProvider.1", SASL_PROVIDER);
+        let jaas = ("java.security.auth.login.config", file);
+        let c = config(&[sasl, jaas, ("sessionRequireClientSASLAuth", "true")]).unwrap();
+        assert!(c.sasl_required() && !c.admits(["ip"]) && c.admits(["sasl"]));
         assert_eq!(c.password("carol"), None);
         let c = config(&[
             ("java.security.auth.login.config", file),

@@ -7,8 +7,11 @@ use super::digest_md5::{DigestMd5, DigestStep};
 use super::gssapi::{self, GssStep, Gssapi};
 use super::{AuthConfig, ServerLogin};
 use crate::watch::ConnId;
-use corral_io::hash::HashMap;
-use std::sync::{Arc, Mutex};
+use corral_io::hash::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// GSSAPI steps running at once (each on a blocking thread); more wait their turn.
+const GSS_STEPS_AT_ONCE: usize = 8;
 
 /// What one SASL step came to, for the core.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,30 +42,52 @@ pub enum SaslRun {
     Blocking(Box<dyn FnOnce() -> SaslOutcome + Send>),
 }
 
-#[derive(Default)]
 pub struct SaslServers {
     config: Arc<AuthConfig>,
     digest: HashMap<ConnId, DigestMd5>,
     gss: HashMap<ConnId, Arc<Mutex<Option<Gssapi>>>>,
+    /// Connections whose exchange is over: a further SASL packet is refused, as a completed
+    /// Java `SaslServer` refuses more tokens.
+    completed: HashSet<ConnId>,
     /// The acceptor credentials, acquired from the keytab at the first GSSAPI login.
     cred: Arc<Mutex<Option<libgssapi::credential::Cred>>>,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl SaslServers {
     pub fn new(config: Arc<AuthConfig>) -> SaslServers {
         SaslServers {
             config,
-            ..SaslServers::default()
+            digest: HashMap::default(),
+            gss: HashMap::default(),
+            completed: HashSet::default(),
+            cred: Arc::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(GSS_STEPS_AT_ONCE)),
         }
+    }
+
+    /// What bounds the GSSAPI steps running at once.
+    pub fn slots(&self) -> Arc<tokio::sync::Semaphore> {
+        self.slots.clone()
     }
 
     /// One step of a connection's exchange.
     pub fn step(&mut self, conn: ConnId, token: &[u8]) -> SaslRun {
+        if self.completed.contains(&conn) {
+            let why = "a SASL packet after the exchange was complete".to_owned();
+            return SaslRun::Now(SaslOutcome::Failed(why));
+        }
         let config = self.config.clone();
         match config.sasl.as_deref() {
             // As ZooKeeper: without a JAAS server section there is no SASL login at all.
             None => SaslRun::Now(SaslOutcome::Off),
-            Some(ServerLogin::Digest { .. }) => SaslRun::Now(self.digest_step(conn, token)),
+            Some(ServerLogin::Digest { .. }) => {
+                let outcome = self.digest_step(conn, token);
+                if outcome.ends() {
+                    self.finished(conn);
+                }
+                SaslRun::Now(outcome)
+            }
             Some(ServerLogin::Kerberos { principal, .. }) => {
                 let exchange = self.gss.entry(conn).or_default().clone();
                 let (cred, principal, token) =
@@ -75,27 +100,37 @@ impl SaslServers {
     }
 
     fn digest_step(&mut self, conn: ConnId, token: &[u8]) -> SaslOutcome {
-        let exchange = self
-            .digest
-            .entry(conn)
-            .or_insert_with(|| DigestMd5::new(nonce()));
+        if !self.digest.contains_key(&conn) {
+            let Some(nonce) = nonce() else {
+                return SaslOutcome::Failed("no randomness for a nonce".into());
+            };
+            self.digest.insert(conn, DigestMd5::new(nonce));
+        }
+        let exchange = self.digest.get_mut(&conn).expect("just inserted");
         let config = &self.config;
-        let outcome = match exchange.step(token, |user| config.password(user)) {
-            Ok(DigestStep::Challenge(c)) => return SaslOutcome::Continue(c),
+        match exchange.step(token, |user| config.password(user)) {
+            Ok(DigestStep::Challenge(c)) => SaslOutcome::Continue(c),
             Ok(DigestStep::Complete { token, user }) => SaslOutcome::Done {
                 token: Some(token),
                 id: config.sasl_id(&user),
             },
             Err(why) => SaslOutcome::Failed(why),
-        };
-        self.digest.remove(&conn);
-        outcome
+        }
     }
 
-    /// A connection's exchange ended, or the connection closed: its state is dropped.
+    /// A connection's exchange ended (succeeded or failed): its state is dropped, and it takes
+    /// no second one.
+    pub fn finished(&mut self, conn: ConnId) {
+        self.digest.remove(&conn);
+        self.gss.remove(&conn);
+        self.completed.insert(conn);
+    }
+
+    /// A connection closed: whatever it had is dropped.
     pub fn forget(&mut self, conn: ConnId) {
         self.digest.remove(&conn);
         self.gss.remove(&conn);
+        self.completed.remove(&conn);
     }
 }
 
@@ -106,9 +141,10 @@ fn gss_step(
     principal: &str,
     token: &[u8],
 ) -> SaslOutcome {
-    let mut exchange = exchange.lock().expect("GSSAPI exchange lock");
+    // A step that panicked left nothing a later one could wrongly trust.
+    let mut exchange = exchange.lock().unwrap_or_else(PoisonError::into_inner);
     if exchange.is_none() {
-        let mut cred = cred.lock().expect("GSSAPI credentials lock");
+        let mut cred = cred.lock().unwrap_or_else(PoisonError::into_inner);
         if cred.is_none() {
             match gssapi::acceptor(principal) {
                 Ok(c) => *cred = Some(c),
@@ -128,18 +164,11 @@ fn gss_step(
     }
 }
 
-/// A fresh DIGEST-MD5 nonce: 30 random bytes, base64 (as Java's server makes them).
-fn nonce() -> String {
+/// A fresh DIGEST-MD5 nonce: 30 random bytes, base64 (as Java's server makes them); none
+/// without the system's randomness (a guessable nonce would let responses be replayed).
+fn nonce() -> Option<String> {
     use base64::Engine;
     let mut bytes = [0u8; 30];
-    if getrandom::getrandom(&mut bytes).is_err() {
-        // No OS randomness is no reason to refuse a login; the time is unique enough to stop
-        // a replayed response within one server's life.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        bytes[..16].copy_from_slice(&t.to_le_bytes());
-    }
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    getrandom::getrandom(&mut bytes).ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(bytes))
 }

@@ -164,7 +164,7 @@ impl Driver {
                         self.outboxes.remove(conn);
                         self.sasl.forget(*conn);
                     }
-                    Input::Sasl { step, outcome } if outcome.ends() => self.sasl.forget(step.conn),
+                    Input::Sasl { step, outcome } if outcome.ends() => self.sasl.finished(step.conn),
                     _ => {}
                 }
                 self.handle(input);
@@ -219,8 +219,6 @@ impl Driver {
     /// Carries out the core's effects in order.
     fn carry_out(&mut self) {
         let mut log_stopped = false;
-        // Inputs the effects give at once (a SASL step's outcome), handled after them.
-        let mut follow_ups = Vec::new();
         while let Some(effect) = self.core.poll_effect() {
             match effect {
                 Effect::Send { conn, item } => {
@@ -264,16 +262,20 @@ impl Driver {
                     });
                 }
                 Effect::Sasl(step) => match self.sasl.step(step.conn, &step.token) {
+                    // Handled here, not through `handle`: its effects join this loop, so a
+                    // client's queue of SASL packets costs no stack.
                     crate::auth::SaslRun::Now(outcome) => {
-                        if outcome.ends() {
-                            self.sasl.forget(step.conn);
-                        }
-                        follow_ups.push(Input::Sasl { step, outcome });
+                        let input = Input::Sasl { step, outcome };
+                        self.core.handle(input, corral_io::now());
                     }
                     crate::auth::SaslRun::Blocking(run) => {
-                        // The core holds the connection until the outcome comes back.
-                        let inbox = self.inbox.clone();
+                        // The core holds the connection until the outcome comes back; a few
+                        // steps run at once, the rest wait for a thread.
+                        let (inbox, slots) = (self.inbox.clone(), self.sasl.slots());
                         tokio::spawn(async move {
+                            let Ok(_slot) = slots.acquire_owned().await else {
+                                return;
+                            };
                             let outcome = match tokio::task::spawn_blocking(run).await {
                                 Ok(outcome) => outcome,
                                 Err(e) => crate::auth::SaslOutcome::Failed(format!(
@@ -303,9 +305,6 @@ impl Driver {
                     }
                 }
             }
-        }
-        for input in follow_ups {
-            self.handle(input);
         }
         if log_stopped {
             self.handle(Input::Stopped {

@@ -717,6 +717,12 @@ fn writes_wait_while_the_proposals_in_flight_are_at_their_limit() {
 
 #[test]
 fn a_sasl_step_holds_what_follows_and_required_sasl_refuses_the_rest() {
+    let jaas = std::env::temp_dir().join(format!("corral-core-jaas-{}", std::process::id()));
+    std::fs::write(
+        &jaas,
+        "Server { org.apache.zookeeper.server.auth.DigestLoginModule required user_admin=\"a\"; };",
+    )
+    .unwrap();
     let mut auth = crate::auth::AuthConfig::default();
     for (key, value) in [
         (
@@ -725,10 +731,12 @@ fn a_sasl_step_holds_what_follows_and_required_sasl_refuses_the_rest() {
         ),
         ("zookeeper.sessionRequireClientSASLAuth", "true"),
         ("zookeeper.superUser", "admin"),
+        ("java.security.auth.login.config", jaas.to_str().unwrap()),
     ] {
         auth.set(key, value).unwrap();
     }
-    auth.finish().unwrap();
+    auth.finish(false).unwrap();
+    std::fs::remove_file(&jaas).unwrap();
     let cfg = ServerConfig {
         auth: Arc::new(auth),
         ..ServerConfig::default()

@@ -31,6 +31,8 @@ const HANDSHAKES_IN_FLIGHT: usize = 64;
 pub struct QuorumNet {
     inner: Arc<dyn Net>,
     configs: Arc<Reloading<Configs>>,
+    /// `ssl.quorum.hostnameVerification`: each end checks the other's certificate names it.
+    check_names: bool,
 }
 
 impl std::fmt::Debug for QuorumNet {
@@ -51,11 +53,13 @@ impl QuorumNet {
     /// Loads the quorum stores; an error names the file and what is wrong with it. They are
     /// loaded again when their files change (ZooKeeper's `sslQuorumReloadCertFiles`).
     pub fn new(inner: Arc<dyn Net>, side: &TlsSide) -> Result<QuorumNet, String> {
+        let check_names = side.hostname_verification;
         let side = side.clone();
         let configs = Reloading::new("member links", Box::new(move || configs(&side)))?;
         Ok(QuorumNet {
             inner,
             configs: Arc::new(configs),
+            check_names,
         })
     }
 }
@@ -111,12 +115,12 @@ impl Net for QuorumNet {
 
     fn bind(&self, addr: &str) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
         let inner = self.inner.bind(addr);
-        let configs = self.configs.clone();
+        let (configs, check_names) = (self.configs.clone(), self.check_names);
         Box::pin(async move {
             let listener = inner.await?;
             let local = listener.local_addr()?;
             let (tx, rx) = mpsc::channel(HANDSHAKES_IN_FLIGHT);
-            tokio::spawn(handshakes(listener, configs, tx));
+            tokio::spawn(handshakes(listener, configs, check_names, tx));
             Ok(Box::new(TlsListener { local, ready: rx }) as Box<dyn Listener>)
         })
     }
@@ -127,6 +131,7 @@ impl Net for QuorumNet {
 async fn handshakes(
     mut listener: Box<dyn Listener>,
     configs: Arc<Reloading<Configs>>,
+    check_names: bool,
     ready: mpsc::Sender<io::Result<(BoxStream, SocketAddr)>>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_IN_FLIGHT));
@@ -153,6 +158,13 @@ async fn handshakes(
             let _slot = slot;
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
+                    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+                    if check_names {
+                        if let Err(why) = names_peer(leaf, peer).await {
+                            tracing::warn!(%peer, %why, "refusing a member link: its certificate does not name it");
+                            return;
+                        }
+                    }
                     let _ = ready
                         .send(Ok((Box::new(Joined(tls)) as BoxStream, peer)))
                         .await;
@@ -164,6 +176,27 @@ async fn handshakes(
             }
         });
     }
+}
+
+/// Whether the dialing member's certificate names the address it dials from, as ZooKeeper's
+/// quorum checks its peers' host names: an IP address in it, or a DNS name that resolves to
+/// the address. Without this, any certificate the quorum CA signed (a client's, a removed
+/// member's) could open a member link.
+async fn names_peer(leaf: Option<&CertificateDer<'_>>, peer: SocketAddr) -> Result<(), String> {
+    let leaf = leaf.ok_or("no certificate")?;
+    let (names_ip, dns) = stores::alt_names(leaf, peer.ip())?;
+    if names_ip {
+        return Ok(());
+    }
+    for name in &dns {
+        let lookup = tokio::net::lookup_host((name.as_str(), peer.port()));
+        if let Ok(Ok(addrs)) = tokio::time::timeout(Duration::from_secs(2), lookup).await {
+            if addrs.map(|a| a.ip()).any(|ip| ip == peer.ip()) {
+                return Ok(());
+            }
+        }
+    }
+    Err(format!("its names {dns:?} do not include {}", peer.ip()))
 }
 
 struct TlsListener {

@@ -4,8 +4,12 @@
 //! use and says why, so a rotation never takes a port down.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often the files' modification times are looked at, at most: a connection storm costs
+/// no storm of `stat`s.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Builds a `T` from the stores, and names the files it read.
 pub(super) type Loader<T> = Box<dyn Fn() -> Result<(T, Vec<PathBuf>), String> + Send + Sync>;
@@ -15,6 +19,7 @@ pub(super) struct Reloading<T> {
     /// For the log: which certificates these are.
     what: &'static str,
     current: Mutex<(Arc<T>, Vec<(PathBuf, Option<SystemTime>)>)>,
+    checked: Mutex<Instant>,
 }
 
 impl<T> Reloading<T> {
@@ -25,13 +30,14 @@ impl<T> Reloading<T> {
             load,
             what,
             current: Mutex::new((Arc::new(value), stamped(files))),
+            checked: Mutex::new(Instant::now()),
         })
     }
 
     /// What is in use, loaded again first if one of its files changed.
     pub(super) fn get(&self) -> Arc<T> {
-        let mut current = self.current.lock().expect("certificates lock");
-        if current.1.iter().any(|(path, at)| modified(path) != *at) {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.due() && current.1.iter().any(|(path, at)| modified(path) != *at) {
             match (self.load)() {
                 Ok((value, files)) => {
                     tracing::info!(
@@ -49,6 +55,17 @@ impl<T> Reloading<T> {
             }
         }
         current.0.clone()
+    }
+
+    /// Whether it is time to look at the files again.
+    fn due(&self) -> bool {
+        let mut checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if now.duration_since(*checked) < CHECK_EVERY {
+            return false;
+        }
+        *checked = now;
+        true
     }
 }
 
@@ -109,11 +126,16 @@ mod tests {
                 .set_modified(later)
                 .unwrap();
         };
+        let rewind = || *r.checked.lock().unwrap() -= CHECK_EVERY;
         touch("two");
+        assert_eq!(*r.get(), "one", "looked at once a second at most");
+        rewind();
         assert_eq!(*r.get(), "two");
         touch("bad");
+        rewind();
         assert_eq!(*r.get(), "two", "a file that does not load keeps the old");
         let before = loads.load(Ordering::SeqCst);
+        rewind();
         assert_eq!(*r.get(), "two");
         assert_eq!(
             loads.load(Ordering::SeqCst),

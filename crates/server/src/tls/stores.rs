@@ -166,6 +166,28 @@ pub fn subject_rfc2253(cert: &CertificateDer<'_>) -> Result<String, String> {
     Ok(rdns.into_iter().rev().collect::<Vec<_>>().join(","))
 }
 
+/// What a certificate's subject alternative names say of where it may be used: whether it
+/// names `ip`, and the DNS names it gives.
+pub fn alt_names(cert: &CertificateDer<'_>, ip: std::net::IpAddr) -> Result<(bool, Vec<String>), String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = X509Certificate::from_der(cert).map_err(|e| e.to_string())?;
+    let octets = match ip {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    let (mut names_ip, mut dns) = (false, Vec::new());
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::IPAddress(bytes) => names_ip |= *bytes == octets.as_slice(),
+                GeneralName::DNSName(d) => dns.push((*d).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    Ok((names_ip, dns))
+}
+
 /// The attribute types RFC 2253 (and Java) write by name.
 fn short_name(oid: &str) -> Option<&'static str> {
     Some(match oid {
@@ -200,14 +222,8 @@ fn escape(value: &str) -> String {
 
 /// An attribute value as DER bytes in hex (tag, length, content), for `OID=#...`.
 fn hex_der(value: &x509_parser::der_parser::asn1_rs::Any<'_>) -> String {
-    let data = value.data;
-    let mut der = vec![value.tag().0 as u8];
-    match data.len() {
-        n if n < 0x80 => der.push(n as u8),
-        n if n < 0x100 => der.extend([0x81, n as u8]),
-        n => der.extend([0x82, (n >> 8) as u8, n as u8]),
-    }
-    der.extend_from_slice(data);
+    use x509_parser::der_parser::asn1_rs::ToDer;
+    let der = value.to_der_vec().unwrap_or_default();
     der.iter().map(|b| format!("{b:02x}")).collect()
 }
 
