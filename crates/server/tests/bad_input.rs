@@ -183,3 +183,23 @@ fn a_connection_that_never_asks_for_a_session_is_closed_and_frees_its_slot() {
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(b.call(get_data("/", false)).err, 0);
 }
+
+#[test]
+fn a_queue_of_sasl_packets_behind_a_write_is_answered_in_order() {
+    // Without a JAAS server section each SASL packet is answered at once, with no token, as
+    // ZooKeeper does. Queued behind a write, hundreds are answered one after another when it
+    // applies; handling each from the last one's effects once overflowed the driver's stack.
+    let server = TestServer::start();
+    let mut c = RawClient::connect(server.addr);
+    let n = 900;
+    c.send(1, &create("/sasl-queue", b"x", 0));
+    for i in 0..n {
+        c.send(2 + i, &Request::Sasl(bytes::Bytes::new()));
+    }
+    assert_eq!(c.read_reply(1, corral_proto::OpCode::Create).unwrap().err, 0);
+    for i in 0..n {
+        let r = c.read_reply(2 + i, corral_proto::OpCode::Sasl).unwrap();
+        assert_eq!((r.err, r.body), (0, Some(Response::Sasl(None))));
+    }
+    still_serving(&server);
+}
