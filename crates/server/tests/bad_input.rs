@@ -196,7 +196,10 @@ fn a_queue_of_sasl_packets_behind_a_write_is_answered_in_order() {
     for i in 0..n {
         c.send(2 + i, &Request::Sasl(bytes::Bytes::new()));
     }
-    assert_eq!(c.read_reply(1, corral_proto::OpCode::Create).unwrap().err, 0);
+    assert_eq!(
+        c.read_reply(1, corral_proto::OpCode::Create).unwrap().err,
+        0
+    );
     for i in 0..n {
         let r = c.read_reply(2 + i, corral_proto::OpCode::Sasl).unwrap();
         assert_eq!((r.err, r.body), (0, Some(Response::Sasl(None))));

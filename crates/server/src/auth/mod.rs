@@ -327,7 +327,10 @@ mod tests {
         assert!(c.admits(["ip"]));
         // sessionRequireClientSASLAuth is enforce.auth for sasl, which needs a way to log in.
         let require = ("zookeeper.sessionRequireClientSASLAuth", "true");
-        assert!(config(&[sasl, require]).unwrap_err().to_string().contains("JAAS"));
+        assert!(config(&[sasl, require])
+            .unwrap_err()
+            .to_string()
+            .contains("JAAS"));
         assert!(
             config(&[on, ("enforce.auth.schemes", "sasl")]).is_err(),
             "no provider"

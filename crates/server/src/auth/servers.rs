@@ -100,13 +100,13 @@ impl SaslServers {
     }
 
     fn digest_step(&mut self, conn: ConnId, token: &[u8]) -> SaslOutcome {
-        if !self.digest.contains_key(&conn) {
-            let Some(nonce) = nonce() else {
-                return SaslOutcome::Failed("no randomness for a nonce".into());
-            };
-            self.digest.insert(conn, DigestMd5::new(nonce));
-        }
-        let exchange = self.digest.get_mut(&conn).expect("just inserted");
+        let exchange = match self.digest.entry(conn) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => match nonce() {
+                Some(nonce) => e.insert(DigestMd5::new(nonce)),
+                None => return SaslOutcome::Failed("no randomness for a nonce".into()),
+            },
+        };
         let config = &self.config;
         match exchange.step(token, |user| config.password(user)) {
             Ok(DigestStep::Challenge(c)) => SaslOutcome::Continue(c),

@@ -164,7 +164,9 @@ impl Driver {
                         self.outboxes.remove(conn);
                         self.sasl.forget(*conn);
                     }
-                    Input::Sasl { step, outcome } if outcome.ends() => self.sasl.finished(step.conn),
+                    Input::Sasl { step, outcome } if outcome.ends() => {
+                        self.sasl.finished(step.conn)
+                    }
                     _ => {}
                 }
                 self.handle(input);

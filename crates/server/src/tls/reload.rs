@@ -14,11 +14,14 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Builds a `T` from the stores, and names the files it read.
 pub(super) type Loader<T> = Box<dyn Fn() -> Result<(T, Vec<PathBuf>), String> + Send + Sync>;
 
+/// The files a value was loaded from, with their modification times then.
+type Stamps = Vec<(PathBuf, Option<SystemTime>)>;
+
 pub(super) struct Reloading<T> {
     load: Loader<T>,
     /// For the log: which certificates these are.
     what: &'static str,
-    current: Mutex<(Arc<T>, Vec<(PathBuf, Option<SystemTime>)>)>,
+    current: Mutex<(Arc<T>, Stamps)>,
     checked: Mutex<Instant>,
 }
 
@@ -69,7 +72,7 @@ impl<T> Reloading<T> {
     }
 }
 
-fn stamped(files: Vec<PathBuf>) -> Vec<(PathBuf, Option<SystemTime>)> {
+fn stamped(files: Vec<PathBuf>) -> Stamps {
     files
         .into_iter()
         .map(|p| {

@@ -168,7 +168,10 @@ pub fn subject_rfc2253(cert: &CertificateDer<'_>) -> Result<String, String> {
 
 /// What a certificate's subject alternative names say of where it may be used: whether it
 /// names `ip`, and the DNS names it gives.
-pub fn alt_names(cert: &CertificateDer<'_>, ip: std::net::IpAddr) -> Result<(bool, Vec<String>), String> {
+pub fn alt_names(
+    cert: &CertificateDer<'_>,
+    ip: std::net::IpAddr,
+) -> Result<(bool, Vec<String>), String> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = X509Certificate::from_der(cert).map_err(|e| e.to_string())?;
     let octets = match ip {
