@@ -684,6 +684,20 @@ mod tests {
     }
 
     #[test]
+    fn a_secure_port_alone_serves_no_plaintext_port() {
+        let secure = [
+            ("secureClientPort", "2281"),
+            ("ssl.keyStore.location", "/etc/zk/server.pem"),
+            ("ssl.clientAuth", "none"),
+        ];
+        let c = ServerConfig::from_pairs(&pairs(&secure)).unwrap();
+        assert!(!c.plain_port && c.tls.secure_port == Some(2281));
+        let both = [&secure[..], &[("clientPort", "2181")]].concat();
+        assert!(ServerConfig::from_pairs(&pairs(&both)).unwrap().plain_port);
+        assert!(ServerConfig::from_pairs(&pairs(&[])).unwrap().plain_port);
+    }
+
+    #[test]
     fn defaults_follow_tick_time() {
         let c = ServerConfig::from_pairs(&pairs(&[("tickTime", "1000")])).unwrap();
         assert_eq!(

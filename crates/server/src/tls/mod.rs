@@ -329,3 +329,43 @@ impl AsyncWrite for Rewound {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(protocols: &[&str], ciphersuites: &[&str]) -> TlsSide {
+        let mut cfg = TlsConfig::default();
+        cfg.client.protocols = protocols.iter().map(|p| p.to_string()).collect();
+        cfg.client.ciphersuites = ciphersuites.iter().map(|c| c.to_string()).collect();
+        cfg.client
+    }
+
+    #[test]
+    fn protocols_and_suites_by_their_java_names() {
+        let both = versions(&side(&["TLSv1.2", "TLSv1.3"], &[])).unwrap();
+        assert_eq!(both.len(), 2);
+        let one = versions(&side(&["TLSv1", "TLSv1.3"], &[])).unwrap();
+        assert_eq!(one.len(), 1, "TLSv1 is not offered");
+        assert!(versions(&side(&["SSLv3"], &[])).is_err());
+        let suites = [
+            "TLS_AES_128_GCM_SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+        ];
+        let p = provider(&side(&[], &suites)).unwrap();
+        let names: Vec<String> = p
+            .cipher_suites
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "TLS13_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+            ]
+        );
+        assert!(provider(&side(&[], &["TLS_RSA_WITH_RC4_128_MD5"])).is_err());
+    }
+}
