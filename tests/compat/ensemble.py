@@ -80,17 +80,21 @@ class Ensemble:
     def __init__(self, kind, workdir):
         self.kind, self.dir = kind, workdir
         self.ports = [free_port() for _ in range(3)]
-        peers = [(free_port(), free_port()) for _ in range(3)]
+        self.peers = [(free_port(), free_port()) for _ in range(3)]
         self.procs = [None] * 3
         for i in range(3):
-            lines = member_lines(workdir, i, self.ports[i]) + ["localSessionsEnabled=true"] + [
+            lines = member_lines(workdir, i, self.ports[i]) + self.extra_lines(i) + [
                 "server.%d=127.0.0.1:%d:%d" % (j + 1, peer, election)
-                for j, (peer, election) in enumerate(peers)
+                for j, (peer, election) in enumerate(self.peers)
             ]
             with open(self.cfg(i), "w") as f:
                 f.write("\n".join(lines) + "\n")
         for i in range(3):
             self.start(i)
+
+    def extra_lines(self, i):
+        """Member i's zoo.cfg lines beyond those every test ensemble shares."""
+        return ["localSessionsEnabled=true"]
 
     def cfg(self, i):
         return os.path.join(self.dir, "zoo%d.cfg" % (i + 1))

@@ -34,7 +34,7 @@ from kazoo.retry import KazooRetry
 from kazoo.security import make_acl
 
 from ensemble import (CORRAL_BIN, ZK_CLASSPATH, Ensemble, deadline, four_letter, free_port,
-                      member_lines, running, wait_until)
+                      running, wait_until)
 from test_cli import CLI_TIMEOUT_S, NOISE, ZKCLI
 
 PASSWORD = "changeit"
@@ -132,21 +132,12 @@ class SecureEnsemble(Ensemble):
     """Three members with SASL and a secure client port each."""
 
     def __init__(self, kind, workdir, pki):
-        self.kind, self.dir, self.pki = kind, workdir, pki
-        self.ports = [free_port() for _ in range(3)]
+        self.pki = pki
         self.secure_ports = [free_port() for _ in range(3)]
-        self.peers = peers = [(free_port(), free_port()) for _ in range(3)]
-        self.procs = [None] * 3
-        for i in range(3):
-            lines = member_lines(workdir, i, self.ports[i]) + security_lines(
-                pki, self.secure_ports[i]) + [
-                "server.%d=127.0.0.1:%d:%d" % (j + 1, peer, election)
-                for j, (peer, election) in enumerate(peers)
-            ]
-            with open(self.cfg(i), "w") as f:
-                f.write("\n".join(lines) + "\n")
-        for i in range(3):
-            self.start(i)
+        super().__init__(kind, workdir)
+
+    def extra_lines(self, i):
+        return security_lines(self.pki, self.secure_ports[i])
 
     def start(self, i):
         log = open(os.path.join(self.dir, "m%d.log" % (i + 1)), "ab")
@@ -523,19 +514,11 @@ class KerberosEnsemble(Ensemble):
     """Three members whose SASL login is Kerberos (a Krb5LoginModule server section)."""
 
     def __init__(self, kind, workdir, realm):
-        self.kind, self.dir, self.realm = kind, workdir, realm
-        self.ports = [free_port() for _ in range(3)]
-        peers = [(free_port(), free_port()) for _ in range(3)]
-        self.procs = [None] * 3
-        for i in range(3):
-            lines = member_lines(workdir, i, self.ports[i]) + ["authProvider.1=" + SASL_PROVIDER] + [
-                "server.%d=127.0.0.1:%d:%d" % (j + 1, peer, election)
-                for j, (peer, election) in enumerate(peers)
-            ]
-            with open(self.cfg(i), "w") as f:
-                f.write("\n".join(lines) + "\n")
-        for i in range(3):
-            self.start(i)
+        self.realm = realm
+        super().__init__(kind, workdir)
+
+    def extra_lines(self, i):
+        return ["authProvider.1=" + SASL_PROVIDER]
 
     def start(self, i):
         log = open(os.path.join(self.dir, "m%d.log" % (i + 1)), "ab")
