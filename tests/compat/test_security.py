@@ -259,7 +259,7 @@ def mntr(port):
                 if "\t" in line)
 
 
-def test_sasl_digest_md5_users_and_acls(ensemble):
+def test_sasl_digest_md5_users_and_acls(ensemble, caplog):
     path = "/sasl-%s" % ensemble.kind
     with connected(ensemble.hosts(), **alice_sasl()) as alice:
         assert ("sasl", "alice") in whoami(alice)
@@ -289,15 +289,18 @@ def test_sasl_digest_md5_users_and_acls(ensemble):
         opts = {"sasl_options": {"mechanism": "DIGEST-MD5", "username": user, "password": password}}
         c = KazooClient(hosts=ensemble.hosts(), timeout=10,
                         connection_retry=KazooRetry(max_tries=0), **opts)
+        caplog.clear()
         try:
-            with pytest.raises(AuthFailedError):
-                # kazoo reports the session connected before its SASL exchange, so start()
-                # may return first; then the first request fails.
+            # kazoo reports the session connected before its SASL exchange: start() may
+            # return first (then the first request fails), or wait out its timeout when the
+            # failure came first. Either way kazoo says why.
+            with pytest.raises((AuthFailedError, KazooTimeoutError)):
                 c.start(timeout=10)
                 c.get_children("/")
         finally:
             c.stop()
             c.close()
+        assert "AUTH_FAILED" in caplog.text
 
 
 def zkcli_lines(hosts, flags, *args):
