@@ -128,21 +128,26 @@ def server_command(kind, cfg, jaas, flags=()):
              "org.apache.zookeeper.server.quorum.QuorumPeerMain", cfg], dict(os.environ))
 
 
-class SecureEnsemble(Ensemble):
+class JaasEnsemble(Ensemble):
+    """Members started with a JAAS file (`self.jaas`) and JVM flags (`self.flags`)."""
+    flags = ()
+
+    def start(self, i):
+        log = open(os.path.join(self.dir, "m%d.log" % (i + 1)), "ab")
+        cmd, env = server_command(self.kind, self.cfg(i), self.jaas, self.flags)
+        self.procs[i] = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=self.dir)
+
+
+class SecureEnsemble(JaasEnsemble):
     """Three members with SASL and a secure client port each."""
 
     def __init__(self, kind, workdir, pki):
-        self.pki = pki
+        self.pki, self.jaas = pki, pki + "/jaas.conf"
         self.secure_ports = [free_port() for _ in range(3)]
         super().__init__(kind, workdir)
 
     def extra_lines(self, i):
         return security_lines(self.pki, self.secure_ports[i])
-
-    def start(self, i):
-        log = open(os.path.join(self.dir, "m%d.log" % (i + 1)), "ab")
-        cmd, env = server_command(self.kind, self.cfg(i), self.pki + "/jaas.conf")
-        self.procs[i] = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=self.dir)
 
     def secure_hosts(self):
         return ",".join("127.0.0.1:%d" % p for p in self.secure_ports)
@@ -513,21 +518,16 @@ def realm():
         shutil.rmtree(d, ignore_errors=True)
 
 
-class KerberosEnsemble(Ensemble):
+class KerberosEnsemble(JaasEnsemble):
     """Three members whose SASL login is Kerberos (a Krb5LoginModule server section)."""
 
     def __init__(self, kind, workdir, realm):
-        self.realm = realm
+        self.realm, self.jaas = realm, realm + "/jaas-server.conf"
+        self.flags = ["-Djava.security.krb5.conf=%s/krb5.conf" % realm]
         super().__init__(kind, workdir)
 
     def extra_lines(self, i):
         return ["authProvider.1=" + SASL_PROVIDER]
-
-    def start(self, i):
-        log = open(os.path.join(self.dir, "m%d.log" % (i + 1)), "ab")
-        flags = ["-Djava.security.krb5.conf=%s/krb5.conf" % self.realm]
-        cmd, env = server_command(self.kind, self.cfg(i), self.realm + "/jaas-server.conf", flags)
-        self.procs[i] = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, cwd=self.dir)
 
     def hosts(self):
         # The client asks for a ticket to zookeeper/<the host it dials>.
