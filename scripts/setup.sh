@@ -2,7 +2,8 @@
 # Installs what Corral's tests and benchmarks need, only what is missing: Debian's zookeeper
 # (the reference server and zkCli.sh, with its Jetty AdminServer), zookeeper-bin (the C client),
 # netcat, a JDK, Curator (libcurator-framework-java), npm, and a Python venv (.venv, or
-# $CORRAL_VENV) with kazoo, pytest, prometheus_client, pexpect, pure-sasl and kerberos. Also
+# $CORRAL_VENV) with kazoo, pytest, prometheus_client, pexpect, pure-sasl, kerberos and selenium;
+# Chromium and its ChromeDriver for the console's browser tests. Also
 # MIT Kerberos (libkrb5-dev, libclang-dev to build; krb5-kdc and krb5-user for the tests). scripts/test.sh and bench/compare run it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +32,9 @@ ls /usr/lib/llvm-*/lib/clang/*/include/stddef.h >/dev/null 2>&1 || missing+=(lib
 command -v krb5kdc >/dev/null || [ -x /usr/sbin/krb5kdc ] || missing+=(krb5-kdc)
 command -v kinit >/dev/null || missing+=(krb5-user)
 command -v npm >/dev/null || missing+=(npm)
+# The web console's tests drive Debian's Chromium headless through its ChromeDriver (Selenium).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 command -v python3 >/dev/null || missing+=(python3)
 # Debian's python3 makes venvs only with python3-venv (ensurepip) installed.
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
@@ -46,6 +50,6 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 # pure-sasl and kerberos (built against libkrb5-dev): kazoo's SASL, DIGEST-MD5 and GSSAPI
 # (tests/compat/test_security.py).
-if ! "$venv/bin/python" -c 'import kazoo, pytest, prometheus_client, pexpect, puresasl, kerberos' 2>/dev/null; then
-    "$venv/bin/pip" install -q kazoo pytest prometheus_client pexpect pure-sasl kerberos
+if ! "$venv/bin/python" -c 'import kazoo, pytest, prometheus_client, pexpect, puresasl, kerberos, selenium' 2>/dev/null; then
+    "$venv/bin/pip" install -q kazoo pytest prometheus_client pexpect pure-sasl kerberos selenium
 fi

@@ -42,6 +42,14 @@ impl Stream for tokio::net::TcpStream {
     }
 }
 
+/// An in-memory stream: the admin console's own session with the server it runs in.
+impl Stream for tokio::io::DuplexStream {
+    fn split(self: Box<Self>) -> (ReadHalf, WriteHalf) {
+        let (rd, wr) = tokio::io::split(*self);
+        (Box::new(rd), Box::new(wr))
+    }
+}
+
 struct RealListener(tokio::net::TcpListener);
 
 impl Listener for RealListener {

@@ -185,6 +185,23 @@ pub enum EventType {
     PersistentWatchRemoved = 7,
 }
 
+impl EventType {
+    pub fn from_i32(v: i32) -> Option<EventType> {
+        use EventType::*;
+        const ALL: [EventType; 8] = [
+            None,
+            NodeCreated,
+            NodeDeleted,
+            NodeDataChanged,
+            NodeChildrenChanged,
+            DataWatchRemoved,
+            ChildWatchRemoved,
+            PersistentWatchRemoved,
+        ];
+        ALL.into_iter().find(|e| *e as i32 == v)
+    }
+}
+
 /// Connection states carried in watch events, as `Watcher.Event.KeeperState`.
 pub mod keeper_state {
     pub const DISCONNECTED: i32 = 0;
@@ -334,6 +351,17 @@ mod tests {
             }
         }
         assert_eq!(ErrorCode::from_i32(-101), Some(ErrorCode::NoNode));
+    }
+
+    #[test]
+    fn event_types_round_trip() {
+        for v in -5..20 {
+            if let Some(e) = EventType::from_i32(v) {
+                assert_eq!(e as i32, v);
+            }
+        }
+        assert_eq!(EventType::from_i32(3), Some(EventType::NodeDataChanged));
+        assert_eq!(EventType::from_i32(8), None);
     }
 
     #[test]

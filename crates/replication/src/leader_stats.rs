@@ -77,6 +77,25 @@ pub struct LeaderView {
     pub synced_observers: usize,
 }
 
+/// What a leader knows of each member's progress (the console's ensemble page).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The leader's last log index.
+    pub last_index: u64,
+    pub members: Vec<MemberProgress>,
+}
+
+/// One member as its leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberProgress {
+    pub id: crate::NodeId,
+    /// The last log index the member has acknowledged, if it has acknowledged any.
+    pub matched: Option<u64>,
+    /// How long ago the newest heartbeat it accepted was sent (voters only: observers do not
+    /// count towards the lease, and the lease is where this is recorded).
+    pub last_contact: Option<std::time::Duration>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,6 +143,12 @@ impl Lease {
         *newest = (*newest).max(sent_at);
     }
 
+    /// While this member leads: for each voter, the send time of the newest AppendEntries it
+    /// accepted in this member's newest term (its last contact, as the console shows it).
+    pub fn acks(&self) -> BTreeMap<NodeId, Instant> {
+        self.evidence().acks.clone()
+    }
+
     /// A leader granted the touch round this member sent at `sent_at`.
     pub fn granted(&self, sent_at: Instant) {
         let mut e = self.evidence();

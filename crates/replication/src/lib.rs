@@ -22,7 +22,7 @@ mod state_machine;
 mod timings;
 mod types;
 
-pub use leader_stats::{LeaderCounters, LeaderView};
+pub use leader_stats::{LeaderCounters, LeaderView, MemberProgress, Progress};
 pub use lease::{LeaseTimes, CLOCK_DRIFT_PERCENT};
 pub use membership::{Member, Membership};
 pub use network::TouchAnswer;

@@ -335,6 +335,32 @@ impl ReplicaHandle {
         Some(view)
     }
 
+    /// While this member leads: each member's acknowledged log index and last contact, beside
+    /// the leader's own last index. `None` on any other member.
+    pub fn progress(&self, now: Instant) -> Option<crate::Progress> {
+        let raft = self.raft.get()?;
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        if m.current_leader != Some(self.id) {
+            return None;
+        }
+        let acks = self.lease.acks();
+        let members = m
+            .replication
+            .as_ref()?
+            .iter()
+            .map(|(id, matched)| crate::MemberProgress {
+                id: *id,
+                matched: matched.map(|l| l.index),
+                last_contact: acks.get(id).map(|t| now.saturating_duration_since(*t)),
+            })
+            .collect();
+        Some(crate::Progress {
+            last_index: m.last_log_index.unwrap_or(0),
+            members,
+        })
+    }
+
     /// Queues an encoded proposal (`Proposal::to_framed_bytes`); refused once replication has
     /// stopped.
     pub fn propose(&self, framed: bytes::Bytes) -> Result<(), crate::LogStopped> {

@@ -1,14 +1,20 @@
 //! The admin HTTP server (ZooKeeper's AdminServer, `admin.serverPort`): `/commands`,
-//! `/commands/<name>`, `/metrics` and `/ready`. Each request takes one status snapshot from the core and renders it here.
+//! `/commands/<name>`, `/metrics` and `/ready`, and the web console at `/` ([`crate::console`]).
+//! Each command takes one status snapshot from the core and renders it here.
 
 use crate::admin::{command_index, AdminQuery, AdminReply};
+use crate::console::config::AdminTransport;
+use crate::console::https::{AdminPeer, SecureListener};
+use crate::console::Console;
 use crate::status::StatusSource;
+use crate::tls::TlsAcceptor;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -21,27 +27,49 @@ pub struct AdminServer {
 }
 
 impl AdminServer {
-    /// Binds `addr` and serves until [`AdminServer::stop`].
-    pub async fn start(addr: SocketAddr, source: StatusSource) -> std::io::Result<Self> {
+    /// Binds `addr` and serves until [`AdminServer::stop`]: the admin commands, and the web
+    /// console when `console` is given; over TLS when `tls` is.
+    pub async fn start(
+        addr: SocketAddr,
+        source: StatusSource,
+        console: Option<Arc<Console>>,
+        tls: Option<(Arc<TlsAcceptor>, AdminTransport)>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let app = Router::new()
+        let commands = Router::new()
             .route("/commands", get(|| async { html(command_index()) }))
             .route("/commands/", get(|| async { html(command_index()) }))
             .route("/commands/{name}", get(command))
             .route("/metrics", get(metrics))
             .route("/ready", get(ready))
             .with_state(source);
+        let app = match console {
+            Some(c) => commands.merge(c.routes()),
+            None => commands.merge(crate::console::disabled_routes()),
+        };
+        let app = app.into_make_service_with_connect_info::<AdminPeer>();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stopped.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::warn!(error = %e, "admin server stopped");
-            }
-        });
-        tracing::info!(%local_addr, "admin server listening");
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let task = match tls {
+            None => tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
+                if let Err(e) = serve.await {
+                    tracing::warn!(error = %e, "admin server stopped");
+                }
+            }),
+            Some((tls, transport)) => tokio::spawn(async move {
+                let listener = SecureListener::new(listener, tls, transport);
+                let serve = axum::serve(listener, app).with_graceful_shutdown(stopped);
+                if let Err(e) = serve.await {
+                    tracing::warn!(error = %e, "admin server stopped");
+                }
+            }),
+        };
+        tracing::info!(%local_addr, scheme, "admin server listening");
         Ok(AdminServer {
             local_addr,
             stop,

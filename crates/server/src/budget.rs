@@ -85,6 +85,13 @@ pub struct Global {
     pub tls_outstanding: AtomicUsize,
     pub tls_failed: AtomicU64,
     pub tls_exceeded: AtomicU64,
+    /// Console logins open, refused for a wrong user or password, and refused because
+    /// `console::logins::MAX_LOGINS` were open.
+    pub console_logins: AtomicUsize,
+    pub console_login_failed: AtomicU64,
+    pub console_logins_exceeded: AtomicU64,
+    /// Live console views dropped for falling `console::client::EVENT_QUEUE` events behind.
+    pub console_events_lagged: AtomicU64,
 }
 
 impl Global {

@@ -104,6 +104,8 @@ pub struct ServerConfig {
     pub auth: Arc<crate::auth::AuthConfig>,
     /// TLS on the client port (see `tls`).
     pub tls: Arc<crate::tls::config::TlsConfig>,
+    /// The web console and the admin port's HTTPS (see `console`).
+    pub console: Arc<crate::console::config::ConsoleConfig>,
 }
 
 /// One `server.N=host:peerPort:electionPort[:observer|:participant][;[clientHost:]clientPort]`.
@@ -205,6 +207,7 @@ impl Default for ServerConfig {
             ignored_keys: Vec::new(),
             auth: Arc::default(),
             tls: Arc::default(),
+            console: Arc::default(),
         }
     }
 }
@@ -249,6 +252,7 @@ pub fn is_known_property(key: &str) -> bool {
     KNOWN_PROPERTIES.contains(&key)
         || crate::auth::is_auth_key(key)
         || crate::tls::config::is_tls_key(key)
+        || crate::console::config::is_console_key(key)
 }
 
 /// One name for each setting that has several (`zookeeper.jute.maxbuffer`, `jute.maxbuffer`).
@@ -378,6 +382,7 @@ impl ServerConfig {
         let mut throttle_max = None;
         let mut auth = crate::auth::AuthConfig::default();
         let mut tls = crate::tls::config::TlsConfig::default();
+        let mut console = crate::console::config::ConsoleConfig::default();
         for (key, value) in pairs {
             match key.as_str() {
                 "tickTime" => c.tick_time_ms = parse_positive(key, value)?,
@@ -471,6 +476,7 @@ impl ServerConfig {
                 }
                 k if crate::auth::is_auth_key(k) => auth.set(key, value)?,
                 k if crate::tls::config::is_tls_key(k) => tls.set(key, value)?,
+                k if crate::console::config::is_console_key(k) => console.set(key, value)?,
                 k if KNOWN_BUT_UNUSED.contains(&k) => {}
                 other => c.ignored_keys.push(other.to_owned()),
             }
@@ -478,8 +484,13 @@ impl ServerConfig {
         tls.finish()?;
         let x509 = tls.enabled() && tls.client.client_auth != crate::tls::config::ClientAuth::None;
         auth.finish(x509)?;
+        console.finish(
+            c.super_digest.as_deref(),
+            tls.quorum.key_store.location.is_some(),
+        )?;
         c.auth = Arc::new(auth);
         c.tls = Arc::new(tls);
+        c.console = Arc::new(console);
         c.admin_addr = admin_enabled.then_some(SocketAddr::new(admin_ip, admin_port));
         if let Some(max) = throttle_max.filter(|m| *m > 0) {
             c.limits.global_outstanding = c.limits.global_outstanding.min(max);

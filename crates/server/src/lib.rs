@@ -10,6 +10,7 @@ pub mod auth;
 pub mod budget;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod core;
 pub mod ensemble;
 pub mod four_letter;

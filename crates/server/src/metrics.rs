@@ -318,6 +318,26 @@ impl Status {
                 count(self.limits.tls_outstanding.load(Relaxed)),
             ),
             Metric::new(
+                "console_logins",
+                "web console logins open",
+                count(self.limits.console_logins.load(Relaxed)),
+            ),
+            Metric::new(
+                "console_login_failed_count",
+                "web console logins refused for a wrong user or password",
+                Value::Counter(self.limits.console_login_failed.load(Relaxed)),
+            ),
+            Metric::new(
+                "console_logins_exceeded_count",
+                "web console logins refused because the most it keeps were open",
+                Value::Counter(self.limits.console_logins_exceeded.load(Relaxed)),
+            ),
+            Metric::new(
+                "console_events_lagged_count",
+                "live console views that fell behind their event queue and resynced",
+                Value::Counter(self.limits.console_events_lagged.load(Relaxed)),
+            ),
+            Metric::new(
                 "open_file_descriptor_count",
                 "open file descriptors",
                 Value::Gauge(open_fds()),

@@ -3,6 +3,9 @@
 use crate::admin_http::AdminServer;
 use crate::config::ServerConfig;
 use crate::connection;
+use crate::console::client::Dialer;
+use crate::console::config::AdminTransport;
+use crate::console::Console;
 use crate::core::driver::Driver;
 use crate::core::CoreMsg;
 use crate::status::StatusSource;
@@ -212,20 +215,20 @@ impl Server {
                 tracing::warn!("not serving yet; accepting connections anyway");
             }
         }
+        let next_conn = Arc::new(AtomicU64::new(1));
+        let dialer = Dialer {
+            cfg: cfg.clone(),
+            core: core_tx.clone(),
+            global: limits.clone(),
+            status: status.clone(),
+            next_conn: next_conn.clone(),
+        };
         let admin = match cfg.admin_addr {
-            // As ZooKeeper: an admin server that cannot start is reported, not fatal.
-            Some(addr) => match AdminServer::start(addr, status.clone()).await {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    tracing::warn!(%addr, error = %e, "cannot start the admin server");
-                    None
-                }
-            },
+            Some(addr) => start_admin(addr, &status, dialer).await?,
             None => None,
         };
         let (stop, stop_rx) = watch::channel(false);
         let per_ip: PerIp = Arc::default();
-        let next_conn = Arc::new(AtomicU64::new(1));
         let mut loops = Vec::new();
         for ((listener, local), mode) in listeners {
             let what = mode.describe();
@@ -288,6 +291,39 @@ impl Server {
             let _ = s.send(());
         }
         let _ = (&mut self.core).await;
+    }
+}
+
+/// The admin server, with the console and HTTPS as configured. A port that cannot be bound
+/// is reported and the server goes on without it, as ZooKeeper does; key stores that do not
+/// load stop the start, as they do on the client port.
+async fn start_admin(
+    addr: SocketAddr,
+    status: &StatusSource,
+    dialer: Dialer,
+) -> Result<Option<AdminServer>, ServerError> {
+    let cfg = &status.cfg;
+    let transport = cfg.console.transport;
+    let tls = match transport {
+        AdminTransport::Http => None,
+        t => {
+            let acceptor = crate::console::https::acceptor(&cfg.tls, status.limits.clone())
+                .map_err(ServerError::Tls)?;
+            Some((acceptor, t))
+        }
+    };
+    let console = cfg.console.enabled.then(|| {
+        if tls.is_none() {
+            tracing::warn!(%addr, "the web console is served over plain HTTP: passwords cross the network in clear; set admin.forceHttps=true with ssl.quorum.keyStore.location");
+        }
+        Console::new(dialer, status.clone(), tls.is_some())
+    });
+    match AdminServer::start(addr, status.clone(), console, tls).await {
+        Ok(a) => Ok(Some(a)),
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "cannot start the admin server");
+            Ok(None)
+        }
     }
 }
 

@@ -1,0 +1,159 @@
+//! The sessions, ensemble and metrics pages' data: the same status snapshot the admin commands
+//! render, as JSON shaped for the pages.
+
+use super::Console;
+use crate::core::status::Detail;
+use crate::status::Status;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+async fn snapshot(console: &Console, detail: Detail) -> Result<Status, Response> {
+    console.status.status(detail).await.ok_or_else(|| {
+        super::tree::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Stopping",
+            "the server is stopping",
+        )
+    })
+}
+
+/// `GET /api/sessions`: the sessions connected here (address, timeout, last seen, ephemerals,
+/// watches), then the ensemble's other sessions.
+pub async fn sessions(State(console): State<Arc<Console>>) -> Response {
+    let detail = Detail {
+        watches: true,
+        sessions: true,
+        digest: false,
+    };
+    let st = match snapshot(&console, detail).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    Json(sessions_json(&st)).into_response()
+}
+
+fn sessions_json(st: &Status) -> Value {
+    let snap = &st.snap;
+    let ephemerals: HashMap<i64, &Vec<String>> =
+        snap.ephemerals.iter().map(|(id, p)| (*id, p)).collect();
+    let watches: HashMap<i64, &Vec<String>> = snap
+        .watches_by_session
+        .iter()
+        .map(|(id, p)| (*id, p))
+        .collect();
+    let none = Vec::new();
+    let connected: Vec<Value> = snap
+        .conns
+        .iter()
+        .map(|c| {
+            json!({
+                "session": format!("0x{:x}", c.session_id),
+                "client": c.peer.to_string(),
+                "timeout_ms": c.timeout_ms,
+                "established_ms": c.stats.established_ms,
+                "last_seen_ms": c.stats.last_response_ms.max(c.stats.established_ms),
+                "requests": c.stats.received,
+                "ephemerals": ephemerals.get(&c.session_id).copied().unwrap_or(&none),
+                "watches": watches.get(&c.session_id).copied().unwrap_or(&none),
+            })
+        })
+        .collect();
+    let here: std::collections::HashSet<i64> = snap.conns.iter().map(|c| c.session_id).collect();
+    let elsewhere: Vec<Value> = snap
+        .replicated_sessions
+        .iter()
+        .filter(|(id, _)| !here.contains(id))
+        .map(|(id, timeout)| {
+            json!({
+                "session": format!("0x{id:x}"),
+                "timeout_ms": timeout,
+                "ephemerals": ephemerals.get(id).copied().unwrap_or(&none),
+            })
+        })
+        .collect();
+    json!({ "now_ms": snap.taken_ms, "connected": connected, "elsewhere": elsewhere })
+}
+
+/// `GET /api/ensemble`: every member with its role and, as this member knows it, its progress.
+/// The leader knows each member's acknowledged log index and last contact; another member
+/// knows only itself, and says which member leads.
+pub async fn ensemble(State(console): State<Arc<Console>>) -> Response {
+    let st = match snapshot(&console, Detail::default()).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    Json(ensemble_json(&st, Instant::now())).into_response()
+}
+
+fn ensemble_json(st: &Status, now: Instant) -> Value {
+    let snap = &st.snap;
+    let me = st.replica.id();
+    let progress = st.replica.progress(now);
+    let lease = st.replica.lease_times().serve;
+    let membership = st.replica.membership();
+    let members: Vec<Value> = membership
+        .members
+        .iter()
+        .map(|(id, m)| {
+            let p = progress
+                .as_ref()
+                .and_then(|p| p.members.iter().find(|mp| mp.id == *id));
+            let matched = p.and_then(|p| p.matched);
+            let lag = progress
+                .as_ref()
+                .zip(matched)
+                .map(|(pr, m)| pr.last_index.saturating_sub(m));
+            let contact = p.and_then(|p| p.last_contact);
+            let serving = if *id == me {
+                Some(snap.serving)
+            } else if *id == snap.leader_id.unwrap_or(0) && snap.serving {
+                // This member serves on the leader's grants, so the leader vouched recently.
+                Some(true)
+            } else if m.observer {
+                None
+            } else {
+                // A voter serves while its lease, renewed by the leader's contact, lasts.
+                contact.map(|c| c < lease)
+            };
+            json!({
+                "id": id,
+                "role": if m.observer { "observer" } else { "participant" },
+                "client": m.client_addr,
+                "peer": m.raft_addr,
+                "leader": snap.leader_id == Some(*id),
+                "self": *id == me,
+                "matched_index": matched,
+                "lag": lag,
+                "last_contact_ms": contact.map(|c| c.as_millis() as u64),
+                "serving": serving,
+            })
+        })
+        .collect();
+    json!({
+        "me": me,
+        "mode": snap.mode,
+        "serving": snap.serving,
+        "leader": snap.leader_id,
+        "last_zxid": format!("0x{:x}", snap.last_zxid),
+        "leader_last_index": progress.as_ref().map(|p| p.last_index),
+        "standalone": st.replica.standalone(),
+        "members": members,
+    })
+}
+
+/// `GET /api/metrics`: the `monitor` command's numbers, which the page charts over time.
+pub async fn metrics(State(console): State<Arc<Console>>) -> Response {
+    let st = match snapshot(&console, Detail::default()).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut m = crate::metrics::render_json(&st.metrics());
+    m.insert("now_ms".into(), st.snap.taken_ms.into());
+    Json(Value::Object(m)).into_response()
+}

@@ -1,0 +1,481 @@
+"""The web console (admin.console.enabled) in a real browser: Debian's headless Chromium driven by
+Selenium, against a Corral whose admin port speaks HTTPS (admin.forceHttps with the members' key
+store, as ZooKeeper's Jetty admin server takes it).
+
+A user logs in, browses to a node, reads it as JSON, edits it, meets a version conflict made by
+another client (kazoo), sees changes made by that client appear live, is refused an edit that the
+node's ACL forbids, pages through many children, deletes a subtree, and looks at the sessions,
+ensemble and metrics pages. Without a login, or without the CSRF token, nothing is read or
+changed. Screenshots go to $CONSOLE_SCREENSHOTS (default: target/console-screenshots).
+"""
+
+import contextlib
+import http.client
+import http.cookiejar
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.security import make_acl, make_digest_acl
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+from ensemble import CORRAL_BIN, Ensemble, free_port, running, wait_until
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHOTS = os.environ.get("CONSOLE_SCREENSHOTS",
+                       os.path.join(HERE, "..", "..", "target", "console-screenshots"))
+SUPER_DIGEST = "super:D/InIHSb7yEEbrWz8b9l71RjZJU="  # super / test
+ALICE = ("alice", "alice-secret")
+BOB = ("bob", "bob-secret")
+WAIT = 15
+
+
+def digest(user, password):
+    import base64
+    import hashlib
+    return "%s:%s" % (user, base64.b64encode(
+        hashlib.sha1(("%s:%s" % (user, password)).encode()).digest()).decode())
+
+
+def console_lines(admin_port, pki):
+    return [
+        "admin.enableServer=true",
+        "admin.serverAddress=127.0.0.1",
+        "admin.serverPort=%d" % admin_port,
+        "admin.console.enabled=true",
+        "admin.console.users=%s,%s" % (digest(*ALICE), digest(*BOB)),
+        "admin.forceHttps=true",
+        "ssl.quorum.keyStore.location=%s/server.pem" % pki,
+        "ssl.quorum.trustStore.location=%s/ca.pem" % pki,
+        "superDigest=" + SUPER_DIGEST,
+    ]
+
+
+@pytest.fixture(scope="module")
+def pki():
+    d = tempfile.mkdtemp(prefix="corral-console-pki-")
+
+    def sh(*args):
+        subprocess.run(args, cwd=d, check=True, capture_output=True)
+
+    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+       "-subj", "/CN=Console CA", "-keyout", "ca.key", "-out", "ca.pem")
+    sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+       "-keyout", "server.key", "-out", "server.csr")
+    with open(os.path.join(d, "server.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+    sh("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+       "-CAcreateserial", "-days", "2", "-extfile", "server.ext", "-out", "server.crt")
+    with open(os.path.join(d, "server.pem"), "w") as out:
+        for part in ("server.key", "server.crt"):
+            out.write(open(os.path.join(d, part)).read())
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(pki):
+    if not os.access(CORRAL_BIN, os.X_OK):
+        pytest.skip("CORRAL_BIN does not name the corral binary")
+    workdir = tempfile.mkdtemp(prefix="corral-console-")
+    port, admin = free_port(), free_port()
+    cfg = os.path.join(workdir, "zoo.cfg")
+    with open(cfg, "w") as f:
+        f.write("\n".join(["tickTime=500", "dataDir=%s/data" % workdir, "clientPort=%d" % port,
+                           "clientPortAddress=127.0.0.1"] + console_lines(admin, pki)) + "\n")
+    log = open(os.path.join(workdir, "corral.log"), "wb")
+    proc = subprocess.Popen([CORRAL_BIN, "server", "--config", cfg], stdout=log, stderr=log)
+    base = "https://127.0.0.1:%d" % admin
+    wait_until("the console answers", lambda: fetch(base, "/login", pki=pki)[0] == 200, 30)
+    try:
+        yield {"port": port, "base": base, "pki": pki, "log": os.path.join(workdir, "corral.log")}
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def fetch(base, path, pki, data=None, headers=None, jar=None, method=None):
+    """(status, body) of an HTTPS request that checks the server's certificate against the CA,
+    with the cookies in `jar`."""
+    ctx = ssl.create_default_context(cafile=os.path.join(pki, "ca.pem"))
+    handlers = [urllib.request.HTTPSHandler(context=ctx)]
+    if jar is not None:
+        handlers.append(urllib.request.HTTPCookieProcessor(jar))
+    opener = urllib.request.build_opener(*handlers)
+    req = urllib.request.Request(base + path, data=data, headers=headers or {}, method=method)
+    try:
+        with opener.open(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except (urllib.error.URLError, ConnectionError, ssl.SSLError):
+        return 0, ""
+
+
+@pytest.fixture(scope="module")
+def zk(server):
+    """Another client, as super: it makes the nodes and the changes the browser sees."""
+    c = KazooClient(hosts="127.0.0.1:%d" % server["port"], auth_data=[("digest", "super:test")])
+    c.start(timeout=15)
+    c.ensure_path("/console")
+    yield c
+    c.stop()
+    c.close()
+
+
+@pytest.fixture
+def browser():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        opts.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="corral-chromium-")
+    opts.add_argument("--user-data-dir=" + profile)
+    # The test CA is not in Chromium's store; the certificate itself is checked by fetch().
+    opts.accept_insecure_certs = True
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def shot(driver, name):
+    os.makedirs(SHOTS, exist_ok=True)
+    driver.save_screenshot(os.path.join(SHOTS, name + ".png"))
+
+
+def wait_for(driver, what, condition):
+    try:
+        return WebDriverWait(driver, WAIT).until(condition)
+    except Exception:
+        shot(driver, "failed-" + what.replace(" ", "-"))
+        raise AssertionError("not within %d s: %s" % (WAIT, what))
+
+
+def text_of(driver, element_id):
+    return driver.find_element(By.ID, element_id).text
+
+
+def log_in(driver, base, user, password):
+    driver.get(base + "/login")
+    driver.find_element(By.ID, "user").send_keys(user)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "login").click()
+    wait_for(driver, "the tree", EC.presence_of_element_located((By.CSS_SELECTOR, "#tree .name")))
+
+
+def go_to(driver, path):
+    box = driver.find_element(By.ID, "search-path")
+    box.clear()
+    box.send_keys(path)
+    driver.find_element(By.CSS_SELECTOR, "#search button").click()
+    wait_for(driver, "node %s shown" % path,
+             lambda d: text_of(d, "node-path") == path and text_of(d, "stat") != "")
+
+
+def test_the_login_page_refuses_a_wrong_password_and_the_api_needs_a_login(server, browser):
+    browser.get(server["base"] + "/")
+    wait_for(browser, "redirect to the login page", EC.url_contains("/login"))
+    browser.find_element(By.ID, "user").send_keys("alice")
+    browser.find_element(By.ID, "password").send_keys("wrong")
+    browser.find_element(By.ID, "login").click()
+    error = wait_for(browser, "the refusal", EC.visibility_of_element_located((By.ID, "error")))
+    assert "wrong user name or password" in error.text
+    shot(browser, "01-login-refused")
+    status, _ = fetch(server["base"], "/api/node?path=/", server["pki"])
+    assert status == 401
+    assert "console login refused" in open(server["log"]).read()
+
+
+def test_browse_edit_conflict_and_live_changes(server, zk, browser):
+    zk.create("/console/app/config", json.dumps({"replicas": 3, "mode": "fast"}).encode(),
+              makepath=True)
+    log_in(browser, server["base"], *ALICE)
+    shot(browser, "02-tree")
+    go_to(browser, "/console/app/config")
+    browser.find_element(By.CSS_SELECTOR, "input[name=view][value=json]").click()
+    assert '"replicas": 3' in text_of(browser, "data")
+    assert "version" in text_of(browser, "stat")
+    assert "world" in text_of(browser, "acl") and "cdrwa" in text_of(browser, "acl")
+    shot(browser, "03-node-json")
+
+    # Alice starts editing version 0; meanwhile another client changes the node.
+    browser.find_element(By.ID, "edit").click()
+    assert text_of(browser, "edit-version") == "0"
+    zk.set("/console/app/config", json.dumps({"replicas": 5, "mode": "fast"}).encode())
+    wait_for(browser, "the other client's change shown live",
+             lambda d: '"replicas": 5' in text_of(d, "data"))
+    wait_for(browser, "the notice that the node changed",
+             lambda d: "changed by another client" in text_of(d, "notice"))
+    editor = browser.find_element(By.ID, "edit-data")
+    editor.clear()
+    editor.send_keys('{"replicas": 4}')
+    browser.find_element(By.ID, "save").click()
+    error = wait_for(browser, "BadVersion", EC.visibility_of_element_located((By.ID, "error")))
+    assert "BadVersion" in error.text
+    shot(browser, "04-version-conflict")
+    assert json.loads(zk.get("/console/app/config")[0])["replicas"] == 5
+
+    # Editing again starts from the current version, and saves.
+    browser.find_element(By.ID, "edit").click()
+    assert text_of(browser, "edit-version") == "1"
+    editor = browser.find_element(By.ID, "edit-data")
+    editor.clear()
+    editor.send_keys('{"replicas": 4}')
+    browser.find_element(By.ID, "save").click()
+    wait_for(browser, "saved", lambda d: "Saved" in text_of(d, "notice"))
+    data, stat = zk.get("/console/app/config")
+    assert json.loads(data) == {"replicas": 4} and stat.version == 2
+
+    # A node another client creates appears in the expanded tree without a reload.
+    zk.create("/console/app/worker-7", b"", ephemeral=True)
+    wait_for(browser, "the new node in the tree", EC.presence_of_element_located(
+        (By.CSS_SELECTOR, '#tree .name[data-path="/console/app/worker-7"]')))
+    go_to(browser, "/console/app/worker-7")
+    assert "ephemeral, owned by session 0x%x" % zk.client_id[0] in text_of(browser, "node-flags")
+    shot(browser, "05-live-ephemeral")
+
+
+def test_an_edit_the_acl_forbids_is_refused(server, zk, browser):
+    zk.create("/console/locked", b"read only for alice",
+              acl=[make_acl("world", "anyone", read=True),
+                   make_digest_acl("bob", BOB[1], all=True)])
+    log_in(browser, server["base"], *ALICE)
+    go_to(browser, "/console/locked")
+    browser.find_element(By.ID, "edit").click()
+    editor = browser.find_element(By.ID, "edit-data")
+    editor.clear()
+    editor.send_keys("changed")
+    browser.find_element(By.ID, "save").click()
+    error = wait_for(browser, "NoAuth", EC.visibility_of_element_located((By.ID, "error")))
+    assert "NoAuth" in error.text
+    shot(browser, "06-acl-refused")
+    assert zk.get("/console/locked")[0] == b"read only for alice"
+
+    # Bob's identity is in the ACL: the same edit goes through for him.
+    browser.find_element(By.ID, "logout").click()
+    wait_for(browser, "logged out", EC.url_contains("/login"))
+    log_in(browser, server["base"], *BOB)
+    go_to(browser, "/console/locked")
+    browser.find_element(By.ID, "edit").click()
+    browser.find_element(By.ID, "edit-data").clear()
+    browser.find_element(By.ID, "edit-data").send_keys("changed by bob")
+    browser.find_element(By.ID, "save").click()
+    wait_for(browser, "saved", lambda d: "Saved" in text_of(d, "notice"))
+    assert zk.get("/console/locked")[0] == b"changed by bob"
+
+
+def test_many_children_are_paged_filtered_and_deleted_recursively(server, zk, browser):
+    tx = zk.transaction()
+    zk.create("/console/many")
+    for i in range(250):
+        tx.create("/console/many/item-%04d" % i, b"")
+    assert all(r is not None for r in tx.commit())
+    log_in(browser, server["base"], *ALICE)
+    go_to(browser, "/console/many")
+    assert text_of(browser, "child-count") == "(250)"
+    assert text_of(browser, "page-info") == "1–100 of 250"
+    browser.find_element(By.ID, "next").click()
+    wait_for(browser, "the second page", lambda d: text_of(d, "page-info") == "101–200 of 250")
+    browser.find_element(By.ID, "child-filter").send_keys("item-012")
+    wait_for(browser, "filtered children",
+             lambda d: text_of(d, "child-count") == "(10 matching)")
+    shot(browser, "07-paged-children")
+
+    # The tree shows one page too, and loads the next when asked.
+    twisty = browser.find_element(
+        By.CSS_SELECTOR, '#tree li[data-path="/console/many"] > .row > .twisty')
+    twisty.click()
+    more = wait_for(browser, "the tree's next-page link",
+                    EC.presence_of_element_located((By.CSS_SELECTOR, "#tree .more")))
+    assert len(browser.find_elements(By.CSS_SELECTOR,
+                                     '#tree li[data-path="/console/many"] > ul > li[data-path]')) == 100
+    more.click()
+    wait_for(browser, "200 children in the tree", lambda d: len(d.find_elements(
+        By.CSS_SELECTOR, '#tree li[data-path="/console/many"] > ul > li[data-path]')) == 200)
+
+    browser.find_element(By.ID, "recursive").click()
+    browser.find_element(By.ID, "delete").click()
+    alert = wait_for(browser, "the confirmation", EC.alert_is_present())
+    assert "everything under it" in alert.text
+    alert.accept()
+    wait_for(browser, "deleted", lambda d: "Deleted 251 node(s)" in text_of(d, "notice"))
+    assert zk.exists("/console/many") is None
+
+
+def test_sessions_ensemble_and_metrics_pages(server, zk, browser):
+    zk.create("/console/owned", b"", ephemeral=True)
+    log_in(browser, server["base"], *ALICE)
+    browser.find_element(By.ID, "tab-sessions").click()
+    session = "0x%x" % zk.client_id[0]
+    wait_for(browser, "kazoo's session", lambda d: session in text_of(d, "sessions"))
+    # One page at a time: the tree is out of sight while the sessions show.
+    assert browser.find_element(By.ID, "sessions").is_displayed()
+    assert not browser.find_element(By.ID, "page-tree").is_displayed()
+    assert "/console/owned" in text_of(browser, "sessions")
+    shot(browser, "08-sessions")
+    browser.find_element(By.ID, "tab-ensemble").click()
+    wait_for(browser, "the member table", lambda d: "standalone" in text_of(d, "ensemble-title").lower())
+    browser.find_element(By.ID, "tab-metrics").click()
+    for _ in range(20):
+        zk.get("/console")
+    wait_for(browser, "charts with values", lambda d: len(d.find_elements(
+        By.CSS_SELECTOR, "#charts .chart polyline")) >= 9 and text_of(d, "chart-6") != "")
+    time.sleep(2.5)  # one more poll, so the rate chart has two points: a picture, not a test
+    shot(browser, "09-metrics")
+    assert "znodes" in text_of(browser, "charts")
+
+
+def test_edits_need_the_csrf_token_and_logins_are_bounded_by_credentials(server):
+    base, pki = server["base"], server["pki"]
+    jar = http.cookiejar.CookieJar()
+    form = urllib.parse.urlencode({"user": ALICE[0], "password": ALICE[1]}).encode()
+    status, _ = fetch(base, "/login", pki, data=form, jar=jar)
+    assert status == 200  # redirected to the console page
+    assert [c.name for c in jar] == ["corral_console"]
+    cookie = next(iter(jar))
+    assert cookie.secure and cookie.has_nonstandard_attr("HttpOnly")
+    body = json.dumps({"path": "/console/forged", "data": "x"}).encode()
+    headers = {"Content-Type": "application/json"}
+    status, answer = fetch(base, "/api/node", pki, data=body, headers=headers, jar=jar)
+    assert status == 403 and "BadCsrfToken" in answer
+    status, me = fetch(base, "/api/me", pki, jar=jar)
+    token = json.loads(me)["csrf"]
+    status, answer = fetch(base, "/api/node", pki, data=body, jar=jar,
+                           headers=dict(headers, **{"X-CSRF-Token": token}))
+    assert status == 200, answer
+    # The super user logs in with superDigest's password; anyone else with a known digest only.
+    for user, password, expected in (("super", "test", 200), ("super", "nope", 401),
+                                     ("mallory", "x", 401)):
+        form = urllib.parse.urlencode({"user": user, "password": password}).encode()
+        assert fetch(base, "/login", pki, data=form)[0] == expected, user
+
+
+class ConsoleEnsemble(Ensemble):
+    """Three Corral members, each with the console on its admin port (HTTPS)."""
+
+    def __init__(self, kind, workdir, pki):
+        self.pki = pki
+        self.admin_ports = [free_port() for _ in range(3)]
+        super().__init__(kind, workdir)
+
+    def extra_lines(self, i):
+        return console_lines(self.admin_ports[i], self.pki)
+
+
+def test_the_ensemble_page_shows_every_member_from_the_leader(pki, browser):
+    import functools
+    with running("corral", functools.partial(ConsoleEnsemble, pki=pki)) as ens:
+        leader = next(i for i in range(3) if ens.mode(i) == "leader")
+        base = "https://127.0.0.1:%d" % ens.admin_ports[leader]
+        log_in(browser, base, "super", "test")
+        browser.find_element(By.ID, "tab-ensemble").click()
+        wait_for(browser, "three members, all serving", lambda d: text_of(d, "members").count(
+            "participant") == 3 and text_of(d, "members").count("yes") == 3)
+        assert "leader" in text_of(browser, "members")
+        assert browser.find_element(By.ID, "members").is_displayed()
+        shot(browser, "10-ensemble")
+        # A member killed: the leader stops hearing from it and says it no longer serves.
+        victim = (leader + 1) % 3
+        ens.kill(victim)
+        wait_for(browser, "the killed member shown not serving", lambda d: any(
+            row.text.startswith(str(victim + 1)) and " no " in " %s " % row.text
+            for row in d.find_elements(By.CSS_SELECTOR, "#members tr")))
+        shot(browser, "11-ensemble-member-down")
+
+
+@contextlib.contextmanager
+def corral_with(lines, flags=""):
+    """A standalone Corral with these zoo.cfg lines and JVM flags; yields (admin port, log)."""
+    workdir = tempfile.mkdtemp(prefix="corral-admin-")
+    port, admin = free_port(), free_port()
+    with open(os.path.join(workdir, "zoo.cfg"), "w") as f:
+        f.write("\n".join(["tickTime=500", "dataDir=%s/data" % workdir, "clientPort=%d" % port,
+                           "clientPortAddress=127.0.0.1", "admin.serverAddress=127.0.0.1",
+                           "admin.serverPort=%d" % admin] + lines) + "\n")
+    log_path = os.path.join(workdir, "corral.log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([CORRAL_BIN, "server", "--config", os.path.join(workdir, "zoo.cfg")],
+                                stdout=log, stderr=log, env=dict(os.environ, SERVER_JVMFLAGS=flags))
+    try:
+        yield admin, log_path
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def http_status(url, pki=None):
+    ctx = ssl.create_default_context(cafile=os.path.join(pki, "ca.pem")) if pki else None
+    try:
+        with urllib.request.urlopen(url, timeout=5, context=ctx) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except (urllib.error.URLError, ConnectionError, ssl.SSLError, OSError,
+            http.client.HTTPException):
+        return 0, ""
+
+
+def test_admin_https_takes_zookeepers_flags_side_by_side(pki):
+    """ZooKeeper 3.8's Jetty admin server and Corral's, started with the same JVM flags: both
+    serve the commands over HTTPS with the members' key store, and neither over plain HTTP."""
+    flags = ("-Dzookeeper.admin.forceHttps=true -Dzookeeper.ssl.quorum.keyStore.location=%s/server.pem"
+             " -Dzookeeper.ssl.quorum.trustStore.location=%s/ca.pem" % (pki, pki))
+    zk_dir = tempfile.mkdtemp(prefix="corral-zk-https-")
+    shutil.rmtree(zk_dir)
+    zk_admin = free_port()
+    subprocess.run([os.path.join(HERE, "reference_zk.sh"), str(free_port()), zk_dir], check=True,
+                   env=dict(os.environ, ZK_ADMIN_PORT=str(zk_admin), ZK_JVM_FLAGS=flags),
+                   capture_output=True)
+    try:
+        with corral_with([], flags) as (admin, _):
+            for name, port in (("zookeeper", zk_admin), ("corral", admin)):
+                ok = wait_until("%s's admin server over HTTPS" % name, lambda: http_status(
+                    "https://127.0.0.1:%d/commands/ruok" % port, pki)[0] == 200, 30)
+                assert ok
+                status, body = http_status("https://127.0.0.1:%d/commands/ruok" % port, pki)
+                assert json.loads(body)["command"] == "ruok", name
+                assert http_status("http://127.0.0.1:%d/commands/ruok" % port)[0] == 0, name
+            # The console stays off unless asked for, and says how to turn it on.
+            status, body = http_status("https://127.0.0.1:%d/" % admin, pki)
+            assert status == 404 and "admin.console.enabled=true" in body
+    finally:
+        subprocess.run([os.path.join(HERE, "stop_pid.sh"), os.path.join(zk_dir, "zk.pid")])
+        shutil.rmtree(zk_dir, ignore_errors=True)
+
+
+def test_without_a_certificate_the_console_is_plain_http_and_warns():
+    lines = ["admin.console.enabled=true", "superDigest=" + SUPER_DIGEST]
+    with corral_with(lines) as (admin, log):
+        base = "http://127.0.0.1:%d" % admin
+        wait_until("the console", lambda: http_status(base + "/login")[0] == 200, 30)
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        form = urllib.parse.urlencode({"user": "super", "password": "test"}).encode()
+        with opener.open(base + "/login", data=form, timeout=10) as r:
+            assert r.status == 200 and "console.js" in r.read().decode()
+        assert [(c.name, c.secure) for c in jar] == [("corral_console", False)]
+        assert "served over plain HTTP" in open(log).read()
+    # A console nobody can log in to is refused at start-up, with the reason.
+    with corral_with(["admin.console.enabled=true"]) as (admin, log):
+        wait_until("the refusal", lambda: "admin.console.users or superDigest" in open(log).read(), 30)
