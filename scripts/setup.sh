@@ -20,6 +20,8 @@ command -v java >/dev/null || missing+=(default-jre-headless)
 # source launcher needs a JDK.
 command -v javac >/dev/null || missing+=(default-jdk-headless)
 [ -r /usr/share/java/curator-framework.jar ] || missing+=(libcurator-framework-java)
+[ -r /usr/share/java/curator-recipes.jar ] || missing+=(libcurator-recipes-java)
+[ -r /usr/share/java/curator-x-discovery.jar ] || missing+=(libcurator-discovery-java)
 [ -r /usr/share/java/slf4j-nop.jar ] || missing+=(libslf4j-java)
 # ZooKeeper's TLS (NettyServerCnxnFactory) needs netty's codec and resolver jars, which its own
 # classpath leaves out; the security tests make their certificates with openssl.
