@@ -180,7 +180,8 @@ def log_in(driver, base, user, password):
     driver.find_element(By.ID, "user").send_keys(user)
     driver.find_element(By.ID, "password").send_keys(password)
     driver.find_element(By.ID, "login").click()
-    wait_for(driver, "the tree", EC.presence_of_element_located((By.CSS_SELECTOR, "#tree .name")))
+    # Live once the page's persistent watch is in place: changes from now on reach it.
+    wait_for(driver, "the live view", EC.presence_of_element_located((By.CSS_SELECTOR, "#live.on")))
 
 
 def go_to(driver, path):
@@ -189,7 +190,7 @@ def go_to(driver, path):
     box.send_keys(path)
     driver.find_element(By.CSS_SELECTOR, "#search button").click()
     wait_for(driver, "node %s shown" % path,
-             lambda d: text_of(d, "node-path") == path and text_of(d, "stat") != "")
+             lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == path)
 
 
 def test_the_login_page_refuses_a_wrong_password_and_the_api_needs_a_login(server, browser):
@@ -292,8 +293,8 @@ def test_many_children_are_paged_filtered_and_deleted_recursively(server, zk, br
     assert all(r is not None for r in tx.commit())
     log_in(browser, server["base"], *ALICE)
     go_to(browser, "/console/many")
-    assert text_of(browser, "child-count") == "(250)"
-    assert text_of(browser, "page-info") == "1–100 of 250"
+    wait_for(browser, "250 children", lambda d: text_of(d, "child-count") == "(250)"
+             and text_of(d, "page-info") == "1–100 of 250")
     browser.find_element(By.ID, "next").click()
     wait_for(browser, "the second page", lambda d: text_of(d, "page-info") == "101–200 of 250")
     browser.find_element(By.ID, "child-filter").send_keys("item-012")
@@ -351,7 +352,8 @@ def test_edits_need_the_csrf_token_and_logins_are_bounded_by_credentials(server)
     form = urllib.parse.urlencode({"user": ALICE[0], "password": ALICE[1]}).encode()
     status, _ = fetch(base, "/login", pki, data=form, jar=jar)
     assert status == 200  # redirected to the console page
-    assert [c.name for c in jar] == ["corral_console"]
+    admin_port = urllib.parse.urlparse(base).port
+    assert [c.name for c in jar] == ["corral_console_%d" % admin_port]
     cookie = next(iter(jar))
     assert cookie.secure and cookie.has_nonstandard_attr("HttpOnly")
     body = json.dumps({"path": "/console/forged", "data": "x"}).encode()
@@ -397,9 +399,10 @@ def test_the_ensemble_page_shows_every_member_from_the_leader(pki, browser):
         # A member killed: the leader stops hearing from it and says it no longer serves.
         victim = (leader + 1) % 3
         ens.kill(victim)
+        # The table is redrawn every 2 s: read its text, not rows that may be replaced meanwhile.
         wait_for(browser, "the killed member shown not serving", lambda d: any(
-            row.text.startswith(str(victim + 1)) and " no " in " %s " % row.text
-            for row in d.find_elements(By.CSS_SELECTOR, "#members tr")))
+            line.startswith("%d " % (victim + 1)) and " no " in line
+            for line in text_of(d, "members").splitlines()))
         shot(browser, "11-ensemble-member-down")
 
 
@@ -416,6 +419,7 @@ def corral_with(lines, flags=""):
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([CORRAL_BIN, "server", "--config", os.path.join(workdir, "zoo.cfg")],
                                 stdout=log, stderr=log, env=dict(os.environ, SERVER_JVMFLAGS=flags))
+    corral_with.proc, corral_with.port = proc, port
     try:
         yield admin, log_path
     finally:
@@ -474,8 +478,100 @@ def test_without_a_certificate_the_console_is_plain_http_and_warns():
         form = urllib.parse.urlencode({"user": "super", "password": "test"}).encode()
         with opener.open(base + "/login", data=form, timeout=10) as r:
             assert r.status == 200 and "console.js" in r.read().decode()
-        assert [(c.name, c.secure) for c in jar] == [("corral_console", False)]
+        assert [(c.name, c.secure) for c in jar] == [("corral_console_%d" % admin, False)]
         assert "served over plain HTTP" in open(log).read()
     # A console nobody can log in to is refused at start-up, with the reason.
     with corral_with(["admin.console.enabled=true"]) as (admin, log):
         wait_until("the refusal", lambda: "admin.console.users or superDigest" in open(log).read(), 30)
+
+
+def logged_in_opener(base, user, password, pki=None):
+    """An opener with a console login's cookie, and the login's CSRF token."""
+    ctx = ssl.create_default_context(cafile=os.path.join(pki, "ca.pem")) if pki else None
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar),
+                                         urllib.request.HTTPSHandler(context=ctx))
+    form = urllib.parse.urlencode({"user": user, "password": password}).encode()
+    opener.open(base + "/login", data=form, timeout=10).read()
+    token = json.loads(opener.open(base + "/api/me", timeout=10).read())["csrf"]
+    return opener, token
+
+
+def call(opener, token, method, url, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={
+        "X-CSRF-Token": token, "Content-Type": "application/json"})
+    try:
+        with opener.open(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_api_bounds_big_nodes_atomic_deletes_and_a_stop_with_live_views_open():
+    lines = ["admin.console.enabled=true", "superDigest=" + SUPER_DIGEST]
+    with corral_with(lines) as (admin, log):
+        base = "http://127.0.0.1:%d" % admin
+        wait_until("the console", lambda: http_status(base + "/login")[0] == 200, 30)
+        opener, token = logged_in_opener(base, "super", "test")
+        zk = KazooClient(hosts="127.0.0.1:%d" % corral_with.port)
+        zk.start(timeout=15)
+        try:
+            # 100k children: listed a page at a time, found by a filter.
+            zk.create("/big")
+            for start in range(0, 100_000, 2000):
+                tx = zk.transaction()
+                for i in range(start, start + 2000):
+                    tx.create("/big/child-with-a-long-name-%06d" % i)
+                assert all(r is not None and not isinstance(r, Exception) for r in tx.commit())
+            status, page = call(opener, token, "GET", base + "/api/children?" + urllib.parse.urlencode(
+                {"path": "/big", "offset": 99_950, "limit": 100}))
+            assert status == 200 and page["total"] == 100_000 and len(page["children"]) == 50
+            status, page = call(opener, token, "GET", base + "/api/children?" + urllib.parse.urlencode(
+                {"path": "/big", "filter": "name-04242"}))
+            assert page["total"] == 10
+            # A recursive delete with a stale version deletes nothing.
+            zk.create("/tree/a/b", makepath=True)
+            zk.set("/tree", b"moved")
+            status, answer = call(opener, token, "DELETE",
+                                  base + "/api/node?path=/tree&version=0&recursive=true")
+            assert status == 409 and answer["error"] == "BadVersion"
+            assert zk.exists("/tree/a/b") is not None
+            status, answer = call(opener, token, "DELETE",
+                                  base + "/api/node?path=/tree&version=1&recursive=true")
+            assert status == 200 and answer["deleted"] == 3 and zk.exists("/tree") is None
+            # Bad input is refused with its reason, and changes nothing.
+            status, answer = call(opener, token, "DELETE", base + "/api/node?path=/&recursive=true")
+            assert status == 400
+            status, answer = call(opener, token, "PUT", base + "/api/node",
+                                  {"path": "/big", "data": "x", "version": "three"})
+            assert status == 400
+            status, answer = call(opener, token, "POST", base + "/api/node",
+                                  {"path": "/huge", "data": "x" * (1536 << 10)})
+            assert status == 413 and "jute.maxbuffer" in answer["message"]
+            assert zk.exists("/huge") is None
+        finally:
+            zk.stop()
+            zk.close()
+        # SIGTERM with a live view open: the server still stops, promptly.
+        events = opener.open(urllib.request.Request(base + "/api/events"), timeout=30)
+        corral_with.proc.terminate()
+        assert corral_with.proc.wait(timeout=15) == 0
+        events.close()
+
+
+def test_a_unified_admin_port_sends_plain_http_console_requests_to_https(pki):
+    lines = ["admin.console.enabled=true", "superDigest=" + SUPER_DIGEST,
+             "admin.portUnification=true",
+             "ssl.quorum.keyStore.location=%s/server.pem" % pki]
+    with corral_with(lines) as (admin, _):
+        wait_until("HTTPS", lambda: http_status(
+            "https://127.0.0.1:%d/commands/ruok" % admin, pki)[0] == 200, 30)
+        # The commands answer on both; the console only over TLS.
+        assert http_status("http://127.0.0.1:%d/commands/ruok" % admin)[0] == 200
+        conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
+        conn.request("GET", "/login")
+        r = conn.getresponse()
+        assert r.status in (303, 307) and r.getheader("location") == \
+            "https://127.0.0.1:%d/login" % admin
+        conn.close()

@@ -19,9 +19,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// How long a stopping admin server waits for its requests in progress.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A running admin server.
 pub struct AdminServer {
     pub local_addr: SocketAddr,
+    console: Option<Arc<Console>>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -44,8 +48,8 @@ impl AdminServer {
             .route("/metrics", get(metrics))
             .route("/ready", get(ready))
             .with_state(source);
-        let app = match console {
-            Some(c) => commands.merge(c.routes()),
+        let app = match console.clone() {
+            Some(c) => commands.merge(c.routes(local_addr.port())),
             None => commands.merge(crate::console::disabled_routes()),
         };
         let app = app.into_make_service_with_connect_info::<AdminPeer>();
@@ -72,14 +76,24 @@ impl AdminServer {
         tracing::info!(%local_addr, scheme, "admin server listening");
         Ok(AdminServer {
             local_addr,
+            console,
             stop,
             task,
         })
     }
 
+    /// Stops taking connections and waits (up to [`STOP_WAIT`]) for those open to finish;
+    /// the console's live views are ended first, since browsers keep them open.
     pub async fn stop(self) {
+        if let Some(c) = &self.console {
+            c.stop();
+        }
         let _ = self.stop.send(());
-        let _ = self.task.await;
+        if tokio::time::timeout(STOP_WAIT, self.task).await.is_err() {
+            tracing::warn!(
+                "admin server: connections still open after {STOP_WAIT:?}; stopping anyway"
+            );
+        }
     }
 }
 

@@ -307,8 +307,7 @@ async fn start_admin(
     let tls = match transport {
         AdminTransport::Http => None,
         t => {
-            let acceptor = crate::console::https::acceptor(&cfg.tls, status.limits.clone())
-                .map_err(ServerError::Tls)?;
+            let acceptor = crate::console::https::acceptor(&cfg.tls).map_err(ServerError::Tls)?;
             Some((acceptor, t))
         }
     };

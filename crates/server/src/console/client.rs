@@ -31,6 +31,12 @@ const MAX_IN_FLIGHT: usize = 32;
 pub const EVENT_QUEUE: usize = 1024;
 /// How long a request may wait for its answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest reply the console reads. The server does not bound its replies by
+/// `jute.maxbuffer` (a node with 100k children answers getChildren with megabytes), and the
+/// console must show such nodes.
+const MAX_REPLY: usize = 64 << 20;
+/// Whole frames queued for the connection's writer.
+const WRITE_QUEUE: usize = 64;
 
 /// Opens in-memory connections to this server, as its accept loops open socket ones.
 #[derive(Clone)]
@@ -83,7 +89,9 @@ type Pending = HashMap<i32, (OpCode, oneshot::Sender<Result<Response, ErrorCode>
 /// One session, shared by a login's requests.
 pub struct Session {
     pub id: i64,
-    writer: tokio::sync::Mutex<WriteHalf<DuplexStream>>,
+    /// Whole frames, to the task that owns the write half: a request whose caller is dropped
+    /// mid-way (the browser went) is sent whole or not at all, never half a frame.
+    frames: mpsc::Sender<Vec<u8>>,
     pending: Arc<Mutex<Pending>>,
     next_xid: AtomicI32,
     in_flight: Semaphore,
@@ -99,51 +107,30 @@ impl Session {
         user: &str,
         password: &str,
     ) -> Result<Arc<Session>, CallError> {
-        let stream = dialer.dial(peer);
-        let (mut rd, mut wr) = tokio::io::split(stream);
-        let hello = Handshake {
-            request: ConnectRequest {
-                protocol_version: 0,
-                last_zxid_seen: 0,
-                time_out: SESSION_TIMEOUT_MS,
-                session_id: 0,
-                passwd: Bytes::from_static(&[0; 16]),
-            },
-            read_only: Some(false),
-        };
-        let lost = |_| CallError::Lost("the server closed the connection");
-        wr.write_all(&hello.to_frame()).await.map_err(lost)?;
-        let decoder = FrameDecoder::new(dialer.cfg.max_frame_len + 1024);
-        let mut buf = BytesMut::new();
-        let first = tokio::time::timeout(CALL_TIMEOUT, next_frame(&mut rd, &mut buf, &decoder))
-            .await
-            .map_err(|_| CallError::Lost("no answer to the connect request"))?
-            .ok_or(CallError::Lost("this member is not serving clients"))?;
-        let answer = ConnectResponse::decode(&mut Reader::new(&first))
-            .map_err(|_| CallError::Lost("a malformed connect response"))?;
-        if answer.session_id == 0 || answer.time_out <= 0 {
-            return Err(CallError::Lost("this member is not serving clients"));
-        }
+        let (rd, wr) = tokio::io::split(dialer.dial(peer));
+        let decoder = FrameDecoder::new(MAX_REPLY);
+        let (answer, rd, buf, wr) = handshake(rd, wr, &decoder).await?;
         let (events, _) = broadcast::channel(EVENT_QUEUE);
+        let (frames, queued) = mpsc::channel(WRITE_QUEUE);
+        let alive = Arc::new(AtomicBool::new(true));
         let session = Arc::new(Session {
             id: answer.session_id,
-            writer: tokio::sync::Mutex::new(wr),
+            frames,
             pending: Arc::default(),
             next_xid: AtomicI32::new(1),
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
-            alive: Arc::new(AtomicBool::new(true)),
+            alive: alive.clone(),
             events: events.clone(),
         });
+        tokio::spawn(write_frames(wr, queued, alive.clone()));
         let reader = Replies {
             pending: session.pending.clone(),
-            alive: session.alive.clone(),
+            alive,
             events,
         };
         tokio::spawn(reader.run(rd, buf, decoder));
-        tokio::spawn(keep_alive(
-            Arc::downgrade(&session),
-            Duration::from_millis(answer.time_out as u64 / 3),
-        ));
+        let every = Duration::from_millis(answer.time_out.max(30) as u64 / 3);
+        tokio::spawn(keep_alive(Arc::downgrade(&session), every));
         let auth = AuthPacket {
             auth_type: 0,
             scheme: "digest".into(),
@@ -164,7 +151,9 @@ impl Session {
 
     /// Sends `req` and waits for its answer.
     pub async fn call(&self, req: Request) -> Result<Response, CallError> {
-        let xid = self.next_xid.fetch_add(1, Relaxed).max(1);
+        // Positive xids, wrapping past i32::MAX back to 1 (the negative ones are the
+        // protocol's own: pings, auth, notifications).
+        let xid = (self.next_xid.fetch_add(1, Relaxed) & i32::MAX).max(1);
         self.call_xid(xid, req).await
     }
 
@@ -175,36 +164,99 @@ impl Session {
             .await
             .map_err(|_| CallError::Lost("closed"))?;
         let (tx, rx) = oneshot::channel();
-        let op = req.op_code();
         self.pending
             .lock()
             .expect("pending lock")
-            .insert(xid, (op, tx));
-        let frame = request_frame(xid, &req);
-        if !self.is_alive() || self.writer.lock().await.write_all(&frame).await.is_err() {
-            self.pending.lock().expect("pending lock").remove(&xid);
+            .insert(xid, (req.op_code(), tx));
+        // Taken out again however this call ends: answered, failed, timed out or dropped.
+        let _waiting = Waiting(&self.pending, xid);
+        let sent = self.is_alive() && self.frames.send(request_frame(xid, &req)).await.is_ok();
+        if !sent {
             return Err(CallError::Lost("the connection is closed"));
         }
         match tokio::time::timeout(CALL_TIMEOUT, rx).await {
             Ok(Ok(answer)) => answer.map_err(CallError::Zk),
             Ok(Err(_)) => Err(CallError::Lost("the connection closed before answering")),
-            Err(_) => {
-                self.pending.lock().expect("pending lock").remove(&xid);
-                Err(CallError::Lost("no answer in time"))
-            }
+            Err(_) => Err(CallError::Lost("no answer in time")),
         }
     }
 
     /// Ends the session now, so its ephemerals and watches go with it.
     pub async fn close(&self) {
-        let xid = self.next_xid.fetch_add(1, Relaxed).max(1);
-        let mut w = self.writer.lock().await;
-        let _ = w
-            .write_all(&request_frame(xid, &Request::CloseSession))
+        let xid = (self.next_xid.fetch_add(1, Relaxed) & i32::MAX).max(1);
+        let _ = self
+            .frames
+            .send(request_frame(xid, &Request::CloseSession))
             .await;
-        let _ = w.shutdown().await;
         self.alive.store(false, Relaxed);
     }
+}
+
+/// A call's entry in the pending table, removed when the call is over.
+struct Waiting<'a>(&'a Mutex<Pending>, i32);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().expect("pending lock").remove(&self.1);
+    }
+}
+
+/// Sends the connect request and reads the answer: the new session, or why there is none.
+async fn handshake(
+    mut rd: ReadHalf<DuplexStream>,
+    mut wr: WriteHalf<DuplexStream>,
+    decoder: &FrameDecoder,
+) -> Result<
+    (
+        ConnectResponse,
+        ReadHalf<DuplexStream>,
+        BytesMut,
+        WriteHalf<DuplexStream>,
+    ),
+    CallError,
+> {
+    let hello = Handshake {
+        request: ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: 0,
+            time_out: SESSION_TIMEOUT_MS,
+            session_id: 0,
+            passwd: Bytes::from_static(&[0; 16]),
+        },
+        read_only: Some(false),
+    };
+    let lost = |_| CallError::Lost("the server closed the connection");
+    wr.write_all(&hello.to_frame()).await.map_err(lost)?;
+    let mut buf = BytesMut::new();
+    let first = tokio::time::timeout(CALL_TIMEOUT, next_frame(&mut rd, &mut buf, decoder))
+        .await
+        .map_err(|_| CallError::Lost("no answer to the connect request"))?
+        .ok_or(CallError::Lost("this member is not serving clients"))?;
+    let answer = ConnectResponse::decode(&mut Reader::new(&first))
+        .map_err(|_| CallError::Lost("a malformed connect response"))?;
+    if answer.session_id == 0 || answer.time_out <= 0 {
+        return Err(CallError::Lost("this member is not serving clients"));
+    }
+    Ok((answer, rd, buf, wr))
+}
+
+/// Owns the write half: writes whole frames as they come, until the session ends.
+async fn write_frames(
+    mut wr: WriteHalf<DuplexStream>,
+    mut frames: mpsc::Receiver<Vec<u8>>,
+    alive: Arc<AtomicBool>,
+) {
+    while let Some(frame) = frames.recv().await {
+        if wr.write_all(&frame).await.is_err() {
+            break;
+        }
+        if !alive.load(Relaxed) {
+            // A close request was the last frame.
+            break;
+        }
+    }
+    alive.store(false, Relaxed);
+    let _ = wr.shutdown().await;
 }
 
 /// Pings while the session lives, so an idle console keeps its session.
@@ -212,12 +264,12 @@ async fn keep_alive(session: std::sync::Weak<Session>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let Some(s) = session.upgrade() else { return };
-        if !s.is_alive() {
-            return;
-        }
-        let ping = request_frame(-2, &Request::Ping);
-        if s.writer.lock().await.write_all(&ping).await.is_err() {
-            s.alive.store(false, Relaxed);
+        if !s.is_alive()
+            || s.frames
+                .send(request_frame(-2, &Request::Ping))
+                .await
+                .is_err()
+        {
             return;
         }
     }

@@ -18,19 +18,22 @@ use tokio::sync::mpsc;
 /// Connections through their handshake and waiting for the HTTP server to take them.
 const READY_QUEUE: usize = 64;
 
-/// The TLS side of the admin port, built from the members' stores.
-pub fn acceptor(tls: &TlsConfig, global: Arc<Global>) -> Result<Arc<TlsAcceptor>, String> {
+/// The TLS side of the admin port, built from the members' stores. Its handshakes are
+/// counted and bounded apart from the client port's, so a flood on one port cannot hold up
+/// the other.
+pub fn acceptor(tls: &TlsConfig) -> Result<Arc<TlsAcceptor>, String> {
     let mut admin = tls.clone();
     admin.client = tls.quorum.clone();
     admin.client.client_auth = ClientAuth::None;
-    Ok(Arc::new(TlsAcceptor::new(Arc::new(admin), global)?))
+    let own = Arc::new(Global::default());
+    Ok(Arc::new(TlsAcceptor::new(Arc::new(admin), own)?))
 }
 
 /// A listener whose connections have been through TLS (or were sniffed as plain HTTP on a
 /// unified port) before the HTTP server sees them. Handshakes run on their own tasks, so a
 /// client that stalls in one holds up nobody else.
 pub struct SecureListener {
-    ready: mpsc::Receiver<(BoxStream, SocketAddr)>,
+    ready: mpsc::Receiver<(BoxStream, AdminPeer)>,
     local: SocketAddr,
 }
 
@@ -47,7 +50,7 @@ async fn accept_loop(
     tcp: TcpListener,
     tls: Arc<TlsAcceptor>,
     transport: AdminTransport,
-    ready: mpsc::Sender<(BoxStream, SocketAddr)>,
+    ready: mpsc::Sender<(BoxStream, AdminPeer)>,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -66,14 +69,14 @@ async fn accept_loop(
             let stream = Box::new(stream) as BoxStream;
             let secured = match transport {
                 AdminTransport::Unified => match sniff(stream, Duration::from_secs(5)).await {
-                    Ok(Sniffed::Plain(s)) => Some(s),
-                    Ok(Sniffed::Tls(s)) => handshake(&tls, s, peer).await,
+                    Ok(Sniffed::Plain(s)) => Some((s, false)),
+                    Ok(Sniffed::Tls(s)) => handshake(&tls, s, peer).await.map(|s| (s, true)),
                     Err(_) => None,
                 },
-                _ => handshake(&tls, stream, peer).await,
+                _ => handshake(&tls, stream, peer).await.map(|s| (s, true)),
             };
-            if let Some(s) = secured {
-                let _ = ready.send((s, peer)).await;
+            if let Some((s, tls)) = secured {
+                let _ = ready.send((s, AdminPeer { addr: peer, tls })).await;
             }
         });
     }
@@ -89,16 +92,19 @@ async fn handshake(tls: &TlsAcceptor, stream: BoxStream, peer: SocketAddr) -> Op
     }
 }
 
-/// The address of an admin client, over either listener (what the console logs and shows as a
-/// login's client).
+/// An admin client: its address (what the console logs and shows as a login's client), and
+/// whether its connection is under TLS (on a unified port, some are not).
 #[derive(Debug, Clone, Copy)]
-pub struct AdminPeer(pub SocketAddr);
+pub struct AdminPeer {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, SecureListener>>
     for AdminPeer
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, SecureListener>) -> Self {
-        AdminPeer(*stream.remote_addr())
+        *stream.remote_addr()
     }
 }
 
@@ -106,15 +112,18 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpL
     for AdminPeer
 {
     fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
-        AdminPeer(*stream.remote_addr())
+        AdminPeer {
+            addr: *stream.remote_addr(),
+            tls: false,
+        }
     }
 }
 
 impl axum::serve::Listener for SecureListener {
     type Io = BoxStream;
-    type Addr = SocketAddr;
+    type Addr = AdminPeer;
 
-    async fn accept(&mut self) -> (BoxStream, SocketAddr) {
+    async fn accept(&mut self) -> (BoxStream, AdminPeer) {
         match self.ready.recv().await {
             Some(c) => c,
             // The accept loop ended only because this listener is gone; wait to be dropped.
@@ -122,7 +131,10 @@ impl axum::serve::Listener for SecureListener {
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
+    fn local_addr(&self) -> std::io::Result<AdminPeer> {
+        Ok(AdminPeer {
+            addr: self.local,
+            tls: true,
+        })
     }
 }

@@ -17,8 +17,14 @@ use std::time::{Duration, Instant};
 pub const MAX_LOGINS: usize = 64;
 /// A login unused this long ends, with its session.
 pub const IDLE_LOGOUT: Duration = Duration::from_secs(30 * 60);
-/// The cookie that names a login.
-pub const COOKIE: &str = "corral_console";
+/// How often logins are checked for idleness.
+const REAP_EVERY: Duration = Duration::from_secs(60);
+
+/// The cookie that names a login on the admin port `port`. Cookies do not tell ports apart, so
+/// the port is in the name: logins to two members on one host keep their own.
+pub fn cookie_name(port: u16) -> String {
+    format!("corral_console_{port}")
+}
 
 /// One logged-in user.
 pub struct Login {
@@ -30,14 +36,18 @@ pub struct Login {
     peer: SocketAddr,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
     last_used: Mutex<Instant>,
+    /// Logged out: a request still running then must not open a session again.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 impl Login {
     /// The login's session, opened again if the last one ended (this member stopped serving,
     /// say).
     pub async fn session(&self, dialer: &Dialer) -> Result<Arc<Session>, CallError> {
-        *self.last_used.lock().expect("login lock") = Instant::now();
         let mut current = self.session.lock().await;
+        if self.ended.load(Relaxed) {
+            return Err(CallError::Lost("logged out"));
+        }
         if let Some(s) = current.as_ref().filter(|s| s.is_alive()) {
             return Ok(s.clone());
         }
@@ -46,7 +56,13 @@ impl Login {
         Ok(s)
     }
 
+    /// The user did something: the login is not idle.
+    pub fn touch(&self) {
+        *self.last_used.lock().expect("login lock") = Instant::now();
+    }
+
     async fn end(&self) {
+        self.ended.store(true, Relaxed);
         if let Some(s) = self.session.lock().await.take() {
             s.close().await;
         }
@@ -72,8 +88,15 @@ pub enum Refused {
 pub struct Logins {
     /// `name` → digest, the super user's included.
     users: HashMap<String, String>,
-    open: Mutex<HashMap<String, Arc<Login>>>,
+    open: Mutex<Open>,
     global: Arc<Global>,
+}
+
+/// The logins, and those whose session is being opened (they count against the bound too).
+#[derive(Default)]
+struct Open {
+    by_cookie: HashMap<String, Arc<Login>>,
+    opening: usize,
 }
 
 impl Logins {
@@ -93,6 +116,21 @@ impl Logins {
         }
     }
 
+    /// Ends idle logins every minute, until `stop` is dropped or fires.
+    pub fn reap(self: &Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let logins = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(REAP_EVERY) => {}
+                    _ = stop.changed() => return,
+                }
+                let Some(l) = logins.upgrade() else { return };
+                l.end_idle().await;
+            }
+        });
+    }
+
     /// Checks the password, opens the login's session and returns its cookie value.
     pub async fn log_in(
         &self,
@@ -110,10 +148,14 @@ impl Logins {
             return Err(Refused::Credentials);
         }
         self.end_idle().await;
-        if self.open.lock().expect("logins lock").len() >= MAX_LOGINS {
-            self.global.console_logins_exceeded.fetch_add(1, Relaxed);
-            tracing::warn!(%peer, user, max = MAX_LOGINS, "console login refused: too many logins open");
-            return Err(Refused::TooMany);
+        {
+            let mut open = self.open.lock().expect("logins lock");
+            if open.by_cookie.len() + open.opening >= MAX_LOGINS {
+                self.global.console_logins_exceeded.fetch_add(1, Relaxed);
+                tracing::warn!(%peer, user, max = MAX_LOGINS, "console login refused: too many logins open");
+                return Err(Refused::TooMany);
+            }
+            open.opening += 1;
         }
         let login = Arc::new(Login {
             user: user.to_owned(),
@@ -122,15 +164,17 @@ impl Logins {
             peer,
             session: tokio::sync::Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
+            ended: Default::default(),
         });
-        login
-            .session(dialer)
-            .await
-            .map_err(|e| Refused::Session(e.to_string()))?;
+        let opened = login.session(dialer).await;
         let cookie = token();
         let mut open = self.open.lock().expect("logins lock");
-        open.insert(cookie.clone(), login.clone());
-        self.global.console_logins.store(open.len(), Relaxed);
+        open.opening -= 1;
+        opened.map_err(|e| Refused::Session(e.to_string()))?;
+        open.by_cookie.insert(cookie.clone(), login.clone());
+        self.global
+            .console_logins
+            .store(open.by_cookie.len(), Relaxed);
         tracing::info!(%peer, user, "console login");
         Ok((cookie, login))
     }
@@ -141,6 +185,7 @@ impl Logins {
             .open
             .lock()
             .expect("logins lock")
+            .by_cookie
             .get(cookie)
             .cloned()?;
         (!login.idle(Instant::now())).then_some(login)
@@ -149,8 +194,10 @@ impl Logins {
     pub async fn log_out(&self, cookie: &str) {
         let login = {
             let mut open = self.open.lock().expect("logins lock");
-            let l = open.remove(cookie);
-            self.global.console_logins.store(open.len(), Relaxed);
+            let l = open.by_cookie.remove(cookie);
+            self.global
+                .console_logins
+                .store(open.by_cookie.len(), Relaxed);
             l
         };
         if let Some(l) = login {
@@ -164,15 +211,22 @@ impl Logins {
         let idle: Vec<Arc<Login>> = {
             let mut open = self.open.lock().expect("logins lock");
             let gone: Vec<String> = open
+                .by_cookie
                 .iter()
                 .filter(|(_, l)| l.idle(now))
                 .map(|(k, _)| k.clone())
                 .collect();
-            let idle = gone.iter().filter_map(|k| open.remove(k)).collect();
-            self.global.console_logins.store(open.len(), Relaxed);
+            let idle = gone
+                .iter()
+                .filter_map(|k| open.by_cookie.remove(k))
+                .collect();
+            self.global
+                .console_logins
+                .store(open.by_cookie.len(), Relaxed);
             idle
         };
         for l in idle {
+            tracing::info!(user = %l.user, "console login ended: idle");
             l.end().await;
         }
     }
@@ -205,8 +259,9 @@ mod tests {
 
     #[test]
     fn cookies_are_found_by_name() {
-        let h = "a=1; corral_console=abc; b=2";
-        assert_eq!(cookie_value(h, COOKIE), Some("abc"));
+        let h = "a=1; corral_console_8080=abc; b=2";
+        assert_eq!(cookie_value(h, &cookie_name(8080)), Some("abc"));
+        assert_eq!(cookie_value(h, &cookie_name(8081)), None);
         assert_eq!(cookie_value(h, "c"), None);
     }
 

@@ -26,9 +26,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use client::Dialer;
 use https::AdminPeer;
-use logins::{cookie_value, Login, Logins, Refused, COOKIE};
+use logins::{cookie_value, Login, Logins, Refused};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::watch;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const LOGIN_HTML: &str = include_str!("assets/login.html");
@@ -38,30 +39,55 @@ const CONSOLE_CSS: &str = include_str!("assets/console.css");
 /// What every console request shares.
 pub struct Console {
     pub dialer: Dialer,
-    pub logins: Logins,
+    pub logins: Arc<Logins>,
     pub status: StatusSource,
-    /// Whether the admin port speaks TLS: the login cookie is then marked `Secure`.
+    /// Whether the admin port speaks TLS: then the console is served over TLS only, and its
+    /// cookie is marked `Secure`.
     pub https: bool,
+    /// The login cookie's name, which carries the admin port (set when the port is bound).
+    cookie: OnceLock<String>,
+    /// Fires when the admin server stops: live views end, so its graceful stop is not held up
+    /// by browsers that keep them open.
+    stopping: watch::Sender<bool>,
 }
 
 impl Console {
     pub fn new(dialer: Dialer, status: StatusSource, https: bool) -> Arc<Console> {
         let cfg = &status.cfg;
-        let logins = Logins::new(
+        let logins = Arc::new(Logins::new(
             &cfg.console.users,
             cfg.super_digest.as_deref(),
             status.limits.clone(),
-        );
+        ));
+        let (stopping, stop) = watch::channel(false);
+        logins.reap(stop);
         Arc::new(Console {
             dialer,
             logins,
             status,
             https,
+            cookie: OnceLock::new(),
+            stopping,
         })
     }
 
-    /// The console's routes, to merge into the admin server's.
-    pub fn routes(self: Arc<Console>) -> Router {
+    /// Ends the live views, and with them what keeps the admin server's connections open.
+    pub fn stop(&self) {
+        let _ = self.stopping.send(true);
+    }
+
+    /// Whether the admin server is stopping.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    fn cookie(&self) -> &str {
+        self.cookie.get().map_or("corral_console", String::as_str)
+    }
+
+    /// The console's routes on the admin port `port`, to merge into the admin server's.
+    pub fn routes(self: Arc<Console>, port: u16) -> Router {
+        let _ = self.cookie.set(logins::cookie_name(port));
         let api = Router::new()
             .route("/api/me", get(me))
             .route("/api/children", get(tree::children))
@@ -84,6 +110,7 @@ impl Console {
             .route("/console.js", get(|| asset("text/javascript", CONSOLE_JS)))
             .route("/console.css", get(|| asset("text/css", CONSOLE_CSS)))
             .merge(api)
+            .layer(middleware::from_fn_with_state(self.clone(), guarded))
             .with_state(self)
     }
 }
@@ -100,6 +127,65 @@ pub fn disabled_routes() -> Router {
             )
         }),
     )
+}
+
+/// Around every console request: over TLS when the port has it (a unified port's plain
+/// connections are sent to https), edits only from this console's own pages, and no
+/// content-type guessing by the browser.
+async fn guarded(
+    State(console): State<Arc<Console>>,
+    ConnectInfo(peer): ConnectInfo<AdminPeer>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if console.https && !peer.tls {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        return match (req.method() == Method::GET, host) {
+            (true, Some(host)) => {
+                Redirect::to(&format!("https://{host}{}", req.uri())).into_response()
+            }
+            _ => tree::error(
+                StatusCode::FORBIDDEN,
+                "HttpsOnly",
+                "the console is served over https",
+            ),
+        };
+    }
+    if req.method() != Method::GET && !same_origin(req.headers()) {
+        tracing::warn!(peer = %peer.addr, path = %req.uri().path(), "console request refused: sent from another site");
+        return tree::error(
+            StatusCode::FORBIDDEN,
+            "CrossOrigin",
+            "requests from other sites are refused",
+        );
+    }
+    let mut response = next.run(req).await;
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        "nosniff".parse().expect("a valid header"),
+    );
+    response
+}
+
+/// Whether a request comes from this server's own pages, as far as the browser says: no
+/// `Sec-Fetch-Site: cross-site`, and an `Origin`, when sent, naming the host asked.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
+    if text(header::HeaderName::from_static("sec-fetch-site")) == Some("cross-site") {
+        return false;
+    }
+    match (text(header::ORIGIN), text(header::HOST)) {
+        (None, _) => true,
+        (Some(origin), Some(host)) => origin.split_once("://").is_some_and(|(_, h)| h == host),
+        (Some(_), None) => false,
+    }
 }
 
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -124,9 +210,13 @@ fn page(body: String) -> Response {
     (headers, body).into_response()
 }
 
-fn login_of(console: &Console, headers: &HeaderMap) -> Option<Arc<Login>> {
+fn cookie_of<'a>(console: &Console, headers: &'a HeaderMap) -> Option<&'a str> {
     let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
-    console.logins.find(cookie_value(cookies, COOKIE)?)
+    cookie_value(cookies, console.cookie())
+}
+
+fn login_of(console: &Console, headers: &HeaderMap) -> Option<Arc<Login>> {
+    console.logins.find(cookie_of(console, headers)?)
 }
 
 async fn index(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
@@ -142,18 +232,24 @@ async fn login_page() -> Response {
 
 async fn log_in(
     State(console): State<Arc<Console>>,
-    ConnectInfo(AdminPeer(peer)): ConnectInfo<AdminPeer>,
+    ConnectInfo(peer): ConnectInfo<AdminPeer>,
+    headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    // A browser that logs in again leaves its earlier login, and that login's session, behind.
+    if let Some(old) = cookie_of(&console, &headers) {
+        console.logins.log_out(old).await;
+    }
     let field = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     let outcome = console
         .logins
-        .log_in(&console.dialer, field("user"), field("password"), peer)
+        .log_in(&console.dialer, field("user"), field("password"), peer.addr)
         .await;
     match outcome {
         Ok((cookie, _)) => {
             let secure = if console.https { "; Secure" } else { "" };
-            let set = format!("{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Strict{secure}");
+            let name = console.cookie();
+            let set = format!("{name}={cookie}; Path=/; HttpOnly; SameSite=Strict{secure}");
             ([(header::SET_COOKIE, set)], Redirect::to("/")).into_response()
         }
         Err(e) => {
@@ -173,14 +269,11 @@ async fn log_in(
 }
 
 async fn logout(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    if let Some(c) = headers
-        .get(header::COOKIE)
-        .and_then(|c| c.to_str().ok())
-        .and_then(|c| cookie_value(c, COOKIE))
-    {
+    if let Some(c) = cookie_of(&console, &headers) {
         console.logins.log_out(c).await;
     }
-    let clear = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    let name = console.cookie();
+    let clear = format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     ([(header::SET_COOKIE, clear)], Redirect::to("/login")).into_response()
 }
 
@@ -213,6 +306,7 @@ async fn logged_in(
             );
         }
     }
+    login.touch();
     req.extensions_mut().insert(login);
     next.run(req).await
 }
@@ -223,4 +317,46 @@ pub fn escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn edits_come_only_from_the_same_origin() {
+        assert!(same_origin(&headers(&[("host", "h:8080")])));
+        assert!(same_origin(&headers(&[
+            ("host", "h:8080"),
+            ("origin", "https://h:8080")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "h:8080"),
+            ("origin", "https://evil:8080")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "h:8080"),
+            ("origin", "https://h:8081")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("host", "h:8080"),
+            ("sec-fetch-site", "cross-site")
+        ])));
+    }
+
+    #[test]
+    fn text_is_escaped_for_html() {
+        assert_eq!(
+            escape("<a href=\"x\">&</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+        );
+    }
 }

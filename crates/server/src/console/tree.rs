@@ -14,7 +14,7 @@ use base64::Engine;
 use bytes::Bytes;
 use corral_proto::codes::{add_watch_mode, ephemeral_owner, perms};
 use corral_proto::records::*;
-use corral_proto::{CreateMode, ErrorCode, OpCode, Request, Response as Zk};
+use corral_proto::{CreateMode, ErrorCode, MultiResult, OpCode, Request, Response as Zk};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -227,6 +227,19 @@ fn not_base64() -> Response {
     error(StatusCode::BAD_REQUEST, "BadData", "data is not base64")
 }
 
+/// Data too large for one request: the server would close the connection, so it is refused
+/// here with the reason.
+fn too_large(console: &Console, data: &Bytes) -> Option<Response> {
+    let max = console.status.cfg.max_frame_len;
+    (data.len() + 1024 > max).then(|| {
+        let why = format!(
+            "{} bytes of data is more than one request may carry (jute.maxbuffer is {max})",
+            data.len()
+        );
+        error(StatusCode::PAYLOAD_TOO_LARGE, "TooLarge", &why)
+    })
+}
+
 /// `POST /api/node {path, data, mode, acl}`: mode is persistent (the default),
 /// persistent_sequential or container; acl is `open` (world:anyone, the default, as zkCli's
 /// create) or `creator` (only the logged-in user).
@@ -238,6 +251,9 @@ pub async fn create(
     let Some(data) = data_of(&body) else {
         return not_base64();
     };
+    if let Some(refused) = too_large(&console, &data) {
+        return refused;
+    }
     let (op, mode) = match body["mode"].as_str().unwrap_or("persistent") {
         "persistent" => (OpCode::Create2, CreateMode::Persistent),
         "persistent_sequential" => (OpCode::Create2, CreateMode::PersistentSequential),
@@ -250,7 +266,11 @@ pub async fn create(
     };
     let acl = match body["acl"].as_str().unwrap_or("open") {
         "creator" => vec![Acl::new(perms::ALL, "auth", "")],
-        _ => vec![Acl::new(perms::ALL, "world", "anyone")],
+        "open" => vec![Acl::new(perms::ALL, "world", "anyone")],
+        other => {
+            let why = format!("unknown acl {other:?}: open or creator");
+            return error(StatusCode::BAD_REQUEST, "BadArguments", &why);
+        }
     };
     let req = Request::Create {
         op,
@@ -285,8 +305,21 @@ pub async fn set(
     let Some(data) = data_of(&body) else {
         return not_base64();
     };
+    if let Some(refused) = too_large(&console, &data) {
+        return refused;
+    }
     let path = body["path"].as_str().unwrap_or("").to_owned();
-    let version = body["version"].as_i64().unwrap_or(-1) as i32;
+    let Some(version) = body["version"]
+        .as_i64()
+        .or(body["version"].is_null().then_some(-1))
+        .and_then(|v| i32::try_from(v).ok())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadArguments",
+            "version must be a number",
+        );
+    };
     let req = Request::SetData(SetDataRequest {
         path: path.clone(),
         data: Some(data),
@@ -302,15 +335,29 @@ pub async fn set(
     }
 }
 
-/// `DELETE /api/node?path=&version=&recursive=true`: recursively, children first; a subtree
-/// larger than [`MAX_RECURSIVE_DELETE`] is refused before anything is deleted.
+/// `DELETE /api/node?path=&version=&recursive=true`: recursively in one `multi`, children
+/// first, so it deletes all or nothing: a wrong version, or a child created meanwhile, leaves
+/// the subtree whole. A subtree larger than [`MAX_RECURSIVE_DELETE`] is refused.
 pub async fn delete(
     State(console): State<Arc<Console>>,
     Extension(login): Extension<Arc<Login>>,
     Query(q): Params,
 ) -> Response {
     let path = param(&q, "path").to_owned();
-    let version: i32 = param(&q, "version").parse().unwrap_or(-1);
+    let Some(version) = version_of(param(&q, "version")) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadArguments",
+            "version must be a number",
+        );
+    };
+    if path == "/" {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "BadArguments",
+            "the root cannot be deleted",
+        );
+    }
     let mut doomed = vec![path.clone()];
     if param(&q, "recursive") == "true" {
         match subtree(&console, &login, &path).await {
@@ -324,21 +371,51 @@ pub async fn delete(
             }
         }
     }
+    let bytes: usize = doomed.iter().map(|p| p.len() + 32).sum();
+    if bytes + 1024 > console.status.cfg.max_frame_len {
+        let why = format!("{path}'s subtree is too large for one request (jute.maxbuffer); delete its subtrees one at a time");
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "TooLarge", &why);
+    }
     // Deepest first: a parent goes once its children have.
-    for (i, p) in doomed.iter().enumerate().rev() {
-        let v = if i == 0 { version } else { -1 };
-        let req = Request::Delete(PathVersionRequest {
-            path: p.clone(),
-            version: v,
-        });
-        match call(&console, &login, req).await {
-            Ok(_) | Err(CallError::Zk(ErrorCode::NoNode)) if i > 0 => {}
-            Ok(_) => {}
-            Err(e) => return failed(e),
+    let deletes = doomed
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, p)| {
+            Request::Delete(PathVersionRequest {
+                path: p.clone(),
+                version: if i == 0 { version } else { -1 },
+            })
+        })
+        .collect();
+    match call(&console, &login, Request::Multi(deletes)).await {
+        Ok(Zk::Multi(results)) => {
+            if let Some(code) = first_failure(&results) {
+                return failed(CallError::Zk(code));
+            }
         }
+        Ok(_) => return error(StatusCode::BAD_GATEWAY, "Unexpected", "an unexpected reply"),
+        Err(e) => return failed(e),
     }
     tracing::info!(user = %login.user, %path, nodes = doomed.len(), "console: deleted");
     Json(json!({ "path": path, "deleted": doomed.len() })).into_response()
+}
+
+/// The error that failed a multi (the others in it are marked RuntimeInconsistency or Ok).
+fn first_failure(results: &[MultiResult]) -> Option<ErrorCode> {
+    results.iter().find_map(|r| match r {
+        MultiResult::Error(ErrorCode::Ok | ErrorCode::RuntimeInconsistency) => None,
+        MultiResult::Error(code) => Some(*code),
+        MultiResult::Ok(..) => None,
+    })
+}
+
+/// A version from a form: a number, or nothing for "any version" (-1).
+fn version_of(text: &str) -> Option<i32> {
+    match text {
+        "" => Some(-1),
+        t => t.parse().ok(),
+    }
 }
 
 /// Why a subtree was not listed.
@@ -394,11 +471,15 @@ pub async fn events(
     let global = console.status.limits.clone();
     let alive = Arc::downgrade(&session);
     drop(session);
-    let stream = futures_util::stream::unfold(rx, move |mut rx| {
+    let stopping = console.stopping();
+    let stream = futures_util::stream::unfold((rx, stopping), move |(mut rx, mut stopping)| {
         let (global, alive) = (global.clone(), alive.clone());
         async move {
             let event = loop {
-                let next = tokio::time::timeout(SESSION_CHECK, rx.recv()).await;
+                let next = tokio::select! {
+                    next = tokio::time::timeout(SESSION_CHECK, rx.recv()) => next,
+                    _ = stopping.wait_for(|s| *s) => return None,
+                };
                 match next {
                     Ok(Ok(Event { kind, path })) => {
                         let change = json!({ "type": format!("{kind:?}"), "path": path });
@@ -417,10 +498,49 @@ pub async fn events(
                     Err(_) => {}
                 }
             };
-            Some((Ok::<_, std::convert::Infallible>(event), rx))
+            Some((Ok::<_, std::convert::Infallible>(event), (rx, stopping)))
         }
     });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_numbers_or_any() {
+        assert_eq!(version_of(""), Some(-1));
+        assert_eq!(version_of("7"), Some(7));
+        assert_eq!(version_of("seven"), None);
+        assert_eq!(version_of("99999999999"), None);
+    }
+
+    #[test]
+    fn a_failed_multi_names_the_error_that_failed_it() {
+        let results = [
+            MultiResult::Error(ErrorCode::Ok),
+            MultiResult::Error(ErrorCode::BadVersion),
+            MultiResult::Error(ErrorCode::RuntimeInconsistency),
+        ];
+        assert_eq!(first_failure(&results), Some(ErrorCode::BadVersion));
+        let ok = [MultiResult::Ok(OpCode::Delete, Zk::Empty)];
+        assert_eq!(first_failure(&ok), None);
+    }
+
+    #[test]
+    fn only_sessions_own_ephemerals() {
+        assert!(is_ephemeral(0x0100_0000_0000_0001));
+        assert!(!is_ephemeral(0));
+        assert!(!is_ephemeral(ephemeral_owner::CONTAINER));
+        assert!(!is_ephemeral(ephemeral_owner::for_ttl(5000)));
+    }
+
+    #[test]
+    fn children_paths_join_without_double_slashes() {
+        assert_eq!(child_path("/", "a"), "/a");
+        assert_eq!(child_path("/a", "b"), "/a/b");
+    }
 }

@@ -37,7 +37,7 @@ const parentOf = (p) => (p.lastIndexOf("/") <= 0 ? "/" : p.slice(0, p.lastIndexO
 
 // ---- the tree: lazily loaded, one page of children at a time --------------------------------
 
-const expanded = new Map(); // path -> {ul, loaded}
+const expanded = new Map(); // path -> {ul, shown}: the children shown under an open node
 let selected = null;
 
 function treeItem(parent, child) {
@@ -56,6 +56,9 @@ function treeItem(parent, child) {
 
 async function loadChildren(path, ul, offset) {
   const page = await api("GET", "/api/children?" + q({ path, offset, limit: PAGE }));
+  // Nodes open under this one stay open when it is reloaded.
+  const open = offset === 0
+    ? Array.from(expanded.keys()).filter((p) => p !== path && parentOf(p) === path) : [];
   if (offset === 0) ul.replaceChildren();
   ul.querySelector(":scope > li.more-row")?.remove();
   for (const c of page.children) ul.append(treeItem(path, c));
@@ -66,6 +69,11 @@ async function loadChildren(path, ul, offset) {
     ul.append(el("li", { class: "more-row" }, more));
   }
   expanded.set(path, { ul, shown });
+  for (const p of open) {
+    expanded.delete(p);
+    const li = ul.querySelector(`:scope > li[data-path="${CSS.escape(p)}"]`);
+    if (li) await toggle(p, li, li.querySelector(".twisty")).catch(() => {});
+  }
 }
 
 async function toggle(path, li, twisty) {
@@ -101,6 +109,7 @@ async function expandTo(path) {
 // ---- one node: data, Stat, ACL, children, edits -------------------------------------------
 
 let current = null; // the node as last loaded
+let selectTicket = 0; // the latest select(): older answers are dropped
 let editingVersion = null;
 let childOffset = 0;
 
@@ -164,6 +173,7 @@ function renderAcl() {
 }
 
 async function loadChildList() {
+  if (!current) return;
   const path = current.path;
   const filter = $("child-filter").value;
   try {
@@ -185,25 +195,33 @@ async function select(path, keepNotice) {
   document.querySelector(`.tree .name[data-path="${CSS.escape(path)}"]`)?.classList.add("selected");
   if (!selected || selected !== path) { childOffset = 0; $("child-filter").value = ""; closeEditor(); }
   selected = path;
-  history.replaceState(null, "", "#" + path);
+  delete document.body.dataset.loaded;
+  const ticket = ++selectTicket;
+  history.replaceState(null, "", "#" + encodeURI(path));
   $("node").hidden = false;
   $("node-path").textContent = path;
   if (!keepNotice) notice("");
   showError(null);
+  let node;
   try {
-    current = await api("GET", "/api/node?" + q({ path }));
+    node = await api("GET", "/api/node?" + q({ path }));
   } catch (e) {
+    if (ticket !== selectTicket) return;
     current = null;
     $("data").textContent = "";
     showError(e);
+    document.body.dataset.loaded = path;
     return;
   }
+  if (ticket !== selectTicket) return; // another node was chosen meanwhile
+  current = node;
   $("node-flags").textContent = current.ephemeral
     ? `ephemeral, owned by session ${current.stat.ephemeralOwner}` : "persistent";
   renderData();
   renderStat(current.stat);
   renderAcl();
-  loadChildList();
+  await loadChildList();
+  if (ticket === selectTicket) document.body.dataset.loaded = path;
 }
 
 function closeEditor() {
@@ -222,6 +240,7 @@ async function save(ev) {
 }
 
 async function remove() {
+  if (!current) return;
   const recursive = $("recursive").checked;
   const what = recursive ? `${current.path} and everything under it` : current.path;
   if (!confirm(`Delete ${what}?`)) return;
@@ -236,6 +255,7 @@ async function remove() {
 
 async function create(ev) {
   ev.preventDefault();
+  if (!current) return;
   const path = childPath(current.path, $("create-name").value);
   try {
     const r = await api("POST", "/api/node", {
@@ -256,6 +276,8 @@ function onChange(change) {
   const parent = parentOf(change.path);
   if (change.type === "NodeCreated" || change.type === "NodeDeleted") {
     pendingReload.add(parent);
+    // The parent's own row (its child count, whether it opens) is in the grandparent's list.
+    if (parent !== "/") pendingReload.add(parentOf(parent));
   }
   if (current && (change.path === current.path || (parent === current.path && change.type !== "NodeDataChanged"))) {
     pendingReload.add("@node");
@@ -278,22 +300,34 @@ function scheduleReloads() {
 async function flushReloads() {
   const todo = Array.from(pendingReload);
   pendingReload.clear();
+  // Parents first, so a reloaded parent re-opens its children before they reload.
+  todo.sort((a, b) => a.length - b.length);
   for (const p of todo) {
-    if (p === "@node") { if (current) await select(current.path, true); }
-    else await reloadExpanded(p);
+    try {
+      if (p === "@node") { if (selected) await select(selected, true); }
+      else await reloadExpanded(p);
+    } catch (_) { /* gone meanwhile: its parent's reload shows that */ }
   }
 }
 
 function live() {
   const source = new EventSource("/api/events");
-  source.addEventListener("open", () => { $("live").className = "live on"; });
+  let opened = false;
+  source.addEventListener("open", () => {
+    $("live").className = "live on";
+    // Reconnected: what changed while the view was away is reloaded.
+    if (opened) resync();
+    opened = true;
+  });
   source.addEventListener("error", () => { $("live").className = "live off"; });
   source.addEventListener("change", (m) => onChange(JSON.parse(m.data)));
-  source.addEventListener("resync", () => {
-    for (const p of expanded.keys()) pendingReload.add(p);
-    pendingReload.add("@node");
-    scheduleReloads();
-  });
+  source.addEventListener("resync", resync);
+}
+
+function resync() {
+  for (const p of expanded.keys()) pendingReload.add(p);
+  pendingReload.add("@node");
+  scheduleReloads();
 }
 
 // ---- sessions, ensemble, metrics -----------------------------------------------------------
@@ -396,9 +430,12 @@ async function main() {
   document.querySelectorAll("input[name=view]").forEach((r) => r.addEventListener("change", renderData));
   $("edit").addEventListener("click", () => {
     if (!current) return;
+    let text;
+    try { text = new TextDecoder("utf-8", { fatal: true }).decode(bytesOf(current.data)); }
+    catch (_) { showError({ code: "Binary", message: "this node's data is not text; the console edits text only" }); return; }
     editingVersion = current.stat.version;
     $("edit-version").textContent = editingVersion;
-    $("edit-data").value = new TextDecoder().decode(bytesOf(current.data));
+    $("edit-data").value = text;
     $("editor").hidden = false;
   });
   $("cancel").addEventListener("click", closeEditor);
@@ -433,7 +470,8 @@ async function main() {
   root.append(el("div", { class: "row" }, el("span", { class: "twisty" }, "▾"), rootName), rootUl);
   $("tree").append(root);
   await loadChildren("/", rootUl, 0);
-  const start = decodeURIComponent(location.hash.slice(1)) || "/";
+  let start = "/";
+  try { start = decodeURI(location.hash.slice(1)) || "/"; } catch (_) { /* a mangled link */ }
   await expandTo(start);
   await select(start);
   live();
