@@ -84,13 +84,16 @@ class Ensemble:
         self.procs = [None] * 3
         for i in range(3):
             lines = member_lines(workdir, i, self.ports[i]) + self.extra_lines(i) + [
-                "server.%d=127.0.0.1:%d:%d" % (j + 1, peer, election)
-                for j, (peer, election) in enumerate(self.peers)
-            ]
+                self.server_line(j) for j in range(3)]
             with open(self.cfg(i), "w") as f:
                 f.write("\n".join(lines) + "\n")
         for i in range(3):
             self.start(i)
+
+    def server_line(self, j):
+        """Member j's `server.N` line, as every member's zoo.cfg lists it."""
+        peer, election = self.peers[j]
+        return "server.%d=127.0.0.1:%d:%d" % (j + 1, peer, election)
 
     def extra_lines(self, i):
         """Member i's zoo.cfg lines beyond those every test ensemble shares."""

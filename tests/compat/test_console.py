@@ -383,6 +383,10 @@ class ConsoleEnsemble(Ensemble):
     def extra_lines(self, i):
         return console_lines(self.admin_ports[i], self.pki)
 
+    def server_line(self, j):
+        # With the client address, the console asks each member for its own zxid and mode.
+        return super().server_line(j) + ";127.0.0.1:%d" % self.ports[j]
+
 
 def test_the_ensemble_page_shows_every_member_from_the_leader(pki, browser):
     import functools
@@ -393,7 +397,9 @@ def test_the_ensemble_page_shows_every_member_from_the_leader(pki, browser):
         browser.find_element(By.ID, "tab-ensemble").click()
         wait_for(browser, "three members, all serving", lambda d: text_of(d, "members").count(
             "participant") == 3 and text_of(d, "members").count("yes") == 3)
-        assert "leader" in text_of(browser, "members")
+        members = text_of(browser, "members")
+        assert members.count("leader") == 1 and members.count("follower") == 2
+        assert members.count("0x") >= 3  # each member's own zxid
         assert browser.find_element(By.ID, "members").is_displayed()
         shot(browser, "10-ensemble")
         # A member killed: the leader stops hearing from it and says it no longer serves.

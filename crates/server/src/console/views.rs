@@ -11,7 +11,10 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long the ensemble page waits for another member's `srvr`.
+const SRVR_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn snapshot(console: &Console, detail: Detail) -> Result<Status, Response> {
     console.status.status(detail).await.ok_or_else(|| {
@@ -88,7 +91,69 @@ pub async fn ensemble(State(console): State<Arc<Console>>) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    Json(ensemble_json(&st, Instant::now())).into_response()
+    let mut view = ensemble_json(&st, Instant::now());
+    let asks = view["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["self"] != true)
+        .filter_map(|m| Some((m["id"].as_u64()?, m["client"].as_str()?.to_owned())))
+        .filter(|(_, client)| !client.is_empty())
+        .map(|(id, client)| async move { (id, srvr(&client).await) });
+    let answers: HashMap<u64, Option<Srvr>> = futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .collect();
+    for m in view["members"].as_array_mut().into_iter().flatten() {
+        if m["self"] == true {
+            m["zxid"] = format!("0x{:x}", st.snap.last_zxid).into();
+            m["mode"] = st.snap.mode.into();
+        } else if let Some(answer) = m["id"].as_u64().and_then(|id| answers.get(&id)) {
+            // What the member says of itself beats what the leader infers.
+            let mode = answer.as_ref().map_or("unreachable", |a| a.mode.as_str());
+            m["serving"] = matches!(mode, "leader" | "follower" | "observer").into();
+            m["mode"] = mode.into();
+            m["zxid"] = answer.as_ref().and_then(|a| a.zxid.clone()).into();
+        }
+    }
+    Json(view).into_response()
+}
+
+/// What another member's `srvr` says of it.
+struct Srvr {
+    /// `leader`, `follower`, `observer`, or `not serving`.
+    mode: String,
+    zxid: Option<String>,
+}
+
+/// Asks a member's client port for `srvr` (on the default whitelist), as an operator would:
+/// its own zxid and mode, which only it knows. None if it does not answer within a second.
+async fn srvr(client: &str) -> Option<Srvr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(client).await.ok()?;
+        s.write_all(b"srvr").await.ok()?;
+        let mut text = String::new();
+        s.take(64 * 1024).read_to_string(&mut text).await.ok()?;
+        Some(text)
+    };
+    let text = tokio::time::timeout(SRVR_TIMEOUT, ask).await.ok()??;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    match field("Mode:") {
+        Some(mode) => Some(Srvr {
+            mode,
+            zxid: field("Zxid:"),
+        }),
+        None if text.contains("not currently serving") => Some(Srvr {
+            mode: "not serving".into(),
+            zxid: None,
+        }),
+        None => None,
+    }
 }
 
 fn ensemble_json(st: &Status, now: Instant) -> Value {

@@ -354,9 +354,10 @@ async function loadEnsemble() {
     ? `This member leads; its log ends at index ${e.leader_last_index}. Lag is in log entries.`
     : `This member (${e.mode}, last zxid ${e.last_zxid}) knows its own state; the leader (member ${e.leader ?? "none"}) knows every member's progress.`;
   const yes = (b) => (b == null ? "?" : b ? "yes" : "no");
-  table($("members"), ["id", "role", "client address", "leader", "serving", "acknowledged index", "lag", "last contact"],
-    e.members.map((m) => [m.id + (m.self ? " (this)" : ""), m.role, m.client, m.leader ? "leader" : "",
-      yes(m.serving), m.matched_index, m.lag, m.last_contact_ms == null ? "" : m.last_contact_ms + " ms ago"]));
+  table($("members"), ["id", "role", "mode", "client address", "peer address", "serving", "zxid", "acknowledged index", "lag", "last contact"],
+    e.members.map((m) => [m.id + (m.self ? " (this)" : ""), m.role, m.mode ?? (m.leader ? "leader" : ""),
+      m.client || "-", m.peer, yes(m.serving), m.zxid ?? "", m.matched_index, m.lag,
+      m.last_contact_ms == null ? "" : m.last_contact_ms + " ms ago"]));
 }
 
 const CHARTS = [
