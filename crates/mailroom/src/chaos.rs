@@ -162,7 +162,38 @@ fn spawn_worker(cfg: &ChaosConfig, hosts: &str, id: &str, log_dir: &Path) -> std
 }
 
 /// Runs the chaos scenario; Ok(audit passed).
+/// Checks, before anything starts, that the run has what it needs, and says how to make what
+/// is missing: the inbox (`mailroom prepare`), the model (`mailroom train`), the corral binary.
+pub fn check_inputs(cfg: &ChaosConfig) -> Result<(), String> {
+    let labels = cfg.inbox.join("labels.tsv");
+    if !labels.is_file() {
+        return Err(format!(
+            "no inbox at {} ({} is missing): run `mailroom prepare --inbox {}` first (it fetches \
+             the corpus with npm), or pass --prepare to make the inbox and model now",
+            cfg.inbox.display(),
+            labels.display(),
+            cfg.inbox.display()
+        ));
+    }
+    if !cfg.model.is_file() {
+        return Err(format!(
+            "no model at {}: run `mailroom train --inbox {} --model {}` first, or pass --prepare",
+            cfg.model.display(),
+            cfg.inbox.display(),
+            cfg.model.display()
+        ));
+    }
+    if !cfg.corral.is_file() {
+        return Err(format!(
+            "no corral binary at {}: build it (`cargo build --release -p corral`) or pass --corral",
+            cfg.corral.display()
+        ));
+    }
+    Ok(())
+}
+
 pub async fn run(cfg: ChaosConfig) -> Result<bool, String> {
+    check_inputs(&cfg)?;
     let root = std::env::temp_dir().join(format!("mailroom-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     let outcome = scenario(&cfg, &root).await;

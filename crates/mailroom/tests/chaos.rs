@@ -156,3 +156,19 @@ fn under_chaos_every_email_gets_exactly_one_result_and_naive_flags_lose_some() {
     assert!(missing_of(&out) > 0, "{out}");
     eprintln!("{out}");
 }
+
+#[test]
+fn chaos_checks_its_inputs_before_it_starts_anything() {
+    let dir = std::env::temp_dir().join(format!("mailroom-empty-{}", std::process::id()));
+    let (ok, out) = run(mailroom()
+        .arg("chaos")
+        .arg("--inbox")
+        .arg(dir.join("inbox"))
+        .arg("--model")
+        .arg(dir.join("model.json"))
+        .arg("--corral")
+        .arg(corral_bin()));
+    assert!(!ok);
+    assert!(out.contains("mailroom prepare --inbox"), "{out}");
+    assert!(!out.contains("ensemble"), "nothing is started: {out}");
+}
