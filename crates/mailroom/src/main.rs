@@ -189,6 +189,7 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 batch: batch.max(1),
                 session_timeout: Duration::from_millis(session_timeout_ms),
                 work_per_email: Duration::from_millis(work_ms),
+                committed: Default::default(),
             };
             let report = match strategy.as_str() {
                 "claims" => worker::run(&cfg).await?,

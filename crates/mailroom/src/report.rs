@@ -68,7 +68,80 @@ pub fn bar(done: usize, total: usize, width: usize) -> String {
 }
 
 /// Prints progress every second until the job is complete (or once, with `follow` false).
+/// The job's progress as a bar with emails/s and an ETA, on stderr (a terminal only).
+pub struct JobBar(indicatif::ProgressBar);
+
+impl JobBar {
+    /// A bar if stderr is a terminal; None otherwise (logs and pipes get lines instead).
+    pub fn on_terminal() -> Option<JobBar> {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{wide_bar} {pos}/{len} emails  {per_sec}  ETA {eta}  {msg}",
+        )
+        .expect("a valid template");
+        bar.set_style(style);
+        Some(JobBar(bar))
+    }
+
+    pub fn show(&self, p: &Progress, note: &str) {
+        self.0.set_length(p.emails as u64);
+        self.0.set_position(p.done as u64);
+        self.0.set_message(format!(
+            "{} workers, {} batches claimed{note}",
+            p.live_workers, p.claimed_batches
+        ));
+    }
+
+    pub fn finish(&self) {
+        self.0.finish();
+    }
+}
+
+/// Draws the job's bar every second until `stop` fires or the job is complete; each refresh
+/// is one read of the job's nodes on its own connection.
+pub async fn follow_bar(
+    hosts: String,
+    job: Job,
+    bar: JobBar,
+    note: impl Fn() -> String,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Ok(conn) = Conn::connect(&hosts, Duration::from_secs(10)).await else {
+        return;
+    };
+    loop {
+        if let Ok(p) = progress(&conn, &job).await {
+            bar.show(&p, &note());
+            if p.done >= p.emails && p.emails > 0 {
+                break;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    bar.finish();
+}
+
 pub async fn status(conn: &Conn, job: &Job, follow: bool) -> Result<(), zk::Error> {
+    if follow {
+        if let Some(bar) = JobBar::on_terminal() {
+            loop {
+                let p = progress(conn, job).await?;
+                bar.show(&p, "");
+                if p.done >= p.emails {
+                    bar.finish();
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
     let mut last: Option<(std::time::Instant, usize)> = None;
     loop {
         let p = progress(conn, job).await?;

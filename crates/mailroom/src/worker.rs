@@ -7,6 +7,7 @@ use crate::corpus::{self, Email};
 use rand::seq::SliceRandom;
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use zookeeper_client as zk;
 
@@ -21,6 +22,8 @@ pub struct WorkerConfig {
     pub session_timeout: Duration,
     /// Extra time spent per email (to model a slower classifier in demos and chaos runs).
     pub work_per_email: Duration,
+    /// Emails this worker has committed, for its progress bar.
+    pub committed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What a worker did, printed when it exits.
@@ -36,13 +39,32 @@ pub struct Report {
 /// session: whatever the old one held is released by Corral and picked up again.
 pub async fn run(cfg: &WorkerConfig) -> Result<Report, String> {
     let emails = corpus::load(&cfg.inbox).map_err(|e| e.to_string())?;
+    let (stop_bar, bar_stopped) = tokio::sync::watch::channel(false);
+    if let Some(bar) = crate::report::JobBar::on_terminal() {
+        let mine = cfg.committed.clone();
+        let note = move || format!(", {} by this worker", mine.load(Relaxed));
+        let job = Job::new(&cfg.job);
+        tokio::spawn(crate::report::follow_bar(
+            cfg.hosts.clone(),
+            job,
+            bar,
+            note,
+            bar_stopped,
+        ));
+    }
+    let outcome = run_sessions(cfg, &emails).await;
+    let _ = stop_bar.send(true);
+    outcome
+}
+
+async fn run_sessions(cfg: &WorkerConfig, emails: &[Email]) -> Result<Report, String> {
     let mut report = Report::default();
     loop {
         let conn = Conn::connect(&cfg.hosts, cfg.session_timeout)
             .await
             .map_err(|e| format!("cannot connect to {}: {e}", cfg.hosts))?;
-        let outcome = work_in_session(cfg, &conn, &emails, &mut report).await;
-        report.ops += conn.ops.load(std::sync::atomic::Ordering::Relaxed);
+        let outcome = work_in_session(cfg, &conn, emails, &mut report).await;
+        report.ops += conn.ops.load(Relaxed);
         match outcome {
             Ok(()) => return Ok(report),
             Err(zk::Error::SessionExpired | zk::Error::ConnectionLoss | zk::Error::Timeout) => {
@@ -229,6 +251,7 @@ async fn process(
     {
         report.batches += 1;
         report.emails += size;
+        cfg.committed.fetch_add(size, Relaxed);
     } else {
         report.lost_claims += 1;
     }
