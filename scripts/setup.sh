@@ -37,6 +37,12 @@ command -v npm >/dev/null || missing+=(npm)
 # The web console's tests drive Debian's Chromium headless through its ChromeDriver (Selenium).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+# examples/patroni/run.sh (run by scripts/test.sh): Debian's Patroni, whose ZooKeeper DCS uses
+# the system python3's kazoo (named here: patroni's own dependency may pick etcd's client), and
+# PostgreSQL.
+command -v patroni >/dev/null || missing+=(patroni)
+/usr/bin/python3 -c 'import kazoo' 2>/dev/null || missing+=(python3-kazoo)
+ls /usr/lib/postgresql/*/bin/pg_rewind >/dev/null 2>&1 || missing+=(postgresql)
 command -v python3 >/dev/null || missing+=(python3)
 # Debian's python3 makes venvs only with python3-venv (ensurepip) installed.
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)

@@ -1228,8 +1228,18 @@ async fn suspect_leader(raft: Raft, handle: ReplicaHandle, leader: NodeId) {
     let successor = voters.iter().copied().filter(|v| *v != leader).min();
     if successor == Some(handle.id) {
         tokio::time::sleep(SUCCESSOR_DELAY).await;
-        if raft.metrics().borrow().current_leader.is_none() {
+        if still_leaderless(&raft, handle.id) {
             let _ = raft.trigger().elect().await;
         }
     }
+}
+
+/// Whether the successor should elect again: no leader is known, and its vote is still its own.
+/// A vote it gave another candidate meanwhile means that candidate may have won already, and
+/// its heartbeat is on the way: a second election would depose it (and close its clients'
+/// connections whose sessions it can no longer confirm).
+fn still_leaderless(raft: &Raft, me: NodeId) -> bool {
+    let m = raft.metrics();
+    let m = m.borrow();
+    m.current_leader.is_none() && m.vote.leader_id().voted_for() == Some(me)
 }
