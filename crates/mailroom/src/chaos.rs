@@ -23,21 +23,27 @@ pub struct ChaosConfig {
     pub work_ms: u64,
     pub timeout: Duration,
     pub keep: bool,
+    /// Members and workers each in their own network namespace, with partitions in the chaos.
+    pub machines: bool,
+    /// The nemesis schedule's seed (`--machines`); random when not given.
+    pub seed: Option<u64>,
+    /// Partitions in the schedule (`--machines`): workers and members cut off, then healed.
+    pub partitions: usize,
 }
 
 /// A child process killed when dropped.
-struct Proc {
-    child: Child,
-    name: String,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) name: String,
 }
 
 impl Proc {
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 }
@@ -139,9 +145,19 @@ impl Ensemble {
 
 fn spawn_worker(cfg: &ChaosConfig, hosts: &str, id: &str, log_dir: &Path) -> std::io::Result<Proc> {
     let exe = std::env::current_exe()?;
+    spawn_worker_with(Command::new(exe), cfg, hosts, id, log_dir)
+}
+
+/// Starts `cmd` (this binary, here or in a machine's namespace) as a worker of the job.
+pub(crate) fn spawn_worker_with(
+    mut cmd: Command,
+    cfg: &ChaosConfig,
+    hosts: &str,
+    id: &str,
+    log_dir: &Path,
+) -> std::io::Result<Proc> {
     let log = std::fs::File::create(log_dir.join(format!("{id}.log")))?;
     let out = log.try_clone()?;
-    let mut cmd = Command::new(exe);
     cmd.args(["worker", "--connect", hosts, "--id", id])
         .arg("--inbox")
         .arg(&cfg.inbox)
@@ -150,6 +166,8 @@ fn spawn_worker(cfg: &ChaosConfig, hosts: &str, id: &str, log_dir: &Path) -> std
         .args(["--batch", &cfg.batch.to_string()])
         .args(["--work-ms", &cfg.work_ms.to_string()])
         .args(["--session-timeout-ms", "2000"])
+        .arg("--journal")
+        .arg(log_dir.join(format!("{id}.journal")))
         .stdout(out)
         .stderr(log);
     if cfg.naive {
@@ -196,7 +214,11 @@ pub async fn run(cfg: ChaosConfig) -> Result<bool, String> {
     check_inputs(&cfg)?;
     let root = std::env::temp_dir().join(format!("mailroom-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let outcome = scenario(&cfg, &root).await;
+    let outcome = if cfg.machines {
+        crate::machines::scenario(&cfg, &root).await
+    } else {
+        scenario(&cfg, &root).await
+    };
     if cfg.keep || outcome.is_err() {
         eprintln!("chaos: logs kept in {}", root.display());
     } else {
@@ -292,13 +314,39 @@ async fn scenario(cfg: &ChaosConfig, root: &Path) -> Result<bool, String> {
         ops as f64 / audit.results.max(1) as f64
     );
     report::print_audit(&audit);
+    print_duplicates(&duplicates(root), audit.results);
     for i in 0..3 {
         ensemble.kill(i);
     }
     Ok(audit.passed())
 }
 
-async fn wait_for_ensemble(hosts: &str) -> Result<Conn, String> {
+/// The work done more than once, from every worker's journal in `dir`.
+pub fn duplicates(dir: &Path) -> crate::journal::Duplicates {
+    let texts: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "journal"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect();
+    crate::journal::tally(texts.iter().map(String::as_str))
+}
+
+pub fn print_duplicates(d: &crate::journal::Duplicates, results: usize) {
+    let pct = |n: usize| 100.0 * n as f64 / results.max(1) as f64;
+    println!(
+        "chaos: work done twice: {} classifications wasted ({:.1}% of {results} emails), {} emails classified more than once",
+        d.wasted(),
+        pct(d.wasted()),
+        d.emails_repeated
+    );
+    for (why, n) in &d.wasted_by_reason {
+        println!("  {why:>16}: {n} ({:.1}%)", pct(*n));
+    }
+}
+
+pub(crate) async fn wait_for_ensemble(hosts: &str) -> Result<Conn, String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(conn) = Conn::connect(hosts, Duration::from_secs(10)).await {
@@ -315,7 +363,7 @@ async fn wait_for_ensemble(hosts: &str) -> Result<Conn, String> {
 }
 
 /// The Corral operations the workers report when they finish (killed ones report nothing).
-fn operations_logged(dir: &Path) -> u64 {
+pub(crate) fn operations_logged(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

@@ -6,6 +6,8 @@ mod chaos;
 mod classify;
 mod coord;
 mod corpus;
+mod journal;
+mod machines;
 mod report;
 mod worker;
 
@@ -72,6 +74,10 @@ enum Cmd {
         /// `claims` (Corral's design) or `naive-flags` (mark read, then process: loses emails).
         #[arg(long, default_value = "claims")]
         strategy: String,
+        /// Append each email classified and each batch's outcome to this file, for counting
+        /// work done twice (what `chaos` does).
+        #[arg(long)]
+        journal: Option<PathBuf>,
     },
     /// Shows the job's progress.
     Status {
@@ -123,6 +129,16 @@ enum Cmd {
         /// missing, instead of stopping with instructions.
         #[arg(long)]
         prepare: bool,
+        /// Each member and each worker on its own machine (a network namespace; needs root),
+        /// with partitions in the chaos: workers and members (the leader too) cut off, healed.
+        #[arg(long)]
+        machines: bool,
+        /// The seed of the `--machines` schedule, to replay a run (printed at its start).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Partitions in the `--machines` schedule.
+        #[arg(long, default_value_t = 3)]
+        partitions: usize,
     },
 }
 
@@ -179,7 +195,15 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
             session_timeout_ms,
             work_ms,
             strategy,
+            journal,
         } => {
+            let journal = match journal {
+                Some(path) => Some(
+                    journal::Journal::create(&path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                ),
+                None => None,
+            };
             let cfg = worker::WorkerConfig {
                 hosts: connect,
                 job,
@@ -190,6 +214,7 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 session_timeout: Duration::from_millis(session_timeout_ms),
                 work_per_email: Duration::from_millis(work_ms),
                 committed: Default::default(),
+                journal,
             };
             let report = match strategy.as_str() {
                 "claims" => worker::run(&cfg).await?,
@@ -249,6 +274,9 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
             timeout_s,
             keep,
             prepare,
+            machines,
+            seed,
+            partitions,
         } => {
             if prepare {
                 prepare_missing(&inbox, &model)?;
@@ -280,6 +308,9 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 work_ms,
                 timeout: Duration::from_secs(timeout_s),
                 keep,
+                machines,
+                seed,
+                partitions,
             })
             .await?;
             Ok(if passed {

@@ -4,12 +4,16 @@
 use crate::classify::{tokens, Model};
 use crate::coord::{batch_index, now_ms, Claim, ClaimInfo, Conn, Job, Manifest};
 use crate::corpus::{self, Email};
+use crate::journal::{note, Journal};
 use rand::seq::SliceRandom;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use zookeeper_client as zk;
+
+/// How long a worker keeps trying to reach the ensemble before it gives up.
+const GIVE_UP_CONNECTING: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -24,6 +28,8 @@ pub struct WorkerConfig {
     pub work_per_email: Duration,
     /// Emails this worker has committed, for its progress bar.
     pub committed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Where to record each email classified and each batch's outcome (chaos runs).
+    pub journal: Option<Journal>,
 }
 
 /// What a worker did, printed when it exits.
@@ -59,19 +65,33 @@ pub async fn run(cfg: &WorkerConfig) -> Result<Report, String> {
 
 async fn run_sessions(cfg: &WorkerConfig, emails: &[Email]) -> Result<Report, String> {
     let mut report = Report::default();
+    let mut unreachable_since: Option<Instant> = None;
     loop {
-        let conn = Conn::connect(&cfg.hosts, cfg.session_timeout)
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", cfg.hosts))?;
+        let conn = match Conn::connect(&cfg.hosts, cfg.session_timeout).await {
+            Ok(c) => c,
+            // Cut off, or the members restarting: try again, for a while.
+            Err(e) => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > GIVE_UP_CONNECTING {
+                    return Err(format!("cannot connect to {}: {e}", cfg.hosts));
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+        };
+        unreachable_since = None;
         let outcome = work_in_session(cfg, &conn, emails, &mut report).await;
         report.ops += conn.ops.load(Relaxed);
         match outcome {
             Ok(()) => return Ok(report),
-            Err(zk::Error::SessionExpired | zk::Error::ConnectionLoss | zk::Error::Timeout) => {
-                eprintln!("{}: session lost; starting a new one", cfg.id);
+            // The inbox is not the job's: no new session changes that.
+            Err(e @ zk::Error::BadArguments(_)) => return Err(format!("{}: {e}", cfg.id)),
+            // Anything else ends this session's work (expired, cut off, the client gave up on
+            // its connection): what it held is released by Corral and taken up again.
+            Err(e) => {
+                eprintln!("{}: session lost ({e}); starting a new one", cfg.id);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(e) => return Err(format!("{}: {e}", cfg.id)),
         }
     }
 }
@@ -220,7 +240,15 @@ async fn process(
     let size = range.len();
     let mut results = Vec::with_capacity(size);
     let mut refreshed = Instant::now();
+    let name = crate::coord::batch_name(batch);
+    note(&cfg.journal, || format!("start {name}"));
     for (n, email) in emails[range].iter().enumerate() {
+        // Cut off from the ensemble, the claim may already be gone (its session expiring on
+        // the other side): stop at once rather than classify what another worker will redo.
+        if !connected(conn) {
+            note(&cfg.journal, || format!("lost {name} disconnected"));
+            return Err(zk::Error::ConnectionLoss);
+        }
         let label = match corpus::read_email(&cfg.inbox, &email.id) {
             Ok(raw) => cfg.model.predict(&tokens(&raw)).as_str(),
             Err(e) => {
@@ -232,30 +260,63 @@ async fn process(
             tokio::time::sleep(cfg.work_per_email).await;
         }
         results.push((email.id.clone(), format!("{label} {}", cfg.id).into_bytes()));
+        note(&cfg.journal, || format!("email {name} {}", email.id));
         // A long batch keeps its claim fresh: status and time, visible to `status`.
         if refreshed.elapsed() > Duration::from_secs(1) {
             let info = claim_info(cfg, &format!("{}/{size}", n + 1));
-            match conn.refresh(&claim, version, &info).await? {
-                Some(v) => version = v,
-                None => {
+            match conn.refresh(&claim, version, &info).await {
+                Ok(Some(v)) => version = v,
+                Ok(None) => {
+                    note(&cfg.journal, || format!("lost {name} claim lost"));
                     report.lost_claims += 1;
                     return Ok(());
+                }
+                Err(e) => {
+                    note(&cfg.journal, || format!("lost {name} {}", why_lost(&e)));
+                    return Err(e);
                 }
             }
             refreshed = Instant::now();
         }
     }
-    if conn
+    match conn
         .commit(job, batch, (&claim, version), &results, &cfg.id)
-        .await?
+        .await
     {
-        report.batches += 1;
-        report.emails += size;
-        cfg.committed.fetch_add(size, Relaxed);
-    } else {
-        report.lost_claims += 1;
+        Ok(true) => {
+            note(&cfg.journal, || format!("commit {name}"));
+            report.batches += 1;
+            report.emails += size;
+            cfg.committed.fetch_add(size, Relaxed);
+        }
+        Ok(false) => {
+            note(&cfg.journal, || format!("lost {name} claim lost"));
+            report.lost_claims += 1;
+        }
+        Err(e) => {
+            note(&cfg.journal, || format!("lost {name} {}", why_lost(&e)));
+            return Err(e);
+        }
     }
     conn.release(&claim).await
+}
+
+/// Whether the session is connected now, as the client last saw it.
+fn connected(conn: &Conn) -> bool {
+    matches!(
+        conn.client.state(),
+        zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly
+    )
+}
+
+/// The journal's word for why an attempt ended with this error.
+fn why_lost(e: &zk::Error) -> &'static str {
+    match e {
+        zk::Error::SessionExpired => "session expired",
+        // The client's own "no response from connection" is a custom error.
+        zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::Custom(_) => "disconnected",
+        _ => "error",
+    }
 }
 
 /// The naive design this case study replaces: a worker marks emails as read, then processes

@@ -172,3 +172,53 @@ fn chaos_checks_its_inputs_before_it_starts_anything() {
     assert!(out.contains("mailroom prepare --inbox"), "{out}");
     assert!(!out.contains("ensemble"), "nothing is started: {out}");
 }
+
+/// The most classification work a chaos run on machines may repeat, as a share of the inbox:
+/// batches of 25 take a fraction of the 2 s session timeout, and a cut-off worker stops at
+/// once, so only the batches in hand when a machine died or was cut off are done again.
+const MAX_WASTED_PERCENT: f64 = 10.0;
+
+#[test]
+fn on_machines_under_partitions_every_email_gets_one_result_and_little_work_is_repeated() {
+    if let Some(why) = corral_netns::unavailable() {
+        assert!(
+            std::env::var_os("CORRAL_REQUIRE_NETNS").is_none(),
+            "network namespaces are required here: {why}"
+        );
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let (inbox, model, _) = prepared();
+    // A fixed seed: the same schedule every run (printed, and replayable by hand).
+    let (ok, out) = run(mailroom()
+        .arg("chaos")
+        .arg("--machines")
+        .args(["--seed", "7"])
+        .arg("--inbox")
+        .arg(inbox)
+        .arg("--model")
+        .arg(model)
+        .arg("--corral")
+        .arg(corral_bin())
+        .args(["--workers", "4", "--worker-kills", "2", "--partitions", "4"])
+        .args(["--work-ms", "5", "--timeout-s", "240"]));
+    assert!(ok, "chaos on machines failed:\n{out}");
+    assert!(
+        out.contains("6046 results, 0 missing, 0 unexpected"),
+        "{out}"
+    );
+    for expected in [
+        "cut worker",
+        "cut the Leader member off",
+        "SIGKILL worker",
+        "healed",
+    ] {
+        assert!(
+            out.contains(expected),
+            "{expected:?} in the schedule:\n{out}"
+        );
+    }
+    let wasted = percent_after(&out, "classifications wasted (");
+    assert!(wasted < MAX_WASTED_PERCENT, "{wasted}% wasted:\n{out}");
+    eprintln!("{out}");
+}

@@ -13,7 +13,8 @@ use corral_server::{Server, ServerConfig};
 
 pub mod linearizable;
 pub mod lock;
-pub mod netns;
+/// Network namespaces for partition tests (its own crate, so `mailroom chaos --machines` uses it too).
+pub use corral_netns as netns;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

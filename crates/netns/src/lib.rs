@@ -477,13 +477,22 @@ fn run(command: &mut Command) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::KillOnDrop;
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{SocketAddr, TcpListener, TcpStream};
     use std::os::unix::fs::MetadataExt;
     use std::os::unix::process::ExitStatusExt;
     use std::process::{ChildStdin, ChildStdout};
     use std::time::{Duration, Instant};
+
+    /// A helper process, SIGKILLed when dropped so a failing test leaves none behind.
+    struct KillOnDrop(std::process::Child);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 
     /// The port the helpers' echo servers listen on, in every host.
     const PORT: u16 = 7000;
