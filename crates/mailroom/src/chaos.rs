@@ -18,7 +18,8 @@ pub struct ChaosConfig {
     pub workers: usize,
     pub worker_kills: usize,
     pub kill_member: bool,
-    pub naive: bool,
+    /// The design the workers follow: `claims`, `naive-flags` or `naive-timestamps`.
+    pub strategy: String,
     pub batch: usize,
     pub work_ms: u64,
     pub timeout: Duration,
@@ -170,9 +171,7 @@ pub(crate) fn spawn_worker_with(
         .arg(log_dir.join(format!("{id}.journal")))
         .stdout(out)
         .stderr(log);
-    if cfg.naive {
-        cmd.args(["--strategy", "naive-flags"]);
-    }
+    cmd.args(["--strategy", &cfg.strategy]);
     Ok(Proc {
         child: cmd.spawn()?,
         name: id.to_owned(),
@@ -212,6 +211,11 @@ pub fn check_inputs(cfg: &ChaosConfig) -> Result<(), String> {
 
 pub async fn run(cfg: ChaosConfig) -> Result<bool, String> {
     check_inputs(&cfg)?;
+    if cfg.strategy == "naive-manager" && !cfg.machines {
+        return Err(
+            "the manager design runs with --machines (its manager on a machine of its own)".into(),
+        );
+    }
     let root = std::env::temp_dir().join(format!("mailroom-chaos-{}", std::process::id()));
     std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     let outcome = if cfg.machines {
@@ -236,7 +240,7 @@ async fn scenario(cfg: &ChaosConfig, root: &Path) -> Result<bool, String> {
     }
     let hosts = ensemble.hosts();
     let conn = wait_for_ensemble(&hosts).await?;
-    let strategy = if cfg.naive { "naive-flags" } else { "claims" };
+    let strategy = &cfg.strategy;
     println!(
         "chaos: 3-member ensemble at {hosts}; {} workers, strategy {strategy}",
         cfg.workers
@@ -314,35 +318,43 @@ async fn scenario(cfg: &ChaosConfig, root: &Path) -> Result<bool, String> {
         ops as f64 / audit.results.max(1) as f64
     );
     report::print_audit(&audit);
-    print_duplicates(&duplicates(root), audit.results);
+    print_duplicates(&duplicates(root, &audit.writers), audit.results);
     for i in 0..3 {
         ensemble.kill(i);
     }
     Ok(audit.passed())
 }
 
-/// The work done more than once, from every worker's journal in `dir`.
-pub fn duplicates(dir: &Path) -> crate::journal::Duplicates {
-    let texts: Vec<String> = std::fs::read_dir(dir)
+/// The work done more than once, from every worker's journal in `dir` and who wrote each
+/// result.
+pub fn duplicates(
+    dir: &Path,
+    writers: &std::collections::HashMap<String, String>,
+) -> crate::journal::Duplicates {
+    let journals: Vec<(String, String)> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| e.path().extension().is_some_and(|x| x == "journal"))
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|e| {
+            let worker = e.path().file_stem()?.to_string_lossy().into_owned();
+            Some((worker, std::fs::read_to_string(e.path()).ok()?))
+        })
         .collect();
-    crate::journal::tally(texts.iter().map(String::as_str))
+    let pairs = journals.iter().map(|(w, t)| (w.as_str(), t.as_str()));
+    crate::journal::tally(pairs, writers)
 }
 
 pub fn print_duplicates(d: &crate::journal::Duplicates, results: usize) {
     let pct = |n: usize| 100.0 * n as f64 / results.max(1) as f64;
     println!(
-        "chaos: work done twice: {} classifications wasted ({:.1}% of {results} emails), {} emails classified more than once",
+        "chaos: work done twice: {} classifications repeated ({:.1}% of {results} emails), {} emails classified more than once",
         d.wasted(),
         pct(d.wasted()),
         d.emails_repeated
     );
     for (why, n) in &d.wasted_by_reason {
-        println!("  {why:>16}: {n} ({:.1}%)", pct(*n));
+        println!("  {why:>26}: {n} ({:.1}%)", pct(*n));
     }
 }
 

@@ -10,7 +10,8 @@
 //!   the holder's claim at the version it last wrote: if the holder's session expired its
 //!   ephemeral claim is gone and the multi fails, so no batch is ever committed twice;
 //! - `workers/<id>`: ephemeral presence, for `status`;
-//! - `read/<email>`: only the naive strategy's read flags (which lose emails when a reader dies).
+//! - `read/<email>`: only the naive read-flags design's flags (which lose emails when a reader
+//!   dies); `stamps/<batch>`: only the naive timestamps design's claims (see `naive`).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -53,6 +54,14 @@ impl Job {
     }
     pub fn read_flags(&self) -> String {
         format!("{}/read", self.base)
+    }
+    /// The manager design's assignments: `assign/<worker>` holds the batch handed to it.
+    pub fn assignments(&self) -> String {
+        format!("{}/assign", self.base)
+    }
+    /// The timestamps design's claims (persistent nodes, no sessions).
+    pub fn stamps(&self) -> String {
+        format!("{}/stamps", self.base)
     }
 }
 
@@ -176,6 +185,7 @@ impl Conn {
             job.results(),
             job.workers(),
             job.read_flags(),
+            job.stamps(),
         ] {
             self.ensure(&dir).await?;
         }

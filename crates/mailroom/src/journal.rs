@@ -10,6 +10,7 @@
 //! ```
 //!
 //! A batch with neither `commit` nor `lost` after its `start` belonged to a worker that died.
+//! Whether an attempt committed is decided against the results (see [`tally`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -66,48 +67,84 @@ impl Duplicates {
     }
 }
 
-/// Reads every journal (each worker's text) and tallies the attempts.
-pub fn tally<'a>(journals: impl IntoIterator<Item = &'a str>) -> Duplicates {
+/// One attempt at a batch, as a journal tells it.
+struct Attempt<'a> {
+    batch: &'a str,
+    emails: Vec<&'a str>,
+    /// `None` while open; then `commit`, a `lost` reason, or [`DIED`].
+    outcome: Option<&'a str>,
+}
+
+/// Reads every journal (each worker's id and text) beside the results' writers (email →
+/// worker) and tallies the attempts. An attempt counts as committed when it is its worker's
+/// last at the batch and the batch's results are that worker's, whatever its journal says (a
+/// commit whose answer was lost did commit); any other is work done again, with its journal's
+/// reason.
+pub fn tally<'a>(
+    journals: impl IntoIterator<Item = (&'a str, &'a str)>,
+    writers: &std::collections::HashMap<String, String>,
+) -> Duplicates {
     let mut d = Duplicates::default();
     let mut times: BTreeMap<&str, usize> = BTreeMap::new();
-    for text in journals {
-        // The batch in progress and the emails classified in it so far.
-        let mut open: Option<usize> = None;
-        for line in text.lines() {
-            let mut words = line.splitn(3, ' ');
-            match (words.next(), words.next(), words.next()) {
-                (Some("start"), Some(_), _) => {
-                    close(&mut d, open.take(), Some(DIED));
-                    open = Some(0);
-                }
-                (Some("email"), Some(_), Some(id)) => {
-                    d.classified += 1;
-                    *times.entry(id).or_default() += 1;
-                    if let Some(n) = open.as_mut() {
-                        *n += 1;
-                    }
-                }
-                (Some("commit"), Some(_), _) => close(&mut d, open.take(), None),
-                (Some("lost"), Some(_), why) => {
-                    close(&mut d, open.take(), Some(why.unwrap_or("?")))
-                }
-                _ => {}
+    for (worker, text) in journals {
+        let attempts = attempts(text);
+        for (i, a) in attempts.iter().enumerate() {
+            d.classified += a.emails.len();
+            for e in &a.emails {
+                *times.entry(e).or_default() += 1;
+            }
+            let last = !attempts[i + 1..].iter().any(|later| later.batch == a.batch);
+            let theirs = a
+                .emails
+                .first()
+                .and_then(|e| writers.get(*e))
+                .is_some_and(|w| w == worker);
+            if last && theirs {
+                d.committed += a.emails.len();
+            } else if !a.emails.is_empty() {
+                let why = match a.outcome {
+                    Some("commit") => COMMITTED_OVER,
+                    Some(why) => why,
+                    None => DIED,
+                };
+                *d.wasted_by_reason.entry(why.to_owned()).or_default() += a.emails.len();
             }
         }
-        close(&mut d, open.take(), Some(DIED));
     }
     d.emails_repeated = times.values().filter(|n| **n > 1).count();
     d
 }
 
-/// Counts an attempt's emails as committed (no reason) or wasted (why).
-fn close(d: &mut Duplicates, attempt: Option<usize>, wasted_because: Option<&str>) {
-    let Some(n) = attempt.filter(|n| *n > 0) else {
-        return;
-    };
-    match wasted_because {
-        None => d.committed += n,
-        Some(why) => *d.wasted_by_reason.entry(why.to_owned()).or_default() += n,
+/// An attempt that committed what another worker had committed already: only a design
+/// without exclusive claims has these.
+pub const COMMITTED_OVER: &str = "committed over another's";
+
+fn attempts(text: &str) -> Vec<Attempt<'_>> {
+    let mut out: Vec<Attempt> = Vec::new();
+    for line in text.lines() {
+        let mut words = line.splitn(3, ' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some("start"), Some(batch), _) => out.push(Attempt {
+                batch,
+                emails: Vec::new(),
+                outcome: None,
+            }),
+            (Some("email"), Some(_), Some(id)) => {
+                if let Some(a) = out.last_mut().filter(|a| a.outcome.is_none()) {
+                    a.emails.push(id);
+                }
+            }
+            (Some("commit"), Some(_), _) => close(&mut out, "commit"),
+            (Some("lost"), Some(_), why) => close(&mut out, why.unwrap_or("?")),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn close<'a>(attempts: &mut [Attempt<'a>], outcome: &'a str) {
+    if let Some(a) = attempts.last_mut().filter(|a| a.outcome.is_none()) {
+        a.outcome = Some(outcome);
     }
 }
 
@@ -120,12 +157,34 @@ mod tests {
         let a = "start b-1\nemail b-1 e1\nemail b-1 e2\ncommit b-1\nstart b-2\nemail b-2 e3\n";
         let b = "start b-2\nemail b-2 e3\nemail b-2 e4\nlost b-2 disconnected\n\
                  start b-2\nemail b-2 e3\nemail b-2 e4\ncommit b-2\n";
-        let d = tally([a, b]);
+        let writers: std::collections::HashMap<String, String> =
+            [("e1", "a"), ("e2", "a"), ("e3", "b"), ("e4", "b")]
+                .into_iter()
+                .map(|(e, w)| (e.to_owned(), w.to_owned()))
+                .collect();
+        let d = tally([("a", a), ("b", b)], &writers);
         assert_eq!(d.classified, 7);
         assert_eq!(d.committed, 4);
         assert_eq!(d.wasted_by_reason[DIED], 1);
         assert_eq!(d.wasted_by_reason["disconnected"], 2);
         assert_eq!(d.wasted(), 3);
         assert_eq!(d.emails_repeated, 2); // e3 three times, e4 twice
+    }
+
+    #[test]
+    fn a_commit_whose_answer_was_lost_counts_as_committed() {
+        let a = "start b-1\nemail b-1 e1\nlost b-1 disconnected\n";
+        let writers = [("e1".to_owned(), "a".to_owned())].into_iter().collect();
+        let d = tally([("a", a)], &writers);
+        assert_eq!((d.committed, d.wasted()), (1, 0));
+    }
+
+    #[test]
+    fn committing_what_another_committed_is_work_done_twice() {
+        let a = "start b-1\nemail b-1 e1\ncommit b-1\n";
+        let b = "start b-1\nemail b-1 e1\ncommit b-1\n";
+        let writers = [("e1".to_owned(), "a".to_owned())].into_iter().collect();
+        let d = tally([("a", a), ("b", b)], &writers);
+        assert_eq!(d.wasted_by_reason[COMMITTED_OVER], 1);
     }
 }

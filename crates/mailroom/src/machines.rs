@@ -39,6 +39,11 @@ pub enum Action {
     CutWorker(usize),
     KillMember(Member),
     CutMember(Member),
+    /// The manager design's manager: nothing restarts it, as nothing watches it.
+    KillManager,
+    /// SIGSTOP, then SIGCONT: a worker stalled (a long GC pause, a swapped-out process) past
+    /// its session timeout, which comes back believing it still holds its batch.
+    PauseWorker(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +66,10 @@ impl std::fmt::Display for Event {
                 DOWN_FOR.as_secs_f64()
             ),
             Action::CutMember(m) => write!(f, "+{at:.1}s cut the {m:?} member off for {cut:.1}s"),
+            Action::KillManager => write!(f, "+{at:.1}s SIGKILL the manager (for good)"),
+            Action::PauseWorker(w) => {
+                write!(f, "+{at:.1}s pause worker w{w} (SIGSTOP) for {cut:.1}s")
+            }
         }
     }
 }
@@ -86,11 +95,16 @@ pub fn schedule(seed: u64, cfg: &ChaosConfig) -> Vec<Event> {
     if cfg.partitions >= 2 {
         // The leader cut off is the case the serving rule exists for: always in the mix.
         actions.push(Action::CutMember(Member::Leader));
+        actions.push(Action::PauseWorker(rng.gen_range(0..workers)));
     }
     if cfg.kill_member {
         actions.push(Action::KillMember(Member::Leader));
     }
     actions.shuffle(&mut rng);
+    if managed(cfg) {
+        // Early, while most batches are still to be handed out.
+        actions.insert(0, Action::KillManager);
+    }
     let mut at = Duration::from_millis(800);
     actions
         .into_iter()
@@ -102,11 +116,17 @@ pub fn schedule(seed: u64, cfg: &ChaosConfig) -> Vec<Event> {
         .collect()
 }
 
-/// The ensemble's three members and the workers, each on its machine.
+fn managed(cfg: &ChaosConfig) -> bool {
+    cfg.strategy == "naive-manager"
+}
+
+/// The ensemble's three members and the workers, each on its machine; the manager design's
+/// manager on one more.
 struct Machines {
     net: Network,
     members: Vec<Option<Proc>>,
     workers: Vec<Proc>,
+    manager: Option<Proc>,
 }
 
 impl Machines {
@@ -118,8 +138,35 @@ impl Machines {
     fn name(&self, host: usize) -> String {
         match host {
             0..=2 => format!("member {}", host + 1),
-            h => format!("worker w{}", h - 3),
+            h if h - 3 < self.workers.len() => format!("worker w{}", h - 3),
+            _ => "the manager".into(),
         }
+    }
+
+    fn start_manager(&mut self, cfg: &ChaosConfig, root: &Path) -> Result<(), String> {
+        let host = 3 + cfg.workers;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("manager.log"))
+            .map_err(|e| e.to_string())?;
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let child = self
+            .net
+            .command(host, exe)
+            .args(["manager", "--connect", &self.worker_hosts()])
+            .arg("--inbox")
+            .arg(&cfg.inbox)
+            .args(["--batch", &cfg.batch.to_string()])
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start the manager: {e}"))?;
+        self.manager = Some(Proc {
+            child,
+            name: "manager".into(),
+        });
+        Ok(())
     }
 
     /// Where workers reach the members: over the network the nemesis cuts.
@@ -229,18 +276,22 @@ pub async fn scenario(cfg: &ChaosConfig, root: &Path) -> Result<bool, String> {
     for e in &plan {
         println!("  {e}");
     }
-    let net =
-        Network::new(3 + cfg.workers).map_err(|e| format!("cannot build the network: {e}"))?;
+    let hosts = 3 + cfg.workers + usize::from(managed(cfg));
+    let net = Network::new(hosts).map_err(|e| format!("cannot build the network: {e}"))?;
     configure(&net, root)?;
     let mut m = Machines {
         net,
         members: (0..3).map(|_| None).collect(),
         workers: Vec::new(),
+        manager: None,
     };
     for i in 0..3 {
         m.start_member(cfg, root, i)?;
     }
     let conn = wait_for_ensemble(&m.controller_hosts()).await?;
+    if managed(cfg) {
+        m.start_manager(cfg, root)?;
+    }
     let worker_hosts = m.worker_hosts();
     println!(
         "chaos: 3 members and {} workers, each on its own machine (network namespace); members at {worker_hosts}",
@@ -269,7 +320,8 @@ pub async fn scenario(cfg: &ChaosConfig, root: &Path) -> Result<bool, String> {
         audit.results as f64 / elapsed.as_secs_f64(),
     );
     report::print_audit(&audit);
-    crate::chaos::print_duplicates(&crate::chaos::duplicates(root), audit.results);
+    let duplicates = crate::chaos::duplicates(root, &audit.writers);
+    crate::chaos::print_duplicates(&duplicates, audit.results);
     Ok(audit.passed())
 }
 
@@ -286,6 +338,10 @@ async fn play(
     let mut next = 0;
     let mut heals: Vec<(Instant, usize)> = Vec::new();
     let mut restarts: Vec<(Instant, usize)> = Vec::new();
+    let mut paused: Vec<(Instant, usize)> = Vec::new();
+    // The manager design stalls for good once its manager is gone: the run ends when the job
+    // has made no progress for a while after the last event, and the audit says what is left.
+    let mut stalled = Stall::default();
     let mut generation = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -311,6 +367,14 @@ async fn play(
             m.start_member(cfg, root, *i)?;
         }
         restarts.retain(|(at, _)| *at > now);
+        for (_, w) in paused.iter().filter(|(at, _)| *at <= now) {
+            signal(&m.workers[*w], libc::SIGCONT);
+            println!(
+                "chaos: +{:.1}s resumed worker w{w}",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        paused.retain(|(at, _)| *at > now);
         while next < plan.len() && plan[next].at <= started.elapsed() {
             let e = plan[next];
             next += 1;
@@ -335,6 +399,15 @@ async fn play(
                     println!("chaos:   (member {})", i + 1);
                     cut(m, &mut heals, i, now);
                 }
+                Action::KillManager => {
+                    if let Some(mut p) = m.manager.take() {
+                        p.kill();
+                    }
+                }
+                Action::PauseWorker(w) if w < m.workers.len() => {
+                    signal(&m.workers[w], libc::SIGSTOP);
+                    paused.push((now + CUT_FOR, w));
+                }
                 Action::KillMember(which) => {
                     let i = m.pick(which, &mut rng);
                     println!("chaos:   (member {})", i + 1);
@@ -352,9 +425,62 @@ async fn play(
             .map(|w| w.running())
             .filter(|r| *r)
             .count();
-        if running == 0 && heals.is_empty() && restarts.is_empty() {
+        let quiet = heals.is_empty() && restarts.is_empty() && paused.is_empty();
+        if running == 0 && quiet {
             return Ok(());
         }
+        let stalled_for_good = managed(cfg) && m.manager.is_none() && quiet && next == plan.len();
+        if stalled_for_good && stalled.no_progress_for(journal_lines(root)) > STALL {
+            println!(
+                "chaos: +{:.1}s no progress for {:.0}s without a manager: stopping the workers",
+                started.elapsed().as_secs_f64(),
+                STALL.as_secs_f64()
+            );
+            for w in &mut m.workers {
+                w.kill();
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// How long the manager design may make no progress, with its manager gone, before the run
+/// stops waiting for it.
+const STALL: Duration = Duration::from_secs(3);
+
+/// Tracks when a measure of progress last moved.
+#[derive(Default)]
+struct Stall {
+    last: usize,
+    since: Option<Instant>,
+}
+
+impl Stall {
+    fn no_progress_for(&mut self, progress: usize) -> Duration {
+        if self.since.is_none() || progress != self.last {
+            self.last = progress;
+            self.since = Some(Instant::now());
+        }
+        self.since.map_or(Duration::ZERO, |s| s.elapsed())
+    }
+}
+
+/// Lines in all the workers' journals: it grows while anyone classifies anything.
+fn journal_lines(root: &Path) -> usize {
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "journal"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|t| t.lines().count())
+        .sum()
+}
+
+fn signal(p: &Proc, sig: libc::c_int) {
+    // SAFETY: kill(2) on a child this process started and has not reaped.
+    unsafe {
+        libc::kill(p.child.id() as libc::pid_t, sig);
     }
 }
 
@@ -377,7 +503,7 @@ mod tests {
             workers: 4,
             worker_kills: 2,
             kill_member: true,
-            naive: false,
+            strategy: "claims".into(),
             batch: 25,
             work_ms: 10,
             timeout: Duration::from_secs(60),
@@ -393,8 +519,8 @@ mod tests {
         let a = schedule(7, &cfg());
         assert_eq!(a, schedule(7, &cfg()));
         assert_ne!(a, schedule(8, &cfg()));
-        // 2 worker kills, 3 partitions, the leader cut off, the leader killed.
-        assert_eq!(a.len(), 7);
+        // 2 worker kills, 3 partitions, the leader cut off, a worker paused, the leader killed.
+        assert_eq!(a.len(), 8);
         assert!(a
             .iter()
             .any(|e| e.action == Action::CutMember(Member::Leader)));

@@ -8,6 +8,7 @@ mod coord;
 mod corpus;
 mod journal;
 mod machines;
+mod naive;
 mod report;
 mod worker;
 
@@ -71,13 +72,26 @@ enum Cmd {
         /// Extra milliseconds spent per email (a slower classifier, for demos and chaos runs).
         #[arg(long, default_value_t = 0)]
         work_ms: u64,
-        /// `claims` (Corral's design) or `naive-flags` (mark read, then process: loses emails).
+        /// `claims` (Corral's design), `naive-flags` (mark read, then process: loses emails)
+        /// or `naive-timestamps` (claims with timestamps and no sessions: repeats work).
         #[arg(long, default_value = "claims")]
         strategy: String,
         /// Append each email classified and each batch's outcome to this file, for counting
         /// work done twice (what `chaos` does).
         #[arg(long)]
         journal: Option<PathBuf>,
+    },
+    /// The naive manager design's manager: hands out batches to `--strategy naive-manager`
+    /// workers (see `chaos --strategy naive-manager`).
+    Manager {
+        #[arg(long, default_value = "127.0.0.1:2181")]
+        connect: String,
+        #[arg(long, default_value = "inbox")]
+        inbox: PathBuf,
+        #[arg(long, default_value = "inbox")]
+        job: String,
+        #[arg(long, default_value_t = 25)]
+        batch: usize,
     },
     /// Shows the job's progress.
     Status {
@@ -218,12 +232,10 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
             };
             let report = match strategy.as_str() {
                 "claims" => worker::run(&cfg).await?,
-                "naive-flags" => worker::run_naive(&cfg).await?,
-                other => {
-                    return Err(format!(
-                        "unknown strategy {other:?} (claims or naive-flags)"
-                    ))
-                }
+                "naive-flags" => naive::run_flags(&cfg).await?,
+                "naive-timestamps" => naive::run_timestamps(&cfg).await?,
+                "naive-manager" => naive::run_managed(&cfg).await?,
+                other => return Err(unknown_strategy(other)),
             };
             println!(
                 "{}: {} emails in {} batches, {} claims lost, {} Corral operations ({:.2} per email)",
@@ -234,6 +246,16 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 report.ops,
                 report.ops as f64 / report.emails.max(1) as f64
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Manager {
+            connect,
+            inbox,
+            job,
+            batch,
+        } => {
+            naive::run_manager(&connect, &job, &inbox, batch.max(1)).await?;
+            println!("manager: every batch is done");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Status {
@@ -287,15 +309,9 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
                     .map_err(|e| e.to_string())?
                     .with_file_name("corral"),
             };
-            let naive = match strategy.as_str() {
-                "claims" => false,
-                "naive-flags" => true,
-                other => {
-                    return Err(format!(
-                        "unknown strategy {other:?} (claims or naive-flags)"
-                    ))
-                }
-            };
+            if !STRATEGIES.contains(&strategy.as_str()) {
+                return Err(unknown_strategy(&strategy));
+            }
             let passed = chaos::run(chaos::ChaosConfig {
                 corral,
                 inbox,
@@ -303,7 +319,7 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 workers,
                 worker_kills,
                 kill_member: !no_member_kill,
-                naive,
+                strategy,
                 batch,
                 work_ms,
                 timeout: Duration::from_secs(timeout_s),
@@ -320,6 +336,13 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
             })
         }
     }
+}
+
+/// The designs a worker can follow: Corral's claims, and the naive ones (see `naive`).
+const STRATEGIES: &[&str] = &["claims", "naive-flags", "naive-timestamps", "naive-manager"];
+
+fn unknown_strategy(name: &str) -> String {
+    format!("unknown strategy {name:?} ({})", STRATEGIES.join(", "))
 }
 
 /// `mailroom prepare` and `mailroom train` for what is not there yet.

@@ -4,7 +4,7 @@
 use crate::classify::Scores;
 use crate::coord::{batch_index, ClaimInfo, Conn, Job, Manifest};
 use crate::corpus::{self, Label, Split};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 use zookeeper_client as zk;
@@ -183,11 +183,21 @@ pub struct Audit {
     pub unexpected: Vec<String>,
     pub test: Scores,
     pub all: Scores,
+    /// Results written by a worker other than the one that committed their batch: the work of
+    /// a worker whose claim had passed to another (a design with exclusive, checked claims has
+    /// none). Batches have no committer in the read-flags design, which is not checked.
+    pub stale: usize,
+    pub stale_batches: Vec<usize>,
+    /// Who wrote each result (email → worker).
+    pub writers: HashMap<String, String>,
 }
 
 impl Audit {
     pub fn passed(&self) -> bool {
-        self.missing.is_empty() && self.unexpected.is_empty() && self.results == self.emails
+        self.missing.is_empty()
+            && self.unexpected.is_empty()
+            && self.results == self.emails
+            && self.stale == 0
     }
 }
 
@@ -210,6 +220,7 @@ pub async fn audit(conn: &Conn, job: &Job, inbox: &Path) -> Result<Audit, String
             .collect(),
         ..Audit::default()
     };
+    let mut writers: HashMap<String, String> = HashMap::new();
     for chunk in emails.chunks(256) {
         let reads = chunk
             .iter()
@@ -225,16 +236,59 @@ pub async fn audit(conn: &Conn, job: &Job, inbox: &Path) -> Result<Audit, String
                 continue;
             };
             let text = String::from_utf8_lossy(&data);
-            let Some(predicted) = text.split(' ').next().and_then(Label::parse) else {
+            let mut words = text.split(' ');
+            let Some(predicted) = words.next().and_then(Label::parse) else {
                 continue;
             };
+            writers.insert(e.id.clone(), words.next().unwrap_or("").to_owned());
             a.all.add(e.label, predicted);
             if e.split == Split::Test {
                 a.test.add(e.label, predicted);
             }
         }
     }
+    let flags = !conn
+        .children(&job.read_flags())
+        .await
+        .unwrap_or_default()
+        .is_empty();
+    if !flags {
+        stale_commits(conn, job, &emails, &writers, &mut a).await?;
+    }
+    a.writers = writers;
     Ok(a)
+}
+
+/// Compares every result's writer with its batch's committer (`done/<batch>`).
+async fn stale_commits(
+    conn: &Conn,
+    job: &Job,
+    emails: &[corpus::Email],
+    writers: &HashMap<String, String>,
+    a: &mut Audit,
+) -> Result<(), String> {
+    let (data, _) = conn
+        .op()
+        .get_data(&job.base)
+        .await
+        .map_err(|e| format!("cannot read the job: {e}"))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&data).map_err(|_| "the job node holds no manifest".to_owned())?;
+    for b in 0..manifest.batches() {
+        let Ok((who, _)) = conn.op().get_data(&job.done_of(b)).await else {
+            continue;
+        };
+        let committer = String::from_utf8_lossy(&who).into_owned();
+        let stale = emails[manifest.range(b)]
+            .iter()
+            .filter(|e| writers.get(&e.id).is_some_and(|w| *w != committer))
+            .count();
+        if stale > 0 {
+            a.stale += stale;
+            a.stale_batches.push(b);
+        }
+    }
+    Ok(())
 }
 
 /// Awaits futures concurrently, keeping their order (requests pipelined on one session).
@@ -262,6 +316,14 @@ pub fn print_audit(a: &Audit) {
             "FAILED"
         }
     );
+    if a.stale > 0 {
+        println!(
+            "  {} results written by a worker whose claim had passed to another, in {} batches (e.g. {})",
+            a.stale,
+            a.stale_batches.len(),
+            crate::coord::batch_name(a.stale_batches[0])
+        );
+    }
     for m in a.missing.iter().take(10) {
         println!("  missing: {m}");
     }
