@@ -31,15 +31,24 @@ pub const STALE: Duration = Duration::from_millis(2000);
 /// results. A worker that dies between the two loses what it marked.
 pub async fn run_flags(cfg: &WorkerConfig) -> Result<Report, String> {
     let emails = corpus::load(&cfg.inbox).map_err(|e| e.to_string())?;
-    let conn = Conn::connect(&cfg.hosts, cfg.session_timeout)
-        .await
-        .map_err(|e| format!("cannot connect to {}: {e}", cfg.hosts))?;
     let mut report = Report::default();
-    flags(cfg, &conn, &emails, &mut report)
-        .await
-        .map_err(|e| format!("{}: {e}", cfg.id))?;
-    report.ops = conn.ops.load(std::sync::atomic::Ordering::Relaxed);
-    Ok(report)
+    loop {
+        let Ok(conn) = Conn::connect(&cfg.hosts, cfg.session_timeout).await else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        // A lost connection is reconnected: what this design loses, it loses by its flags.
+        let outcome = flags(cfg, &conn, &emails, &mut report).await;
+        report.ops += conn.ops.load(std::sync::atomic::Ordering::Relaxed);
+        match outcome {
+            Ok(()) => return Ok(report),
+            Err(e @ zk::Error::BadArguments(_)) => return Err(format!("{}: {e}", cfg.id)),
+            Err(e) => {
+                eprintln!("{}: connection lost ({e}); reconnecting", cfg.id);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }
 
 async fn flags(
