@@ -581,3 +581,36 @@ def test_a_unified_admin_port_sends_plain_http_console_requests_to_https(pki):
         assert r.status in (303, 307) and r.getheader("location") == \
             "https://127.0.0.1:%d/login" % admin
         conn.close()
+
+
+def test_the_jobs_page_shows_a_mailroom_job_live(server, zk, browser):
+    """The case study's job as mailroom lays it out (crates/mailroom/src/coord.rs): progress,
+    results, and which worker holds which batch, updated as the job moves."""
+    base = "/mailroom/demo"
+    zk.create(base, json.dumps({"emails": 100, "batch": 25}).encode(), makepath=True)
+    for d in ("claims", "done", "results", "workers"):
+        zk.ensure_path("%s/%s" % (base, d))
+    for w in ("w0", "w1"):
+        zk.create("%s/workers/%s" % (base, w), b"", ephemeral=True)
+    claim = lambda w, status: json.dumps({"worker": w, "ts_ms": 0, "status": status}).encode()
+    zk.create("%s/claims/b-00000/c-" % base, claim("w0", "10/25"), ephemeral=True, sequence=True,
+              makepath=True)
+    zk.create("%s/claims/b-00001/c-" % base, claim("w1", "3/25"), ephemeral=True, sequence=True,
+              makepath=True)
+    log_in(browser, server["base"], *ALICE)
+    browser.find_element(By.ID, "tab-jobs").click()
+    wait_for(browser, "the job with its holders", lambda d: "demo: 0 of 100 emails" in text_of(
+        d, "jobs") and "b-00000 (10/25)" in text_of(d, "jobs") and "b-00001 (3/25)" in text_of(
+        d, "jobs"))
+    # A batch committed: 25 results and its done node; its claim released.
+    tx = zk.transaction()
+    for i in range(25):
+        tx.create("%s/results/e%03d" % (base, i), b"ham w0")
+    tx.create("%s/done/b-00000" % base, b"w0")
+    tx.commit()
+    for c in zk.get_children("%s/claims/b-00000" % base):
+        zk.delete("%s/claims/b-00000/%s" % (base, c))
+    wait_for(browser, "the progress moving", lambda d: "demo: 25 of 100 emails (25%)" in text_of(
+        d, "jobs") and "b-00000" not in text_of(d, "jobs"))
+    shot(browser, "12-mailroom-job")
+    zk.delete("/mailroom", recursive=True)
