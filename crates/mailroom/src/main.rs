@@ -64,9 +64,10 @@ enum Cmd {
         id: Option<String>,
         #[arg(long, default_value = "inbox")]
         job: String,
-        /// Emails per claim (and per commit).
-        #[arg(long, default_value_t = 25)]
-        batch: usize,
+        /// Emails per claim (and per commit), or `auto`: as many as take a quarter of the
+        /// session timeout, measured on this machine. The job's first worker decides it.
+        #[arg(long, default_value = "25")]
+        batch: String,
         #[arg(long, default_value_t = 4000)]
         session_timeout_ms: u64,
         /// Extra milliseconds spent per email (a slower classifier, for demos and chaos runs).
@@ -218,15 +219,30 @@ async fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 ),
                 None => None,
             };
+            let model = load_model(&model)?;
+            let session_timeout = Duration::from_millis(session_timeout_ms);
+            let work_per_email = Duration::from_millis(work_ms);
+            let batch = match batch.as_str() {
+                "auto" => {
+                    let per_email = worker::time_per_email(&inbox, &model)? + work_per_email;
+                    let b = worker::batch_for(session_timeout, per_email);
+                    println!("batch auto: {b} emails ({per_email:?} each, a quarter of the {session_timeout:?} session timeout)");
+                    b
+                }
+                n => n
+                    .parse::<usize>()
+                    .map_err(|_| format!("--batch {n:?}: a number or auto"))?
+                    .max(1),
+            };
             let cfg = worker::WorkerConfig {
                 hosts: connect,
                 job,
-                model: load_model(&model)?,
+                model,
                 inbox,
                 id: id.unwrap_or_else(default_worker_id),
-                batch: batch.max(1),
-                session_timeout: Duration::from_millis(session_timeout_ms),
-                work_per_email: Duration::from_millis(work_ms),
+                batch,
+                session_timeout,
+                work_per_email,
                 committed: Default::default(),
                 journal,
             };

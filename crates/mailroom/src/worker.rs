@@ -32,6 +32,29 @@ pub struct WorkerConfig {
     pub journal: Option<Journal>,
 }
 
+/// The classifier's time per email on this machine: the mean over the inbox's first few.
+pub fn time_per_email(inbox: &std::path::Path, model: &Model) -> Result<Duration, String> {
+    const SAMPLE: usize = 20;
+    let emails = corpus::load(inbox).map_err(|e| e.to_string())?;
+    let sample = &emails[..emails.len().min(SAMPLE)];
+    let started = Instant::now();
+    for e in sample {
+        if let Ok(raw) = corpus::read_email(inbox, &e.id) {
+            let _ = model.predict(&tokens(&raw));
+        }
+    }
+    Ok(started.elapsed() / sample.len().max(1) as u32)
+}
+
+/// A batch that takes a quarter of the session timeout: a worker that dies, or is cut off,
+/// with a batch in hand leaves that much work to be done again, and a long batch would also
+/// outlast the session it is claimed under.
+pub fn batch_for(session_timeout: Duration, per_email: Duration) -> usize {
+    let quarter = session_timeout.as_secs_f64() / 4.0;
+    let n = quarter / per_email.as_secs_f64().max(1e-6);
+    (n as usize).clamp(1, 500)
+}
+
 /// What a worker did, printed when it exits.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Report {
@@ -316,5 +339,18 @@ fn why_lost(e: &zk::Error) -> &'static str {
         // The client's own "no response from connection" is a custom error.
         zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::Custom(_) => "disconnected",
         _ => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_batches_take_a_quarter_of_the_session_timeout() {
+        let timeout = Duration::from_secs(4);
+        assert_eq!(batch_for(timeout, Duration::from_millis(10)), 100);
+        assert_eq!(batch_for(timeout, Duration::from_secs(2)), 1);
+        assert_eq!(batch_for(timeout, Duration::from_micros(1)), 500);
     }
 }
