@@ -31,17 +31,30 @@ pub const STALE: Duration = Duration::from_millis(2000);
 /// results. A worker that dies between the two loses what it marked.
 pub async fn run_flags(cfg: &WorkerConfig) -> Result<Report, String> {
     let emails = corpus::load(&cfg.inbox).map_err(|e| e.to_string())?;
+    // A lost connection is reconnected: what this design loses, it loses by its flags.
+    reconnecting(cfg, async |conn, report| {
+        flags(cfg, conn, &emails, report).await
+    })
+    .await
+}
+
+/// Runs `work` on a connection, and again on a new one whenever it fails, until it is done:
+/// these designs keep nothing in a session (or ignore that they lost one).
+async fn reconnecting(
+    cfg: &WorkerConfig,
+    mut work: impl AsyncFnMut(&Conn, &mut Report) -> Result<(), zk::Error>,
+) -> Result<Report, String> {
     let mut report = Report::default();
     loop {
         let Ok(conn) = Conn::connect(&cfg.hosts, cfg.session_timeout).await else {
             tokio::time::sleep(Duration::from_millis(300)).await;
             continue;
         };
-        // A lost connection is reconnected: what this design loses, it loses by its flags.
-        let outcome = flags(cfg, &conn, &emails, &mut report).await;
+        let outcome = work(&conn, &mut report).await;
         report.ops += conn.ops.load(std::sync::atomic::Ordering::Relaxed);
         match outcome {
             Ok(()) => return Ok(report),
+            // The inbox is not the job's: no new connection changes that.
             Err(e @ zk::Error::BadArguments(_)) => return Err(format!("{}: {e}", cfg.id)),
             Err(e) => {
                 eprintln!("{}: connection lost ({e}); reconnecting", cfg.id);
@@ -136,29 +149,13 @@ async fn write_result(
 /// The timestamps design: claims without sessions. See the module's comment.
 pub async fn run_timestamps(cfg: &WorkerConfig) -> Result<Report, String> {
     let emails = corpus::load(&cfg.inbox).map_err(|e| e.to_string())?;
-    let mut report = Report::default();
+    // Sessions play no part in this design: a lost one is just reconnected, and the batch in
+    // hand committed anyway.
     let mut unsent: Option<Unsent> = None;
-    loop {
-        let conn = match Conn::connect(&cfg.hosts, cfg.session_timeout).await {
-            Ok(c) => c,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                continue;
-            }
-        };
-        // Sessions play no part in this design: a lost one is just reconnected, and the batch
-        // in hand committed anyway.
-        let outcome = timestamps(cfg, &conn, &emails, &mut report, &mut unsent).await;
-        report.ops += conn.ops.load(std::sync::atomic::Ordering::Relaxed);
-        match outcome {
-            Ok(()) => return Ok(report),
-            Err(e @ zk::Error::BadArguments(_)) => return Err(format!("{}: {e}", cfg.id)),
-            Err(e) => {
-                eprintln!("{}: connection lost ({e}); reconnecting", cfg.id);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    reconnecting(cfg, async |conn, report| {
+        timestamps(cfg, conn, &emails, report, &mut unsent).await
+    })
+    .await
 }
 
 /// A batch classified and not yet committed when the connection went: (batch, results).
@@ -386,22 +383,10 @@ async fn manage(conn: &Conn, job: &Job, proposed: Manifest) -> Result<(), zk::Er
 /// A worker of the manager design: does what it is handed, until the job is done.
 pub async fn run_managed(cfg: &WorkerConfig) -> Result<Report, String> {
     let emails = corpus::load(&cfg.inbox).map_err(|e| e.to_string())?;
-    let mut report = Report::default();
-    loop {
-        let Ok(conn) = Conn::connect(&cfg.hosts, cfg.session_timeout).await else {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            continue;
-        };
-        let outcome = managed(cfg, &conn, &emails, &mut report).await;
-        report.ops += conn.ops.load(std::sync::atomic::Ordering::Relaxed);
-        match outcome {
-            Ok(()) => return Ok(report),
-            Err(e) => {
-                eprintln!("{}: connection lost ({e}); reconnecting", cfg.id);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    reconnecting(cfg, async |conn, report| {
+        managed(cfg, conn, &emails, report).await
+    })
+    .await
 }
 
 async fn managed(
