@@ -249,8 +249,9 @@ fn chaos_on_machines(strategy: &str, inbox: &Path) -> (bool, String) {
         .args(["--work-ms", "10", "--timeout-s", "240"]))
 }
 
-/// The seed's other naive designs under the same schedule as Corral's claims: the manager's
-/// job stalls for good when its manager is killed (emails are left), and claims with timestamps
+/// The seed's naive designs under the same schedule as Corral's claims: read flags lose what a
+/// worker marked and did not finish, the manager's job stalls for good when its manager is
+/// killed (emails are left), and claims with timestamps
 /// let a stalled or cut-off worker commit a batch that had passed to another (work done
 /// twice, and results from a claim no longer valid).
 #[test]
@@ -264,6 +265,13 @@ fn on_machines_the_naive_designs_lose_emails_or_commit_on_stale_claims() {
         return;
     }
     let inbox = small_inbox();
+    let (ok, out) = chaos_on_machines("naive-flags", inbox);
+    assert!(
+        !ok,
+        "the read-flags design was expected to fail its audit:\n{out}"
+    );
+    assert!(missing_of(&out) > 0, "{out}");
+
     let (ok, out) = chaos_on_machines("naive-manager", inbox);
     assert!(
         !ok,
