@@ -617,7 +617,7 @@ mod tests {
                 .command(host, exe)
                 .args([
                     "--exact",
-                    "netns::tests::helper",
+                    "tests::helper",
                     "--ignored",
                     "--nocapture",
                 ])
