@@ -615,12 +615,7 @@ mod tests {
             let exe = std::env::current_exe().unwrap();
             let mut child = net
                 .command(host, exe)
-                .args([
-                    "--exact",
-                    "tests::helper",
-                    "--ignored",
-                    "--nocapture",
-                ])
+                .args(["--exact", "tests::helper", "--ignored", "--nocapture"])
                 .env(HELPER_TASK, task)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
