@@ -177,12 +177,14 @@ def test_mntr_keys_are_zookeepers(both):
         assert key in theirs, f"{key} is not ZooKeeper's"
         assert key in ours, f"{key} missing"
     # ZooKeeper 3.8 has no mntr line for these, nor for Corral's limits (see the README's
-    # "Limits"); everything else must be its name.
+    # "Limits") and its web console; everything else must be its name.
     corral_own = {"zk_data_dir_size", "zk_log_dir_size", "zk_last_zxid",
                   "zk_connection_throttled_count", "zk_global_outstanding_throttled_count",
                   "zk_connection_closed_slow_count", "zk_queued_reply_bytes",
                   "zk_proposals_throttled_count", "zk_reconfig_count",
-                  "zk_reconfig_refused_count"}
+                  "zk_reconfig_refused_count", "zk_console_logins",
+                  "zk_console_login_failed_count", "zk_console_logins_exceeded_count",
+                  "zk_console_events_lagged_count"}
     extra = set(ours) - set(theirs) - corral_own
     extra -= {k for k in ours if k.endswith(("_data_dir_size", "_log_dir_size", "_last_zxid"))}
     assert not extra, f"names ZooKeeper does not use: {sorted(extra)}"
