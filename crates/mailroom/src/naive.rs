@@ -17,7 +17,7 @@ use crate::classify::tokens;
 use crate::coord::{batch_index, batch_name, now_ms, ClaimInfo, Conn, Job, Manifest};
 use crate::corpus::{self, Email};
 use crate::journal::note;
-use crate::worker::{Report, WorkerConfig};
+use crate::worker::{reconnecting, Report, WorkerConfig};
 use rand::seq::SliceRandom;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -36,32 +36,6 @@ pub async fn run_flags(cfg: &WorkerConfig) -> Result<Report, String> {
         flags(cfg, conn, &emails, report).await
     })
     .await
-}
-
-/// Runs `work` on a connection, and again on a new one whenever it fails, until it is done:
-/// these designs keep nothing in a session (or ignore that they lost one).
-async fn reconnecting(
-    cfg: &WorkerConfig,
-    mut work: impl AsyncFnMut(&Conn, &mut Report) -> Result<(), zk::Error>,
-) -> Result<Report, String> {
-    let mut report = Report::default();
-    loop {
-        let Ok(conn) = Conn::connect(&cfg.hosts, cfg.session_timeout).await else {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            continue;
-        };
-        let outcome = work(&conn, &mut report).await;
-        report.ops += conn.ops.load(std::sync::atomic::Ordering::Relaxed);
-        match outcome {
-            Ok(()) => return Ok(report),
-            // The inbox is not the job's: no new connection changes that.
-            Err(e @ zk::Error::BadArguments(_)) => return Err(format!("{}: {e}", cfg.id)),
-            Err(e) => {
-                eprintln!("{}: connection lost ({e}); reconnecting", cfg.id);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
 }
 
 async fn flags(

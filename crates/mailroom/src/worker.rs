@@ -86,7 +86,24 @@ pub async fn run(cfg: &WorkerConfig) -> Result<Report, String> {
     outcome
 }
 
+/// Corral's design on a session at a time: anything that ends one session's work (expired,
+/// cut off, the client gave up on its connection) starts another; what the old one held is
+/// released by Corral and taken up again.
 async fn run_sessions(cfg: &WorkerConfig, emails: &[Email]) -> Result<Report, String> {
+    reconnecting(cfg, async |conn, report| {
+        work_in_session(cfg, conn, emails, report).await
+    })
+    .await
+}
+
+/// Runs `work` on a new session, and again on another whenever it fails, until it is done.
+/// Only an inbox that is not the job's ends it, or the ensemble out of reach for
+/// [`GIVE_UP_CONNECTING`]. Every design's worker runs in it; the naive ones keep nothing in a
+/// session (or ignore that they lost one).
+pub(crate) async fn reconnecting(
+    cfg: &WorkerConfig,
+    mut work: impl AsyncFnMut(&Conn, &mut Report) -> Result<(), zk::Error>,
+) -> Result<Report, String> {
     let mut report = Report::default();
     let mut unreachable_since: Option<Instant> = None;
     loop {
@@ -103,14 +120,12 @@ async fn run_sessions(cfg: &WorkerConfig, emails: &[Email]) -> Result<Report, St
             }
         };
         unreachable_since = None;
-        let outcome = work_in_session(cfg, &conn, emails, &mut report).await;
+        let outcome = work(&conn, &mut report).await;
         report.ops += conn.ops.load(Relaxed);
         match outcome {
             Ok(()) => return Ok(report),
             // The inbox is not the job's: no new session changes that.
             Err(e @ zk::Error::BadArguments(_)) => return Err(format!("{}: {e}", cfg.id)),
-            // Anything else ends this session's work (expired, cut off, the client gave up on
-            // its connection): what it held is released by Corral and taken up again.
             Err(e) => {
                 eprintln!("{}: session lost ({e}); starting a new one", cfg.id);
                 tokio::time::sleep(Duration::from_millis(200)).await;
