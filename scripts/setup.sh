@@ -33,6 +33,9 @@ command -v openssl >/dev/null || missing+=(openssl)
 ls /usr/lib/llvm-*/lib/clang/*/include/stddef.h >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v krb5kdc >/dev/null || [ -x /usr/sbin/krb5kdc ] || missing+=(krb5-kdc)
 command -v kinit >/dev/null || missing+=(krb5-user)
+# kdc.sh makes its principals with kadmin.local, which Debian 12's krb5-kdc may leave to
+# krb5-admin-server.
+command -v kadmin.local >/dev/null || [ -x /usr/sbin/kadmin.local ] || missing+=(krb5-admin-server)
 command -v npm >/dev/null || missing+=(npm)
 # The web console's tests drive Debian's Chromium headless through its ChromeDriver (Selenium).
 [ -x /usr/bin/chromium ] || missing+=(chromium)

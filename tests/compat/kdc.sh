@@ -6,8 +6,9 @@
 #         kdc.sh DIR env         print the env again
 # env:    REALM (default CORRAL.TEST), KDC_PORT (default: a free port), KDC_PASSWORD (db master pw)
 #
-# Needs (Debian 12): apt-get install -y krb5-kdc krb5-user   (krb5-admin-server is not needed:
-# everything goes through kadmin.local).  Run as root (writes only in DIR).
+# Needs (Debian 12): apt-get install -y krb5-kdc krb5-user, and krb5-admin-server where krb5-kdc
+# does not bring kadmin.local (no kadmind is run: everything goes through kadmin.local).
+# Run as root (writes only in DIR).
 #
 # Creates in DIR:
 #   krb5.conf kdc.conf kadm5.acl principal* stash kdc.log kdc.pid kdc.port env.sh
@@ -15,6 +16,7 @@
 #   alice.keytab      alice@R            (password also set: alice-pw)
 #   bob.keytab        bob@R              (password bob-pw)
 #   zkcli.keytab      zkcli/localhost@R
+#   zkquorum.keytab   zkquorum/127.0.0.1@R + zkquorum/localhost@R  (members' logins to each other)
 #   (mallory@R is deliberately NOT created, for "unknown principal" tests)
 set -euo pipefail
 dir="${1:?usage: kdc.sh DIR [start|stop|env]}"; cmd="${2:-start}"
@@ -133,11 +135,14 @@ ka "addprinc -randkey zookeeper/127.0.0.1@$REALM"
 ka "addprinc -pw alice-pw alice@$REALM"
 ka "addprinc -pw bob-pw bob@$REALM"
 ka "addprinc -randkey zkcli/localhost@$REALM"
+ka "addprinc -randkey zkquorum/127.0.0.1@$REALM"
+ka "addprinc -randkey zkquorum/localhost@$REALM"
 # -norandkey keeps the password (alice can kinit with alice-pw or with the keytab)
 ka "ktadd -norandkey -k $dir/zookeeper.keytab zookeeper/localhost@$REALM zookeeper/127.0.0.1@$REALM"
 ka "ktadd -norandkey -k $dir/alice.keytab alice@$REALM"
 ka "ktadd -norandkey -k $dir/bob.keytab bob@$REALM"
 ka "ktadd -norandkey -k $dir/zkcli.keytab zkcli/localhost@$REALM"
+ka "ktadd -norandkey -k $dir/zkquorum.keytab zkquorum/127.0.0.1@$REALM zkquorum/localhost@$REALM"
 chmod 600 "$dir"/*.keytab
 
 # krb5kdc daemonizes and writes the pid file (-n would keep it in the foreground).

@@ -290,6 +290,7 @@ def test_sasl_digest_md5_users_and_acls(ensemble, caplog):
         assert whoami(anonymous) == [("ip", "127.0.0.1")]
         with pytest.raises(NoAuthError):
             anonymous.get(path)
+    failed_before = auth_failed(ensemble)
     for user, password in (("alice", "wrong"), ("mallory", "x")):
         opts = {"sasl_options": {"mechanism": "DIGEST-MD5", "username": user, "password": password}}
         c = KazooClient(hosts=ensemble.hosts(), timeout=10,
@@ -306,6 +307,15 @@ def test_sasl_digest_md5_users_and_acls(ensemble, caplog):
             c.stop()
             c.close()
         assert "AUTH_FAILED" in caplog.text
+    # ZooKeeper's auth_failed_count counts failed TLS handshakes only, not SASL; Corral's
+    # auth_refused_count counts these.
+    assert auth_failed(ensemble) == failed_before
+    if ensemble.kind == "corral":
+        assert sum(int(mntr(p)["zk_auth_refused_count"]) for p in ensemble.ports) >= 2
+
+
+def auth_failed(ensemble):
+    return sum(int(mntr(p)["zk_auth_failed_count"]) for p in ensemble.ports)
 
 
 def zkcli_lines(hosts, flags, *args):
@@ -482,11 +492,15 @@ KDC_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kdc.sh")
 REALM = "CORRAL.TEST"
 
 
+def krb5_section(section, keytab, principal):
+    return ("%s {\n  com.sun.security.auth.module.Krb5LoginModule required\n"
+            "  useKeyTab=true keyTab=\"%s\" storeKey=true useTicketCache=false\n"
+            "  principal=\"%s\";\n};\n" % (section, keytab, principal))
+
+
 def krb5_jaas(path, section, keytab, principal):
     with open(path, "w") as f:
-        f.write("%s {\n  com.sun.security.auth.module.Krb5LoginModule required\n"
-                "  useKeyTab=true keyTab=\"%s\" storeKey=true useTicketCache=false\n"
-                "  principal=\"%s\";\n};\n" % (section, keytab, principal))
+        f.write(krb5_section(section, keytab, principal))
     return path
 
 
@@ -572,3 +586,105 @@ def test_kerberos_principals_without_host_and_realm(kind, pki, realm):
     with standalone(kind, pki, lines, flags, jaas=realm + "/jaas-server.conf") as port:
         out = zkcli_kerberos(realm, realm + "/jaas-zkcli.conf", "127.0.0.1:%d" % port, "whoami")
         assert "sasl: zkcli" in out, out
+
+
+# SASL between members: every link logs in (learnerRequireSasl) and none may skip it
+# (serverRequireSasl), with the JAAS QuorumServer and QuorumLearner sections.
+QUORUM_SASL_LINES = ["quorum.auth.enableSasl=true", "quorum.auth.learnerRequireSasl=true",
+                     "quorum.auth.serverRequireSasl=true", "quorum.cnxn.threads.size=20"]
+
+
+def digest_quorum_jaas(path, password):
+    with open(path, "w") as f:
+        f.write(JAAS_SERVER + """QuorumServer {
+    org.apache.zookeeper.server.auth.DigestLoginModule required
+    user_member="member-secret";
+};
+QuorumLearner {
+    org.apache.zookeeper.server.auth.DigestLoginModule required
+    username="member"
+    password="%s";
+};
+""" % password)
+    return path
+
+
+def kerberos_quorum_jaas(path, realm, learner_keytab, learner):
+    """Clients log in as zookeeper/localhost, members as zkquorum/127.0.0.1 (two keytabs)."""
+    with open(path, "w") as f:
+        f.write(krb5_section("Server", realm + "/zookeeper.keytab", "zookeeper/localhost@" + REALM)
+                + krb5_section("QuorumServer", realm + "/zkquorum.keytab",
+                               "zkquorum/127.0.0.1@" + REALM)
+                + krb5_section("QuorumLearner", learner_keytab, learner))
+    return path
+
+
+class QuorumSaslEnsemble(JaasEnsemble):
+    """Three members that log in to each other by SASL."""
+
+    def __init__(self, kind, workdir, jaas, flags=(), lines=()):
+        self.jaas, self.flags, self.lines = jaas, list(flags), list(lines)
+        super().__init__(kind, workdir)
+
+    def extra_lines(self, i):
+        return QUORUM_SASL_LINES + self.lines
+
+
+def members_log_in(ens, wrong_jaas):
+    """The ensemble serves with its links logged in; a member restarted with a login the others
+    refuse never joins, while the other two go on; with its own login back it catches up."""
+    with connected(ens.hosts()) as c:
+        c.create("/quorum-sasl", b"v")
+    with connected("127.0.0.1:%d" % ens.ports[2]) as c:
+        c.sync("/quorum-sasl")
+        assert c.get("/quorum-sasl")[0] == b"v"
+    right = ens.jaas
+    ens.kill(2)
+    ens.jaas = wrong_jaas
+    ens.start(2)
+    wait_until("member 3 up", lambda: four_letter(ens.ports[2], "ruok") == "imok", 30)
+    ens.wait_serving([0, 1])
+    until = time.time() + 6
+    while time.time() < until:
+        assert ens.mode(2) not in ("leader", "follower"), "a member whose login is refused joined"
+        time.sleep(0.3)
+    with connected("127.0.0.1:%d" % ens.ports[0]) as c:
+        c.set("/quorum-sasl", b"w")
+    if ens.kind == "corral":
+        log = os.path.join(ens.dir, "m3.log")
+        wait_until("member 3 says its login failed",
+                   lambda: "SASL login to a member failed" in open(log, errors="replace").read(), 10)
+    ens.kill(2)
+    ens.jaas = right
+    ens.start(2)
+    ens.wait_serving([0, 1, 2])
+    with connected("127.0.0.1:%d" % ens.ports[2]) as c:
+        c.sync("/quorum-sasl")
+        assert c.get("/quorum-sasl")[0] == b"w"
+
+
+@pytest.mark.parametrize("kind", ["zookeeper", "corral"])
+def test_members_log_in_to_each_other_by_digest_md5(kind, tmp_path):
+    jaas = digest_quorum_jaas(str(tmp_path / "jaas.conf"), "member-secret")
+    wrong = digest_quorum_jaas(str(tmp_path / "jaas-wrong.conf"), "guess")
+    with running(kind, functools.partial(QuorumSaslEnsemble, jaas=jaas)) as ens:
+        members_log_in(ens, wrong)
+
+
+@pytest.mark.parametrize("kind", ["zookeeper", "corral"])
+def test_members_log_in_to_each_other_by_kerberos(kind, realm, tmp_path):
+    jaas = kerberos_quorum_jaas(str(tmp_path / "jaas.conf"), realm, realm + "/zkquorum.keytab",
+                                "zkquorum/127.0.0.1@" + REALM)
+    # A principal of the realm, but not of the ensemble's hosts: not a member.
+    wrong = kerberos_quorum_jaas(str(tmp_path / "jaas-wrong.conf"), realm,
+                                 realm + "/zkcli.keytab", "zkcli/localhost@" + REALM)
+    ensemble = functools.partial(
+        QuorumSaslEnsemble, jaas=jaas, flags=["-Djava.security.krb5.conf=%s/krb5.conf" % realm],
+        lines=["authProvider.1=" + SASL_PROVIDER,
+               "quorum.auth.kerberos.servicePrincipal=zkquorum/_HOST"])
+    with running(kind, ensemble) as ens:
+        members_log_in(ens, wrong)
+        # Clients still log in by Kerberos beside the members (two keytabs, one process).
+        gssapi = {"sasl_options": {"mechanism": "GSSAPI", "service": "zookeeper"}}
+        with connected(",".join("localhost:%d" % p for p in ens.ports), **gssapi) as alice:
+            assert ("sasl", "alice@" + REALM) in whoami(alice)

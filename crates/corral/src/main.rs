@@ -371,27 +371,60 @@ fn load_config(args: &ServerArgs) -> Result<ServerConfig, corral_server::ConfigE
     Ok(cfg)
 }
 
-/// MIT Kerberos finds its keytab and configuration in the environment; Java takes them from the
+/// MIT Kerberos finds its keytabs and configuration in the environment; Java takes them from the
 /// JAAS file's `keyTab` and `-Djava.security.krb5.conf`. Set here, before any thread starts, and
 /// only where the operator has not set them already.
-fn kerberos_environment(cfg: &ServerConfig) {
-    let Some(corral_server::auth::ServerLogin::Kerberos { keytab, principal }) =
-        cfg.auth.sasl.as_deref()
-    else {
-        return;
-    };
+fn kerberos_environment(cfg: &ServerConfig) -> Result<(), String> {
+    use corral_server::auth::{LearnerLogin, ServerLogin};
+    let auth = &cfg.auth;
     let set = |var: &str, value: &std::path::Path| {
         if std::env::var_os(var).is_none() {
             std::env::set_var(var, value);
         }
     };
-    if let Some(keytab) = keytab {
-        set("KRB5_KTNAME", keytab);
+    match auth.acceptor_keytabs().as_slice() {
+        [] => {}
+        [keytab] => set("KRB5_KTNAME", keytab),
+        several => {
+            // In the data directory, which only the server's user reads.
+            let merged = cfg.data_dir.join("acceptor.keytab");
+            std::fs::create_dir_all(&cfg.data_dir)
+                .map_err(|e| format!("dataDir {}: {e}", cfg.data_dir.display()))?;
+            corral_server::auth::keytab::merge(several, &merged)?;
+            tracing::info!(keytabs = ?several, merged = %merged.display(), "one acceptor keytab for clients and members");
+            set("KRB5_KTNAME", &merged);
+        }
     }
-    if let Some(conf) = &cfg.auth.krb5_conf {
-        set("KRB5_CONFIG", conf);
+    let clients = match auth.sasl.as_deref() {
+        Some(ServerLogin::Kerberos { principal, .. }) => Some(principal),
+        _ => None,
+    };
+    let members = matches!(
+        auth.quorum.server_login(),
+        Some(ServerLogin::Kerberos { .. })
+    );
+    let learner = match auth.quorum.learner_login() {
+        Some(LearnerLogin::Kerberos { principal, keytab }) => Some((principal, keytab)),
+        _ => None,
+    };
+    if let Some((principal, keytab)) = learner {
+        if let Some(keytab) = keytab {
+            set("KRB5_CLIENT_KTNAME", keytab);
+        }
+        // The member's own tickets stay in the process (as Java's Krb5LoginModule with a
+        // keytab keeps them); a user's ticket cache is never written.
+        std::env::set_var("KRB5CCNAME", "MEMORY:corral-quorum-learner");
+        tracing::info!(%principal, "members log in to each other by Kerberos (GSSAPI)");
     }
-    tracing::info!(%principal, "SASL logins by Kerberos (GSSAPI)");
+    if clients.is_some() || members || learner.is_some() {
+        if let Some(conf) = &auth.krb5_conf {
+            set("KRB5_CONFIG", conf);
+        }
+    }
+    if let Some(principal) = clients {
+        tracing::info!(%principal, "SASL logins by Kerberos (GSSAPI)");
+    }
+    Ok(())
 }
 
 fn run_server(args: ServerArgs) -> ExitCode {
@@ -405,7 +438,10 @@ fn run_server(args: ServerArgs) -> ExitCode {
     for key in &cfg.ignored_keys {
         tracing::warn!(key = %key, "unknown configuration key ignored");
     }
-    kerberos_environment(&cfg);
+    if let Err(why) = kerberos_environment(&cfg) {
+        eprintln!("corral: {why}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

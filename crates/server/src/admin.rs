@@ -369,7 +369,7 @@ impl Status {
                 "max_latency": l.max_ms,
                 "min_latency": l.min(),
                 "num_alive_client_connections": self.snap.conns.len(),
-                "auth_failed_count": self.snap.stats.auth_failed,
+                "auth_failed_count": self.limits.tls_failed.load(std::sync::atomic::Ordering::Relaxed),
                 "non_mtlsremote_conn_count": 0,
                 "non_mtlslocal_conn_count": 0,
                 "uptime": self.snap.uptime.as_millis() as u64,

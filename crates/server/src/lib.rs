@@ -14,6 +14,7 @@ pub mod console;
 pub mod core;
 pub mod ensemble;
 pub mod four_letter;
+pub mod gate;
 pub mod metrics;
 pub mod read_only;
 pub mod server;

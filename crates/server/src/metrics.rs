@@ -297,10 +297,13 @@ impl Status {
             ),
             Metric::new(
                 "auth_failed_count",
-                "failed authentications (SASL, required auth, TLS handshakes)",
-                Value::Counter(
-                    self.snap.stats.auth_failed + self.limits.tls_failed.load(Relaxed),
-                ),
+                "failed authentications, as ZooKeeper counts them: TLS handshakes that failed",
+                Value::Counter(self.limits.tls_failed.load(Relaxed)),
+            ),
+            Metric::new(
+                "auth_refused_count",
+                "authentications refused: failed SASL logins, auth of unknown schemes, sessions without a required scheme",
+                Value::Counter(self.snap.stats.auth_refused),
             ),
             Metric::new(
                 "unsuccessful_handshake",

@@ -145,6 +145,17 @@ impl Server {
             tracing::info!("members talk over TLS (sslQuorum)");
             rcfg.io.net = Arc::new(net);
         }
+        if let Some(logins) = cfg.auth.quorum.logins.clone() {
+            let hosts = cfg.servers.values().map(|s| s.host.clone()).collect();
+            let quorum = &cfg.auth.quorum;
+            let sasl = crate::auth::quorum::QuorumSasl::new(quorum, logins, hosts);
+            tracing::info!(
+                learner_require = quorum.learner_require,
+                server_require = quorum.server_require,
+                "members log in to each other by SASL (quorum.auth.enableSasl)"
+            );
+            rcfg.io.net = Arc::new(crate::auth::SaslNet::new(rcfg.io.net.clone(), sasl));
+        }
         let recover_cfg = rcfg.clone();
         let (tree, mark, storage) = cfg
             .io

@@ -65,7 +65,10 @@ pub struct ServerStats {
     pub election_time: crate::metrics::Summary,
     /// Times this member found itself without a leader.
     pub looking_count: u64,
-    pub auth_failed: u64,
+    /// Authentications refused by the core: failed SASL logins, auth packets of an unknown
+    /// scheme, and sessions without a required scheme. ZooKeeper's `auth_failed_count` counts
+    /// none of these (only failed TLS handshakes), so they are Corral's own `auth_refused_count`.
+    pub auth_refused: u64,
     /// Reconfigurations committed through this member, and refused here.
     pub reconfigs: u64,
     pub reconfigs_refused: u64,
@@ -82,7 +85,7 @@ impl ServerStats {
             update_latency: Default::default(),
             election_time: Default::default(),
             looking_count: 0,
-            auth_failed: 0,
+            auth_refused: 0,
             reconfigs: 0,
             reconfigs_refused: 0,
         }

@@ -1,6 +1,8 @@
-//! The server side of SASL DIGEST-MD5 (RFC 2831), as Java's `DigestMD5Server` runs it for
-//! ZooKeeper: protocol `zookeeper`, server name and realm `zk-sasl-md5`, quality of protection
-//! `auth` only (ZooKeeper asks for no integrity or privacy layer), `md5-sess`.
+//! SASL DIGEST-MD5 (RFC 2831), as Java's `DigestMD5Server` runs it for ZooKeeper: protocol
+//! `zookeeper`, server name and realm `zk-sasl-md5` (for members, `zookeeper-quorum` and
+//! `zk-quorum-sasl-md5`), quality of protection `auth` only (ZooKeeper asks for no integrity or
+//! privacy layer), `md5-sess`. The client's side ([`DigestClient`]) is for members logging in
+//! to each other.
 //!
 //! Two steps: the client's empty first token gets the challenge (realm, nonce, charset,
 //! algorithm; no qop directive, which means `auth`); its digest response is checked against the password the JAAS file gives for the
@@ -10,9 +12,25 @@
 use md5::{Digest, Md5};
 use std::collections::HashMap;
 
-/// The realm and server name ZooKeeper's DIGEST-MD5 uses on both sides.
-pub const REALM: &str = "zk-sasl-md5";
-const DIGEST_URI: &str = "zookeeper/zk-sasl-md5";
+/// Whom an exchange is with: its realm (also the server name) and `digest-uri`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    pub realm: &'static str,
+    pub digest_uri: &'static str,
+}
+
+/// Clients' logins: ZooKeeper's protocol `zookeeper` and server name `zk-sasl-md5`.
+pub const CLIENTS: Service = Service {
+    realm: "zk-sasl-md5",
+    digest_uri: "zookeeper/zk-sasl-md5",
+};
+
+/// Members' logins to each other (`quorum.auth.*`): ZooKeeper's `zookeeper-quorum` and
+/// `zk-quorum-sasl-md5`.
+pub const QUORUM: Service = Service {
+    realm: "zk-quorum-sasl-md5",
+    digest_uri: "zookeeper-quorum/zk-quorum-sasl-md5",
+};
 
 /// Where the mechanism is in its exchange.
 #[derive(Debug)]
@@ -27,6 +45,7 @@ enum State {
 pub struct DigestMd5 {
     state: State,
     nonce: String,
+    service: Service,
 }
 
 /// What a step of the exchange gives.
@@ -41,9 +60,15 @@ pub enum DigestStep {
 impl DigestMd5 {
     /// A new exchange whose challenge will carry `nonce` (random, unguessable).
     pub fn new(nonce: String) -> DigestMd5 {
+        DigestMd5::for_service(nonce, CLIENTS)
+    }
+
+    /// The same for another service (the members' [`QUORUM`]).
+    pub fn for_service(nonce: String, service: Service) -> DigestMd5 {
         DigestMd5 {
             state: State::Start,
             nonce,
+            service,
         }
     }
 
@@ -60,12 +85,13 @@ impl DigestMd5 {
                     return Err("DIGEST-MD5 must not have an initial response".into());
                 }
                 let nonce = self.nonce.clone();
+                let realm = self.service.realm;
                 let challenge =
-                    format!("realm=\"{REALM}\",nonce=\"{nonce}\",charset=utf-8,algorithm=md5-sess");
+                    format!("realm=\"{realm}\",nonce=\"{nonce}\",charset=utf-8,algorithm=md5-sess");
                 self.state = State::Challenged { nonce };
                 Ok(DigestStep::Challenge(challenge.into_bytes()))
             }
-            State::Challenged { nonce } => check_response(token, &nonce, password),
+            State::Challenged { nonce } => check_response(token, &nonce, self.service, password),
             State::Done => Err("DIGEST-MD5 authentication is already complete".into()),
         }
     }
@@ -75,6 +101,7 @@ impl DigestMd5 {
 fn check_response(
     token: &[u8],
     nonce: &str,
+    service: Service,
     password: impl Fn(&str) -> Option<String>,
 ) -> Result<DigestStep, String> {
     let text = std::str::from_utf8(token).map_err(|_| "response is not UTF-8".to_owned())?;
@@ -95,13 +122,13 @@ fn check_response(
         return Err("digest response format violation: nonce count is not 00000001".into());
     }
     let uri = need("digest-uri")?;
-    if !uri.eq_ignore_ascii_case(DIGEST_URI) {
+    if !uri.eq_ignore_ascii_case(service.digest_uri) {
         return Err(format!(
             "digest response format violation: mismatched URI {uri:?}"
         ));
     }
     let realm = get("realm").unwrap_or("");
-    if !realm.is_empty() && realm != REALM {
+    if !realm.is_empty() && realm != service.realm {
         return Err(format!(
             "digest response format violation: nonexistent realm {realm:?}"
         ));
@@ -110,7 +137,8 @@ fn check_response(
     let response = need("response")?;
     let Some(password) = password(user) else {
         return Err(format!(
-            "cannot acquire password for {user} in realm {REALM}"
+            "cannot acquire password for {user} in realm {}",
+            service.realm
         ));
     };
     let utf8 = get("charset").is_some_and(|c| c.eq_ignore_ascii_case("utf-8"));
@@ -132,6 +160,74 @@ fn check_response(
         token: rspauth.into_bytes(),
         user: user.to_owned(),
     })
+}
+
+/// The client's side of the exchange, for a member logging in to another (`QuorumLearner`).
+#[derive(Debug)]
+pub struct DigestClient {
+    service: Service,
+    /// The `rspauth` the server must send back: proof that it knows the password too.
+    expected_rspauth: Option<String>,
+}
+
+impl DigestClient {
+    pub fn new(service: Service) -> DigestClient {
+        DigestClient {
+            service,
+            expected_rspauth: None,
+        }
+    }
+
+    /// The response to the server's challenge, as Java's client makes it (`charset=utf-8`,
+    /// `qop=auth`, nonce count 1). `cnonce` must be fresh and unguessable.
+    pub fn respond(
+        &mut self,
+        challenge: &[u8],
+        user: &str,
+        password: &str,
+        cnonce: &str,
+    ) -> Result<Vec<u8>, String> {
+        let text = std::str::from_utf8(challenge).map_err(|_| "challenge is not UTF-8")?;
+        let d = directives(text)?;
+        let nonce = d.get("nonce").ok_or("the challenge has no nonce")?;
+        let realm = d.get("realm").map_or("", String::as_str);
+        if let Some(qop) = d.get("qop") {
+            if !qop.split(',').any(|q| q.trim() == "auth") {
+                return Err(format!("the server offers qop {qop:?}, not auth"));
+            }
+        }
+        let uri = self.service.digest_uri;
+        let secret = Secret {
+            user,
+            realm,
+            password,
+            utf8: true,
+            nonce,
+            cnonce,
+            nc: "00000001",
+            authzid: None,
+        };
+        let response = secret.response(&format!("AUTHENTICATE:{uri}"));
+        self.expected_rspauth = Some(secret.response(&format!(":{uri}")));
+        Ok(format!(
+            "charset=utf-8,username=\"{user}\",realm=\"{realm}\",nonce=\"{nonce}\",nc=00000001,\
+             cnonce=\"{cnonce}\",digest-uri=\"{uri}\",maxbuf=65536,response={response},qop=auth"
+        )
+        .into_bytes())
+    }
+
+    /// Checks the server's final token: its `rspauth` proves it knew the password.
+    pub fn finish(&self, token: &[u8]) -> Result<(), String> {
+        let text = std::str::from_utf8(token).map_err(|_| "final token is not UTF-8")?;
+        let d = directives(text)?;
+        match (d.get("rspauth"), &self.expected_rspauth) {
+            (Some(got), Some(want)) if got.eq_ignore_ascii_case(want) => Ok(()),
+            (Some(_), Some(_)) => {
+                Err("the server's rspauth is wrong: it does not know the password".into())
+            }
+            _ => Err("the server answered without rspauth".into()),
+        }
+    }
 }
 
 /// What both sides' digests are computed from.
@@ -236,23 +332,9 @@ mod tests {
 
     /// The client side, as pure-sasl and Java compute it, to drive the server.
     fn client_response(challenge: &str, user: &str, password: &str, cnonce: &str) -> String {
-        let d = directives(challenge).unwrap();
-        let secret = Secret {
-            user,
-            realm: &d["realm"],
-            password,
-            utf8: true,
-            nonce: &d["nonce"],
-            cnonce,
-            nc: "00000001",
-            authzid: None,
-        };
-        let response = secret.response(&format!("AUTHENTICATE:{DIGEST_URI}"));
-        format!(
-            "charset=utf-8,username=\"{user}\",realm=\"{}\",nonce=\"{}\",nc=00000001,\
-             cnonce=\"{cnonce}\",digest-uri=\"{DIGEST_URI}\",maxbuf=65536,response={response},qop=auth",
-            d["realm"], d["nonce"]
-        )
+        let mut client = DigestClient::new(CLIENTS);
+        let r = client.respond(challenge.as_bytes(), user, password, cnonce);
+        String::from_utf8(r.unwrap()).unwrap()
     }
 
     fn users(user: &str) -> Option<String> {
@@ -279,7 +361,7 @@ mod tests {
         let d = directives(std::str::from_utf8(&token).unwrap()).unwrap();
         let expected = Secret {
             user: "alice",
-            realm: REALM,
+            realm: CLIENTS.realm,
             password: "alice-secret",
             utf8: true,
             nonce: "OA6MG9tEQGm2hh",
@@ -287,7 +369,7 @@ mod tests {
             nc: "00000001",
             authzid: None,
         }
-        .response(&format!(":{DIGEST_URI}"));
+        .response(&format!(":{}", CLIENTS.digest_uri));
         assert_eq!(d["rspauth"], expected);
         assert!(m.step(b"", users).is_err(), "nothing after completion");
     }
@@ -352,5 +434,57 @@ mod tests {
             .step(replayed.as_bytes(), users)
             .unwrap_err()
             .contains("nonce"));
+    }
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+
+    fn users(user: &str) -> Option<String> {
+        (user == "learner").then(|| "learner-secret".to_owned())
+    }
+
+    /// One whole exchange between [`DigestClient`] and [`DigestMd5`] for `service`s; the
+    /// outcome of the server's check and of the client's check of its answer.
+    fn exchange(server: Service, client: Service, password: &str) -> Result<String, String> {
+        let mut s = DigestMd5::for_service("nonce-1".into(), server);
+        let DigestStep::Challenge(c) = s.step(b"", users)? else {
+            panic!("a challenge first")
+        };
+        let mut cl = DigestClient::new(client);
+        let response = cl.respond(&c, "learner", password, "cnonce-1")?;
+        match s.step(&response, users)? {
+            DigestStep::Complete { token, user } => cl.finish(&token).map(|()| user),
+            DigestStep::Challenge(_) => panic!("two steps"),
+        }
+    }
+
+    #[test]
+    fn members_log_in_with_the_quorum_service() {
+        assert_eq!(
+            exchange(QUORUM, QUORUM, "learner-secret").unwrap(),
+            "learner"
+        );
+        let wrong = exchange(QUORUM, QUORUM, "guess").unwrap_err();
+        assert!(wrong.contains("wrong password"), "{wrong}");
+        // A client's login is not a member's, nor the other way round.
+        let mismatched = exchange(QUORUM, CLIENTS, "learner-secret").unwrap_err();
+        assert!(mismatched.contains("mismatched URI"), "{mismatched}");
+    }
+
+    #[test]
+    fn a_server_that_does_not_know_the_password_is_caught() {
+        let mut cl = DigestClient::new(QUORUM);
+        let challenge = br#"realm="zk-quorum-sasl-md5",nonce="n",charset=utf-8,algorithm=md5-sess"#;
+        cl.respond(challenge, "learner", "learner-secret", "c")
+            .unwrap();
+        assert!(cl
+            .finish(b"rspauth=00000000000000000000000000000000")
+            .is_err());
+        assert!(cl.finish(b"").is_err());
+        assert!(DigestClient::new(QUORUM)
+            .respond(b"realm=\"r\"", "u", "p", "c")
+            .is_err());
     }
 }

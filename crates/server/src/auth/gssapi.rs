@@ -8,10 +8,12 @@
 //! answers with its choice and, optionally, an authorization id. Then the client is the
 //! context's source principal, `alice@REALM`.
 //!
+//! [`Initiator`] is the client's side, for a member logging in to another (`QuorumLearner`).
+//!
 //! The keytab and krb5.conf are MIT's to find: `KRB5_KTNAME` and `KRB5_CONFIG`, which the binary
 //! sets from the JAAS `keyTab` and `-Djava.security.krb5.conf` before any thread starts.
 
-use libgssapi::context::{SecurityContext, ServerCtx};
+use libgssapi::context::{ClientCtx, CtxFlags, SecurityContext, ServerCtx};
 use libgssapi::credential::{Cred, CredUsage};
 use libgssapi::name::Name;
 use libgssapi::oid::{OidSet, GSS_MECH_KRB5, GSS_NT_KRB5_PRINCIPAL};
@@ -141,5 +143,94 @@ impl Gssapi {
         Ok(GssStep::Complete {
             principal: self.peer.clone(),
         })
+    }
+}
+
+/// Where a login is.
+enum InitStage {
+    /// Building the context: the AP-REQ out, the AP-REP back.
+    Context,
+    /// The context is up; the server's wrapped layer offer comes next.
+    Layers,
+    Done,
+}
+
+/// The client's side of GSSAPI, as Java's `GssKrb5Client` runs it, for a member logging in to
+/// another as its `QuorumLearner` principal. Its key comes from the client keytab
+/// (`KRB5_CLIENT_KTNAME`, which the binary sets from the JAAS `keyTab`). Making one and its
+/// first step may ask the KDC for tickets, so they run on a blocking thread.
+pub struct Initiator {
+    ctx: ClientCtx,
+    stage: InitStage,
+}
+
+impl Initiator {
+    /// Logs in as `principal` to talk to `target` (`zkquorum/host@REALM`), asking for mutual
+    /// authentication: the member dialed proves itself too.
+    pub fn new(principal: &str, target: &str) -> Result<Initiator, String> {
+        let me = Name::new(principal.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
+            .map_err(|e| format!("bad principal {principal:?}: {e}"))?;
+        let mut mechs = OidSet::new();
+        mechs.add(GSS_MECH_KRB5).map_err(|e| e.to_string())?;
+        let cred =
+            Cred::acquire(Some(&me), None, CredUsage::Initiate, Some(&mechs)).map_err(|e| {
+                format!("cannot log in as {principal} (KRB5_CLIENT_KTNAME, JAAS keyTab): {e}")
+            })?;
+        let target_name = Name::new(target.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
+            .map_err(|e| format!("bad service principal {target:?}: {e}"))?;
+        let flags = CtxFlags::GSS_C_MUTUAL_FLAG;
+        Ok(Initiator {
+            ctx: ClientCtx::new(Some(cred), target_name, flags, Some(GSS_MECH_KRB5)),
+            stage: InitStage::Context,
+        })
+    }
+
+    /// The first token: the AP-REQ, with a ticket for the target.
+    pub fn start(&mut self) -> Result<Vec<u8>, String> {
+        self.context_step(None)
+    }
+
+    /// Takes the server's next token and gives the answer to send.
+    pub fn step(&mut self, token: &[u8]) -> Result<Vec<u8>, String> {
+        match self.stage {
+            InitStage::Context => self.context_step(Some(token)),
+            InitStage::Layers => self.choose(token),
+            InitStage::Done => Err("the GSSAPI login is already complete".into()),
+        }
+    }
+
+    /// Whether the login has answered the layer offer (the server's success is next).
+    pub fn is_done(&self) -> bool {
+        matches!(self.stage, InitStage::Done)
+    }
+
+    fn context_step(&mut self, token: Option<&[u8]>) -> Result<Vec<u8>, String> {
+        let out = self
+            .ctx
+            .step(token, None)
+            .map_err(|e| format!("GSS init failed: {e}"))?;
+        if self.ctx.is_complete() {
+            self.stage = InitStage::Layers;
+        }
+        Ok(out.map(|b| b.to_vec()).unwrap_or_default())
+    }
+
+    /// Answers the server's wrapped offer with no security layer (`auth`), as ZooKeeper's
+    /// members do, and no authorization id: the server names us by our principal.
+    fn choose(&mut self, offer: &[u8]) -> Result<Vec<u8>, String> {
+        let plain = self
+            .ctx
+            .unwrap(offer)
+            .map_err(|e| format!("cannot unwrap the server's layer offer: {e}"))?;
+        if plain.len() < 4 || plain[0] & LAYER_NONE == 0 {
+            return Err("the server does not offer the security layer none (auth)".into());
+        }
+        let choice = [LAYER_NONE, MAX_BUFFER[0], MAX_BUFFER[1], MAX_BUFFER[2]];
+        let wrapped = self
+            .ctx
+            .wrap(false, &choice)
+            .map_err(|e| format!("cannot wrap the layer choice: {e}"))?;
+        self.stage = InitStage::Done;
+        Ok(wrapped.to_vec())
     }
 }

@@ -75,6 +75,57 @@ pub(crate) fn read_server_section(
     Ok(Some(ServerLogin::Digest { passwords }))
 }
 
+/// How this member logs in to the members it dials (`QuorumLearner`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LearnerLogin {
+    /// DIGEST-MD5 as `username` with `password` (a `DigestLoginModule`).
+    Digest { username: String, password: String },
+    /// GSSAPI as `principal`, with its key in `keytab`.
+    Kerberos {
+        principal: String,
+        keytab: Option<PathBuf>,
+    },
+}
+
+/// The JAAS file's learner section (`quorum.auth.learner.saslLoginContext`); an error if it is
+/// missing or names no way to log in, since a member that must log in could not.
+pub(crate) fn read_learner_section(
+    path: &Path,
+    section: &str,
+) -> Result<LearnerLogin, ConfigError> {
+    let key = "quorum.auth.learner.saslLoginContext";
+    let refuse = |why: String| bad(key, section, &format!("{}: {why}", path.display()));
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| refuse(format!("cannot read the JAAS file: {e}")))?;
+    let jaas = super::jaas::Jaas::parse(&text).map_err(refuse)?;
+    let modules = jaas
+        .section(section)
+        .ok_or_else(|| refuse("the JAAS file has no such section".into()))?;
+    if let Some(m) = modules.iter().find(|m| m.class == KRB5_LOGIN_MODULE) {
+        let principal = m
+            .options
+            .get("principal")
+            .ok_or_else(|| refuse("Krb5LoginModule needs principal=\"name/host@REALM\"".into()))?;
+        let keytab = m.options.get("keyTab").map(PathBuf::from);
+        if let Some(k) = &keytab {
+            std::fs::metadata(k).map_err(|e| refuse(format!("keyTab {}: {e}", k.display())))?;
+        }
+        return Ok(LearnerLogin::Kerberos {
+            principal: principal.clone(),
+            keytab,
+        });
+    }
+    let digest = modules.iter().find(|m| m.class == DIGEST_LOGIN_MODULE);
+    let option = |name: &str| digest.and_then(|m| m.options.get(name)).cloned();
+    match (option("username"), option("password")) {
+        (Some(username), Some(password)) => Ok(LearnerLogin::Digest { username, password }),
+        _ => Err(refuse(
+            "a DigestLoginModule with username and password, or a Krb5LoginModule, is needed"
+                .into(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +179,42 @@ mod tests {
             panic!("a digest login");
         };
         assert_eq!(passwords["alice"], "a");
+    }
+
+    #[test]
+    fn learner_sections() {
+        let dir = std::env::temp_dir().join(format!("corral-learner-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("jaas.conf");
+        let read = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            read_learner_section(&path, "QuorumLearner")
+        };
+        let digest = format!(
+            "QuorumLearner {{ {DIGEST_LOGIN_MODULE} required username=\"m\" password=\"s\"; }};"
+        );
+        assert_eq!(
+            read(&digest).unwrap(),
+            LearnerLogin::Digest {
+                username: "m".into(),
+                password: "s".into()
+            }
+        );
+        let krb = format!(
+            "QuorumLearner {{ {KRB5_LOGIN_MODULE} required useKeyTab=true \
+             principal=\"learner/localhost@CORRAL.TEST\"; }};"
+        );
+        assert!(matches!(read(&krb).unwrap(), LearnerLogin::Kerberos { .. }));
+        let no_password = digest.replace(" password=\"s\"", "");
+        assert!(read(&no_password)
+            .unwrap_err()
+            .to_string()
+            .contains("username and password"));
+        let missing = digest.replace("QuorumLearner", "Other");
+        assert!(read(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("no such section"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -9,10 +9,14 @@
 pub mod digest_md5;
 pub mod gssapi;
 pub mod jaas;
+pub mod keytab;
 mod login;
+pub mod quorum;
+mod quorum_net;
 mod servers;
 
-pub use login::ServerLogin;
+pub use login::{LearnerLogin, ServerLogin};
+pub use quorum_net::SaslNet;
 pub use servers::{SaslOutcome, SaslRun, SaslServers};
 
 use crate::config::{bad, parse_bool, ConfigError};
@@ -58,9 +62,116 @@ pub struct AuthConfig {
     /// `allowSaslFailedClients`: a client whose SASL fails keeps its connection (unless SASL is
     /// required).
     pub allow_sasl_failed: bool,
+    /// SASL between members (`quorum.auth.*`).
+    pub quorum: QuorumAuthConfig,
     enforce_enabled: bool,
     enforce_schemes: Vec<String>,
     require_client_sasl: bool,
+}
+
+/// SASL between members (`quorum.auth.*`), with ZooKeeper's names and defaults.
+#[derive(Debug, Clone, Default)]
+pub struct QuorumAuthConfig {
+    /// `quorum.auth.enableSasl`: members may log in to each other.
+    pub enabled: bool,
+    /// `quorum.auth.learnerRequireSasl`: this member logs in to every member it dials.
+    pub learner_require: bool,
+    /// `quorum.auth.serverRequireSasl`: this member refuses links that do not log in.
+    pub server_require: bool,
+    /// `quorum.auth.learner.saslLoginContext` ("QuorumLearner").
+    pub learner_context: Option<String>,
+    /// `quorum.auth.server.saslLoginContext` ("QuorumServer").
+    pub server_context: Option<String>,
+    /// `quorum.auth.kerberos.servicePrincipal` ("zkquorum/localhost").
+    pub kerberos_service_principal: Option<String>,
+    /// The learner's and server's logins, read from the JAAS file when enabled.
+    pub logins: Option<(LearnerLogin, ServerLogin)>,
+}
+
+impl QuorumAuthConfig {
+    pub fn service_principal(&self) -> &str {
+        self.kerberos_service_principal
+            .as_deref()
+            .unwrap_or("zkquorum/localhost")
+    }
+
+    pub fn server_login(&self) -> Option<&ServerLogin> {
+        self.logins.as_ref().map(|(_, server)| server)
+    }
+
+    pub fn learner_login(&self) -> Option<&LearnerLogin> {
+        self.logins.as_ref().map(|(learner, _)| learner)
+    }
+
+    /// Takes one `quorum.*` key (`name` without `zookeeper.`).
+    fn set(&mut self, name: &str, key: &str, value: &str) -> Result<(), ConfigError> {
+        match name {
+            "quorum.auth.enableSasl" => self.enabled = parse_bool(key, value)?,
+            "quorum.auth.learnerRequireSasl" => self.learner_require = parse_bool(key, value)?,
+            "quorum.auth.serverRequireSasl" => self.server_require = parse_bool(key, value)?,
+            "quorum.auth.learner.saslLoginContext" => self.learner_context = Some(value.into()),
+            "quorum.auth.server.saslLoginContext" => self.server_context = Some(value.into()),
+            "quorum.auth.kerberos.servicePrincipal" => {
+                self.kerberos_service_principal = Some(value.into())
+            }
+            // ZooKeeper's threads for member logins; Corral's run on tasks, at most 64 at once.
+            "quorum.cnxn.threads.size" => {
+                value
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|_| bad(key, value, "not a number"))?;
+            }
+            _ => tracing::warn!(key, "unknown quorum.auth key ignored"),
+        }
+        Ok(())
+    }
+
+    /// Checks the settings together, as ZooKeeper's `QuorumPeerConfig` does, and reads the
+    /// logins from the JAAS file.
+    fn finish(&mut self, jaas: Option<&std::path::Path>) -> Result<(), ConfigError> {
+        let refuse = |key: &str, why: &str| Err(bad(key, "true", why));
+        if !self.enabled && self.server_require {
+            return refuse(
+                "quorum.auth.serverRequireSasl",
+                "quorum.auth.enableSasl is disabled, so cannot enable quorum.auth.serverRequireSasl",
+            );
+        }
+        if !self.enabled && self.learner_require {
+            return refuse(
+                "quorum.auth.learnerRequireSasl",
+                "quorum.auth.enableSasl is disabled, so cannot enable quorum.auth.learnerRequireSasl",
+            );
+        }
+        if !self.learner_require && self.server_require {
+            return refuse(
+                "quorum.auth.serverRequireSasl",
+                "quorum.auth.learnerRequireSasl is disabled, so cannot enable \
+                 quorum.auth.serverRequireSasl",
+            );
+        }
+        if !self.enabled {
+            return Ok(());
+        }
+        let Some(path) = jaas else {
+            return refuse(
+                "quorum.auth.enableSasl",
+                "members log in by SASL with a JAAS file's QuorumServer and QuorumLearner \
+                 sections: name it with -Djava.security.auth.login.config",
+            );
+        };
+        let server_section = self.server_context.as_deref().unwrap_or("QuorumServer");
+        let server = login::read_server_section(path, server_section)?.ok_or_else(|| {
+            bad(
+                "quorum.auth.server.saslLoginContext",
+                server_section,
+                &format!("{} has no such section", path.display()),
+            )
+        })?;
+        let learner_section = self.learner_context.as_deref().unwrap_or("QuorumLearner");
+        let learner = login::read_learner_section(path, learner_section)?;
+        self.logins = Some((learner, server));
+        Ok(())
+    }
 }
 
 /// The settings [`AuthConfig::set`] takes, as zoo.cfg keys or JVM properties.
@@ -69,6 +180,7 @@ pub fn is_auth_key(key: &str) -> bool {
     key.starts_with("authProvider.")
         || key.starts_with("superUser.")
         || key.starts_with("quorum.auth.")
+        || key == "quorum.cnxn.threads.size"
         || matches!(
             key,
             "java.security.auth.login.config"
@@ -123,21 +235,7 @@ impl AuthConfig {
                     .collect()
             }
             "allowSaslFailedClients" => self.allow_sasl_failed = parse_bool(key, value)?,
-            // Members authenticate each other by TLS (sslQuorum); running without the SASL an
-            // operator asked for would be a silent hole, so it is refused.
-            "quorum.auth.enableSasl"
-            | "quorum.auth.learnerRequireSasl"
-            | "quorum.auth.serverRequireSasl" => {
-                if parse_bool(key, value)? {
-                    return Err(bad(
-                        key,
-                        value,
-                        "SASL between members is not supported yet; use sslQuorum (TLS with \
-                         certificates) to authenticate members",
-                    ));
-                }
-            }
-            n if n.starts_with("quorum.auth.") => {}
+            n if n.starts_with("quorum.") => self.quorum.set(n, key, value)?,
             _ => unreachable!("is_auth_key admits {key}"),
         }
         Ok(())
@@ -146,6 +244,7 @@ impl AuthConfig {
     /// Checks the settings together and reads the JAAS file. Schemes without
     /// `enforce.auth.enabled` enforce nothing; `sessionRequireClientSASLAuth` enforces `sasl`.
     pub fn finish(&mut self, x509: bool) -> Result<(), ConfigError> {
+        self.quorum.finish(self.jaas_file.as_deref())?;
         self.required_schemes.clear();
         if self.enforce_enabled {
             if self.enforce_schemes.is_empty() {
@@ -194,6 +293,29 @@ impl AuthConfig {
             self.default_realm = default_realm(self.krb5_conf.as_deref());
         }
         Ok(())
+    }
+
+    /// The acceptor keytabs the server sections name (clients' `Server`, members'
+    /// `QuorumServer`), each once. MIT reads one (`KRB5_KTNAME`): when there are two, the binary
+    /// merges them ([`keytab::merge`]).
+    pub fn acceptor_keytabs(&self) -> Vec<&std::path::Path> {
+        let logins = self
+            .sasl
+            .as_deref()
+            .into_iter()
+            .chain(self.quorum.server_login());
+        let mut keytabs: Vec<&std::path::Path> = Vec::new();
+        for login in logins {
+            if let ServerLogin::Kerberos {
+                keytab: Some(k), ..
+            } = login
+            {
+                if !keytabs.contains(&k.as_path()) {
+                    keytabs.push(k);
+                }
+            }
+        }
+        keytabs
     }
 
     /// Whether a session with these identities may make requests (besides auth and SASL).
@@ -337,8 +459,18 @@ mod tests {
         );
         assert!(config(&[sasl, on]).is_err(), "no schemes");
         assert!(config(&[("authProvider.2", "com.example.Mine")]).is_err());
-        assert!(config(&[("quorum.auth.enableSasl", "true")]).is_err());
         assert!(config(&[("quorum.auth.enableSasl", "false")]).is_ok());
+        // Without a JAAS file there is nothing to log in with.
+        assert!(config(&[("quorum.auth.enableSasl", "true")]).is_err());
+        // ZooKeeper's order of switching it on: enable, require on learners, then servers.
+        let why = |pairs: &[(&str, &str)]| config(pairs).unwrap_err().to_string();
+        assert!(why(&[("quorum.auth.learnerRequireSasl", "true")])
+            .contains("quorum.auth.enableSasl is disabled"));
+        assert!(why(&[
+            ("quorum.auth.enableSasl", "true"),
+            ("quorum.auth.serverRequireSasl", "true")
+        ])
+        .contains("learnerRequireSasl is disabled"));
     }
 
     #[test]

@@ -166,7 +166,7 @@ fn gss_step(
 
 /// A fresh DIGEST-MD5 nonce: 30 random bytes, base64 (as Java's server makes them); none
 /// without the system's randomness (a guessable nonce would let responses be replayed).
-fn nonce() -> Option<String> {
+pub(super) fn nonce() -> Option<String> {
     use base64::Engine;
     let mut bytes = [0u8; 30];
     getrandom::getrandom(&mut bytes).ok()?;

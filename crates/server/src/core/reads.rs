@@ -86,7 +86,7 @@ impl Core {
                 } else {
                     tracing::warn!(?peer, scheme = %p.scheme, "authentication with an unknown scheme; closing");
                 }
-                self.stats.auth_failed += 1;
+                self.stats.auth_refused += 1;
                 self.send(
                     conn,
                     reply_frame(xid, zxid.min(0), &Err(ErrorCode::AuthFailed)),

@@ -64,7 +64,7 @@ impl Core {
                 self.finish(conn, xid, SASL_REPLY_ZXID, none, received);
             }
             SaslOutcome::Failed(why) => {
-                self.stats.auth_failed += 1;
+                self.stats.auth_refused += 1;
                 let auth = &self.cfg.auth;
                 if auth.allow_sasl_failed && !auth.sasl_required() {
                     tracing::warn!(%peer, %why, "SASL authentication failed; keeping the connection (allowSaslFailedClients)");
@@ -143,7 +143,7 @@ impl Core {
             required = ?self.cfg.auth.required_schemes,
             "a session that has not authenticated with a required scheme made a request; closing it"
         );
-        self.stats.auth_failed += 1;
+        self.stats.auth_refused += 1;
         let code = Err(ErrorCode::SessionClosedRequireSaslAuth);
         self.finish(conn, xid, SASL_REPLY_ZXID, code, received);
         self.close_after_refusal(conn);

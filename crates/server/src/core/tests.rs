@@ -817,5 +817,5 @@ fn a_sasl_step_holds_what_follows_and_required_sasl_refuses_the_rest() {
     expected.extend((-1i32).to_be_bytes());
     assert_eq!(&frame[..], &expected[..]);
     assert!(matches!(received.last(), Some(Outgoing::SessionClosed)));
-    assert_eq!(h.core.stats.auth_failed, 2);
+    assert_eq!(h.core.stats.auth_refused, 2);
 }

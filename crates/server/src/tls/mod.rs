@@ -241,15 +241,21 @@ pub async fn sniff(mut stream: BoxStream, timeout: Duration) -> std::io::Result<
     if n == 0 {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
-    let rewound: BoxStream = Box::new(Joined(Rewound {
-        prefix: Bytes::copy_from_slice(&first),
-        inner: stream,
-    }));
+    let rewound = rewound(&first, stream);
     Ok(if first[0] == TLS_HANDSHAKE {
         Sniffed::Tls(rewound)
     } else {
         Sniffed::Plain(rewound)
     })
+}
+
+/// `stream` with `prefix`, bytes already read from it to tell what it carries, put back in
+/// front for the next reader.
+pub(crate) fn rewound(prefix: &[u8], stream: BoxStream) -> BoxStream {
+    Box::new(Joined(Rewound {
+        prefix: Bytes::copy_from_slice(prefix),
+        inner: stream,
+    }))
 }
 
 /// A stream with bytes already read from it put back in front.

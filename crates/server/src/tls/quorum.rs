@@ -8,6 +8,7 @@
 use super::config::{ClientAuth, TlsSide};
 use super::reload::Reloading;
 use super::{load, provider, stores, versions, Joined};
+use crate::gate::{gated, Check};
 use corral_io::net::BoxFuture;
 use corral_io::{BoxStream, Listener, Net};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -19,13 +20,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// How long a member may take over the TLS handshake of a member link.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Member links whose handshake is under way at once, per listener; more wait for the kernel's
-/// backlog.
-const HANDSHAKES_IN_FLIGHT: usize = 64;
 
 /// The replicated log's network, with TLS on every member link.
 pub struct QuorumNet {
@@ -117,64 +114,41 @@ impl Net for QuorumNet {
         let inner = self.inner.bind(addr);
         let (configs, check_names) = (self.configs.clone(), self.check_names);
         Box::pin(async move {
-            let listener = inner.await?;
-            let local = listener.local_addr()?;
-            let (tx, rx) = mpsc::channel(HANDSHAKES_IN_FLIGHT);
-            tokio::spawn(handshakes(listener, configs, check_names, tx));
-            Ok(Box::new(TlsListener { local, ready: rx }) as Box<dyn Listener>)
+            let check: Check = Arc::new(move |stream, peer| {
+                let acceptor = tokio_rustls::TlsAcceptor::from(configs.get().server.clone());
+                Box::pin(handshake(acceptor, stream, peer, check_names))
+            });
+            gated(inner.await?, check)
         })
     }
 }
 
-/// Accepts member links and runs their handshakes concurrently, so that one slow or hostile
-/// peer does not hold up the others; finished links wait in `ready`.
-async fn handshakes(
-    mut listener: Box<dyn Listener>,
-    configs: Arc<Reloading<Configs>>,
+/// The TLS handshake of a member link that dialed this member; None when it is refused.
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: BoxStream,
+    peer: SocketAddr,
     check_names: bool,
-    ready: mpsc::Sender<io::Result<(BoxStream, SocketAddr)>>,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_IN_FLIGHT));
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = ready.closed() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                if ready.send(Err(e)).await.is_err() {
-                    return;
+) -> Option<BoxStream> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+            if check_names {
+                if let Err(why) = names_peer(leaf, peer).await {
+                    tracing::warn!(%peer, %why, "refusing a member link: its certificate does not name it");
+                    return None;
                 }
-                continue;
             }
-        };
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(configs.get().server.clone());
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
-                    if check_names {
-                        if let Err(why) = names_peer(leaf, peer).await {
-                            tracing::warn!(%peer, %why, "refusing a member link: its certificate does not name it");
-                            return;
-                        }
-                    }
-                    let _ = ready
-                        .send(Ok((Box::new(Joined(tls)) as BoxStream, peer)))
-                        .await;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(%peer, error = %e, "refusing a member link: TLS handshake failed")
-                }
-                Err(_) => tracing::warn!(%peer, "refusing a member link: no TLS handshake in time"),
-            }
-        });
+            Some(Box::new(Joined(tls)) as BoxStream)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, error = %e, "refusing a member link: TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "refusing a member link: no TLS handshake in time");
+            None
+        }
     }
 }
 
@@ -197,29 +171,6 @@ async fn names_peer(leaf: Option<&CertificateDer<'_>>, peer: SocketAddr) -> Resu
         }
     }
     Err(format!("its names {dns:?} do not include {}", peer.ip()))
-}
-
-struct TlsListener {
-    local: SocketAddr,
-    ready: mpsc::Receiver<io::Result<(BoxStream, SocketAddr)>>,
-}
-
-impl Listener for TlsListener {
-    fn accept(&mut self) -> BoxFuture<'_, io::Result<(BoxStream, SocketAddr)>> {
-        Box::pin(async move {
-            match self.ready.recv().await {
-                Some(r) => r,
-                None => Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "listener stopped",
-                )),
-            }
-        })
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
-    }
 }
 
 /// Checks a dialed member's certificate against the quorum trust store; its name too unless
