@@ -27,7 +27,8 @@ import time
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.exceptions import AuthFailedError, NoAuthError, SessionClosedRequireSaslError
+from kazoo.exceptions import (AuthFailedError, InvalidACLError, NoAuthError,
+                              SessionClosedRequireSaslError)
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.serialization import int_struct, read_string
 from kazoo.retry import KazooRetry
@@ -316,6 +317,23 @@ def test_sasl_digest_md5_users_and_acls(ensemble, caplog):
 
 def auth_failed(ensemble):
     return sum(int(mntr(p)["zk_auth_failed_count"]) for p in ensemble.ports)
+
+
+@pytest.mark.parametrize("kind", ["zookeeper", "corral"])
+def test_acl_schemes_need_their_providers(kind, pki):
+    """`sasl:` ACLs need the SASL provider and `x509:` ones a TLS client port; without them
+    they are InvalidACL (`digest` and `ip` are always there)."""
+    sasl, x509 = make_acl("sasl", "alice", all=True), make_acl("x509", ALICE_DN, all=True)
+    for lines, valid, invalid in (([], [], [sasl, x509]),
+                                  (["authProvider.1=" + SASL_PROVIDER], [sasl], [x509])):
+        with standalone(kind, pki, lines) as port, connected("127.0.0.1:%d" % port) as c:
+            for acl in invalid:
+                with pytest.raises(InvalidACLError):
+                    c.create("/acl-%s" % acl.id.scheme, b"", acl=[acl])
+                with pytest.raises(InvalidACLError):
+                    c.set_acls("/", [acl])
+            for acl in valid + [make_acl("digest", "u:h", all=True)]:
+                c.create("/acl-%s" % acl.id.scheme, b"", acl=[acl])
 
 
 def zkcli_lines(hosts, flags, *args):

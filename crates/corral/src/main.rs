@@ -383,6 +383,7 @@ fn kerberos_environment(cfg: &ServerConfig) -> Result<(), String> {
         }
     };
     match auth.acceptor_keytabs().as_slice() {
+        _ if std::env::var_os("KRB5_KTNAME").is_some() => {}
         [] => {}
         [keytab] => set("KRB5_KTNAME", keytab),
         several => {
@@ -410,10 +411,11 @@ fn kerberos_environment(cfg: &ServerConfig) -> Result<(), String> {
     if let Some((principal, keytab)) = learner {
         if let Some(keytab) = keytab {
             set("KRB5_CLIENT_KTNAME", keytab);
+            // Tickets got with the keytab stay in the process, as Java's Krb5LoginModule keeps
+            // them: no ticket cache on disk is written. Without a keytab the member logs in
+            // from the ticket cache it is given (KRB5CCNAME, as Java's useTicketCache).
+            std::env::set_var("KRB5CCNAME", "MEMORY:corral-quorum-learner");
         }
-        // The member's own tickets stay in the process (as Java's Krb5LoginModule with a
-        // keytab keeps them); a user's ticket cache is never written.
-        std::env::set_var("KRB5CCNAME", "MEMORY:corral-quorum-learner");
         tracing::info!(%principal, "members log in to each other by Kerberos (GSSAPI)");
     }
     if clients.is_some() || members || learner.is_some() {

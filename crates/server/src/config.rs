@@ -108,6 +108,18 @@ pub struct ServerConfig {
     pub console: Arc<crate::console::config::ConsoleConfig>,
 }
 
+impl ServerConfig {
+    /// The ACL schemes beyond `world`, `digest` and `ip` this server has providers for, as
+    /// ZooKeeper registers them: `sasl` with `authProvider.N=...SASLAuthenticationProvider`,
+    /// `x509` with a TLS client port (`secureClientPort` or `client.portUnification`).
+    pub fn acl_providers(&self) -> corral_tree::acl::Providers {
+        corral_tree::acl::Providers {
+            sasl: self.auth.sasl_provider,
+            x509: self.tls.enabled(),
+        }
+    }
+}
+
 /// One `server.N=host:peerPort:electionPort[:observer|:participant][;[clientHost:]clientPort]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerLine {

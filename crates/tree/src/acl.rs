@@ -144,10 +144,50 @@ pub fn user_name(id: &Id) -> String {
     }
 }
 
+/// The schemes beyond `world`, `digest` and `ip` that the proposing member had a provider for,
+/// stamped on each entry: ZooKeeper's leader checks an ACL against its own providers when it
+/// prepares a request, so the check travels in the log and every member applies the same
+/// answer. `sasl` needs `authProvider.N=...SASLAuthenticationProvider`; `x509` comes with a TLS
+/// client port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Providers {
+    pub sasl: bool,
+    pub x509: bool,
+}
+
+impl Providers {
+    /// Every scheme: what entries written before providers were stamped were checked with.
+    pub const ALL: Providers = Providers {
+        sasl: true,
+        x509: true,
+    };
+
+    /// Whether ACLs may name `scheme` (and `auth` may stand for its identities).
+    pub fn has(&self, scheme: &str) -> bool {
+        match scheme {
+            "sasl" => self.sasl,
+            "x509" => self.x509,
+            _ => true,
+        }
+    }
+
+    /// One byte in the log: bit 0 `sasl`, bit 1 `x509`.
+    pub fn to_byte(self) -> u8 {
+        u8::from(self.sasl) | u8::from(self.x509) << 1
+    }
+
+    pub fn from_byte(b: u8) -> Providers {
+        Providers {
+            sasl: b & 1 != 0,
+            x509: b & 2 != 0,
+        }
+    }
+}
+
 /// Normalises the ACL of a create or setACL (ZooKeeper's `fixupACL`): empty is invalid, `auth`
-/// entries become one entry per authenticated identity of the session, unknown schemes and
-/// malformed ids are invalid, duplicates are dropped.
-pub fn fixup(acl: &[Acl], ids: &[Id]) -> Result<Vec<Acl>, ErrorCode> {
+/// entries become one entry per authenticated identity of the session, unknown schemes, schemes
+/// without a provider and malformed ids are invalid, duplicates are dropped.
+pub fn fixup(acl: &[Acl], ids: &[Id], providers: Providers) -> Result<Vec<Acl>, ErrorCode> {
     if acl.is_empty() {
         return Err(ErrorCode::InvalidAcl);
     }
@@ -161,9 +201,13 @@ pub fn fixup(acl: &[Acl], ids: &[Id]) -> Result<Vec<Acl>, ErrorCode> {
         match entry.id.scheme.as_str() {
             "world" if entry.id.id == "anyone" => push(entry.clone()),
             "auth" => {
-                // Only schemes whose identities prove who the client is can stand in for `auth`.
+                // Only schemes whose identities prove who the client is can stand in for `auth`,
+                // and, as in ZooKeeper, only those the server has a provider for.
                 let mut any = false;
-                let proven = |id: &&Id| matches!(id.scheme.as_str(), "digest" | "sasl" | "x509");
+                let proven = |id: &&Id| {
+                    matches!(id.scheme.as_str(), "digest" | "sasl" | "x509")
+                        && providers.has(&id.scheme)
+                };
                 for id in ids.iter().filter(proven) {
                     any = true;
                     push(Acl {
@@ -177,8 +221,10 @@ pub fn fixup(acl: &[Acl], ids: &[Id]) -> Result<Vec<Acl>, ErrorCode> {
             }
             "digest" if java_split_len(&entry.id.id, ':') == 2 => push(entry.clone()),
             "ip" if ip_pattern_is_valid(&entry.id.id) => push(entry.clone()),
-            "sasl" if kerberos_name_is_valid(&entry.id.id) => push(entry.clone()),
-            "x509" if distinguished_name_is_valid(&entry.id.id) => push(entry.clone()),
+            "sasl" if providers.sasl && kerberos_name_is_valid(&entry.id.id) => push(entry.clone()),
+            "x509" if providers.x509 && distinguished_name_is_valid(&entry.id.id) => {
+                push(entry.clone())
+            }
             _ => return Err(ErrorCode::InvalidAcl),
         }
     }
@@ -290,13 +336,17 @@ mod tests {
     #[test]
     fn fixup_expands_auth_and_rejects_bad_ids() {
         let ids = vec![Id::new("ip", "127.0.0.1"), Id::new("digest", "u:h")];
-        let fixed = fixup(&[Acl::new(perms::ALL, "auth", "")], &ids).unwrap();
+        let fixed = fixup(&[Acl::new(perms::ALL, "auth", "")], &ids, Providers::ALL).unwrap();
         assert_eq!(fixed, vec![Acl::new(perms::ALL, "digest", "u:h")]);
         assert_eq!(
-            fixup(&[Acl::new(perms::ALL, "auth", "")], &ids[..1]),
+            fixup(
+                &[Acl::new(perms::ALL, "auth", "")],
+                &ids[..1],
+                Providers::ALL
+            ),
             Err(ErrorCode::InvalidAcl)
         );
-        assert_eq!(fixup(&[], &ids), Err(ErrorCode::InvalidAcl));
+        assert_eq!(fixup(&[], &ids, Providers::ALL), Err(ErrorCode::InvalidAcl));
         for bad in [
             ("world", "bob"),
             ("digest", "nocolon"),
@@ -307,7 +357,7 @@ mod tests {
             ("foo", "x"),
         ] {
             assert_eq!(
-                fixup(&[Acl::new(1, bad.0, bad.1)], &ids),
+                fixup(&[Acl::new(1, bad.0, bad.1)], &ids, Providers::ALL),
                 Err(ErrorCode::InvalidAcl),
                 "{bad:?}"
             );
@@ -316,7 +366,7 @@ mod tests {
             Acl::new(1, "world", "anyone"),
             Acl::new(1, "world", "anyone"),
         ];
-        assert_eq!(fixup(&dup, &ids).unwrap().len(), 1);
+        assert_eq!(fixup(&dup, &ids, Providers::ALL).unwrap().len(), 1);
     }
 
     #[test]
@@ -324,7 +374,7 @@ mod tests {
         let alice = Id::new("sasl", "alice");
         let cert = Id::new("x509", "CN=alice,O=Corral");
         let ids = vec![Id::new("ip", "127.0.0.1"), alice.clone(), cert.clone()];
-        let acl = fixup(&[Acl::new(perms::READ, "auth", "")], &ids).unwrap();
+        let acl = fixup(&[Acl::new(perms::READ, "auth", "")], &ids, Providers::ALL).unwrap();
         assert_eq!(
             acl,
             vec![
@@ -355,7 +405,7 @@ mod tests {
             ("x509", "CN=a\\,b,O=c"),
         ] {
             assert!(
-                fixup(&[Acl::new(1, good.0, good.1)], &ids).is_ok(),
+                fixup(&[Acl::new(1, good.0, good.1)], &ids, Providers::ALL).is_ok(),
                 "{good:?}"
             );
         }
@@ -366,10 +416,44 @@ mod tests {
             ("x509", "CN=a,"),
         ] {
             assert_eq!(
-                fixup(&[Acl::new(1, bad.0, bad.1)], &ids),
+                fixup(&[Acl::new(1, bad.0, bad.1)], &ids, Providers::ALL),
                 Err(ErrorCode::InvalidAcl),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn schemes_without_a_provider_are_invalid() {
+        let alice = Id::new("sasl", "alice");
+        let ids = vec![alice.clone(), Id::new("digest", "u:h")];
+        let none = Providers {
+            sasl: false,
+            x509: false,
+        };
+        for acl in [("sasl", "alice"), ("x509", "CN=alice")] {
+            assert_eq!(
+                fixup(&[Acl::new(1, acl.0, acl.1)], &ids, none),
+                Err(ErrorCode::InvalidAcl),
+                "{acl:?}"
+            );
+        }
+        // `auth` skips the identities of a scheme without a provider, as ZooKeeper does.
+        let auth = [Acl::new(1, "auth", "")];
+        assert_eq!(
+            fixup(&auth, &ids, none).unwrap(),
+            [Acl::new(1, "digest", "u:h")]
+        );
+        assert_eq!(fixup(&auth, &ids[..1], none), Err(ErrorCode::InvalidAcl));
+        for p in [
+            none,
+            Providers::ALL,
+            Providers {
+                sasl: true,
+                x509: false,
+            },
+        ] {
+            assert_eq!(Providers::from_byte(p.to_byte()), p);
         }
     }
 

@@ -28,6 +28,8 @@ pub struct Entry {
     pub session_id: i64,
     /// The session's identities when it sent the request (ip, digest, super): ACL checks use them.
     pub auth: Vec<Id>,
+    /// The ACL schemes the member that proposed it has providers for (see [`acl::Providers`]).
+    pub providers: acl::Providers,
     pub txn: Txn,
 }
 
@@ -103,6 +105,7 @@ struct Ctx<'a> {
     time_ms: i64,
     session_id: i64,
     auth: &'a [Id],
+    providers: acl::Providers,
 }
 
 /// `/zookeeper/config`'s data without its last line, `version=...`: the membership it shows.
@@ -146,6 +149,7 @@ impl DataTree {
             time_ms: entry.time_ms,
             session_id: entry.session_id,
             auth: &entry.auth,
+            providers: entry.providers,
         };
         let mut events = Vec::new();
         let mut closed_session = None;
@@ -342,7 +346,7 @@ impl DataTree {
             return Err(ErrorCode::BadArguments);
         }
         let parent_path = path::parent_of(spec.path).ok_or(ErrorCode::BadArguments)?;
-        let acl = acl::fixup(spec.acl, ctx.auth)?;
+        let acl = acl::fixup(spec.acl, ctx.auth, ctx.providers)?;
         let parent = self.get(key(parent_path)).ok_or(ErrorCode::NoNode)?;
         acl::check(self.acl(parent), perms::CREATE, ctx.auth)?;
         let path = if spec.mode.is_sequential() {
@@ -574,7 +578,7 @@ impl DataTree {
         undo: &mut Vec<Undo>,
     ) -> Result<Stat, ErrorCode> {
         path::validate(&req.path)?;
-        let acl = acl::fixup(&req.acl, ctx.auth)?;
+        let acl = acl::fixup(&req.acl, ctx.auth, ctx.providers)?;
         let node = self.get(&req.path).ok_or(ErrorCode::NoNode)?;
         acl::check(self.acl(node), perms::ADMIN, ctx.auth)?;
         let aversion = next_version(node.aversion, req.version)?;
@@ -724,6 +728,7 @@ mod tests {
         fn run(&mut self, session: i64, txn: Txn) -> Applied {
             self.zxid += 1;
             self.tree.apply(&Entry {
+                providers: crate::acl::Providers::ALL,
                 zxid: self.zxid,
                 time_ms: 1000 * self.zxid,
                 session_id: session,
@@ -845,6 +850,7 @@ mod tests {
         assert!(t.tree.get("/c").is_none());
         let mut disabled = DataTree::new(TreeConfig::default());
         disabled.apply(&Entry {
+            providers: crate::acl::Providers::ALL,
             zxid: 1,
             time_ms: 0,
             session_id: 1,
@@ -859,6 +865,7 @@ mod tests {
             ttl: 5,
         });
         let r = disabled.apply(&Entry {
+            providers: crate::acl::Providers::ALL,
             zxid: 2,
             time_ms: 0,
             session_id: 1,
@@ -1021,6 +1028,7 @@ mod tests {
         assert_eq!(t.create("/s/x", 0), Err(ErrorCode::NoAuth));
         t.zxid += 1;
         let as_bob = t.tree.apply(&Entry {
+            providers: crate::acl::Providers::ALL,
             zxid: t.zxid,
             time_ms: 0,
             session_id: 1,

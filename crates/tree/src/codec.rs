@@ -5,6 +5,7 @@
 //! tree: two replicas holding the same tree write the same bytes, and a digest of those bytes
 //! says whether two trees are equal.
 
+use crate::acl::Providers;
 use crate::apply::{Entry, Txn};
 use crate::path;
 use crate::tree::{DataTree, Node, TreeConfig};
@@ -13,7 +14,11 @@ use corral_proto::records::{Acl, Id};
 use corral_proto::{DecodeError, Jute, Reader, Request};
 use std::collections::HashMap;
 
-const ENTRY_VERSION: u8 = 1;
+/// Version 2 added the proposer's ACL providers after the identities; a version 1 entry was
+/// checked with every scheme, and is read back that way.
+const ENTRY_VERSION: u8 = 2;
+/// A batch's own version: its proposals carry their entries' versions.
+const BATCH_VERSION: u8 = 1;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"CRLTREE1";
 
 /// Writes an entry's fields from references, so framing a proposal copies nothing first.
@@ -21,7 +26,7 @@ fn encode_entry(
     zxid: i64,
     time_ms: i64,
     session_id: i64,
-    auth: &[Id],
+    (auth, providers): (&[Id], Providers),
     txn: &Txn,
     out: &mut Vec<u8>,
 ) {
@@ -33,6 +38,7 @@ fn encode_entry(
     for id in auth {
         id.encode(out);
     }
+    out.push(providers.to_byte());
     match txn {
         Txn::CreateSession { timeout_ms } => {
             out.push(0);
@@ -74,7 +80,7 @@ impl Entry {
             self.zxid,
             self.time_ms,
             self.session_id,
-            &self.auth,
+            (&self.auth, self.providers),
             &self.txn,
             out,
         );
@@ -89,13 +95,17 @@ impl Entry {
     pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
         let r = &mut Reader::new(bytes);
         let version = r.take(1, "entry version")?[0];
-        if version != ENTRY_VERSION {
+        if version != 1 && version != ENTRY_VERSION {
             return Err(DecodeError::Invalid("unknown entry version"));
         }
         let zxid = i64::decode(r)?;
         let time_ms = i64::decode(r)?;
         let session_id = i64::decode(r)?;
         let auth = Vec::<Id>::decode(r)?;
+        let providers = match version {
+            1 => Providers::ALL,
+            _ => Providers::from_byte(r.take(1, "entry providers")?[0]),
+        };
         let txn = match r.take(1, "entry kind")?[0] {
             0 => Txn::CreateSession {
                 timeout_ms: i32::decode(r)?,
@@ -122,6 +132,7 @@ impl Entry {
             time_ms,
             session_id,
             auth,
+            providers,
             txn,
         })
     }
@@ -141,6 +152,8 @@ pub struct Proposal {
     pub term: u64,
     pub session_id: i64,
     pub auth: Vec<Id>,
+    /// The ACL schemes the proposer has providers for.
+    pub providers: Providers,
     pub txn: Txn,
 }
 
@@ -160,6 +173,7 @@ impl Proposal {
             time_ms,
             session_id: self.session_id,
             auth: self.auth,
+            providers: self.providers,
             txn: self.txn,
         }
     }
@@ -176,6 +190,7 @@ impl Proposal {
             term,
             session_id: e.session_id,
             auth: e.auth,
+            providers: e.providers,
             txn: e.txn,
         })
     }
@@ -183,7 +198,7 @@ impl Proposal {
 
 impl Batch {
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(ENTRY_VERSION);
+        out.push(BATCH_VERSION);
         self.time_ms.encode(out);
         (self.proposals.len() as i32).encode(out);
         for p in &self.proposals {
@@ -199,7 +214,7 @@ impl Batch {
 
     pub fn decode(bytes: &[u8]) -> Result<Batch, DecodeError> {
         let r = &mut Reader::new(bytes);
-        if r.take(1, "batch version")?[0] != ENTRY_VERSION {
+        if r.take(1, "batch version")?[0] != BATCH_VERSION {
             return Err(DecodeError::Invalid("unknown batch version"));
         }
         let time_ms = i64::decode(r)?;
@@ -218,7 +233,7 @@ impl Batch {
     pub fn encode_framed<F: AsRef<[u8]>>(time_ms: i64, framed: &[F]) -> Vec<u8> {
         let bytes: usize = framed.iter().map(|f| f.as_ref().len()).sum();
         let mut out = Vec::with_capacity(16 + bytes);
-        out.push(ENTRY_VERSION);
+        out.push(BATCH_VERSION);
         time_ms.encode(&mut out);
         (framed.len() as i32).encode(&mut out);
         for f in framed {
@@ -271,7 +286,8 @@ impl Proposal {
         (self.origin_seq as i64).encode(out);
         (self.term as i64).encode(out);
         length_prefixed(out, |o| {
-            encode_entry(0, 0, self.session_id, &self.auth, &self.txn, o)
+            let identities = (self.auth.as_slice(), self.providers);
+            encode_entry(0, 0, self.session_id, identities, &self.txn, o)
         });
     }
 }
@@ -505,6 +521,7 @@ mod tests {
         let mut entries = Vec::new();
         let mut push = |tree: &mut DataTree, session: i64, txn: Txn| {
             let e = Entry {
+                providers: crate::acl::Providers::ALL,
                 zxid: tree.last_zxid() + 1,
                 time_ms: 1000 + tree.last_zxid(),
                 session_id: session,
@@ -571,6 +588,30 @@ mod tests {
     }
 
     #[test]
+    fn entries_before_providers_read_back_with_every_scheme() {
+        let entry = Entry {
+            zxid: 7,
+            time_ms: 1,
+            session_id: 2,
+            auth: vec![],
+            providers: Providers {
+                sasl: false,
+                x509: true,
+            },
+            txn: Txn::CloseSession,
+        };
+        let v2 = entry.to_bytes();
+        assert_eq!(Entry::decode(&v2).unwrap(), entry);
+        // Version 1: no providers byte after the (empty) identities at offset 29.
+        let mut v1 = vec![1];
+        v1.extend_from_slice(&v2[1..29]);
+        v1.extend_from_slice(&v2[30..]);
+        let old = Entry::decode(&v1).unwrap();
+        assert_eq!(old.providers, Providers::ALL);
+        assert_eq!((old.zxid, old.txn), (7, Txn::CloseSession));
+    }
+
+    #[test]
     fn null_data_stays_null_through_writes_and_snapshots() {
         let (tree, _) = sample_tree();
         let back = DataTree::decode_snapshot(&tree.snapshot_bytes()).unwrap();
@@ -624,6 +665,7 @@ mod tests {
                 .into_iter()
                 .enumerate()
                 .map(|(i, e)| Proposal {
+                    providers: crate::acl::Providers::ALL,
                     origin_server: 3,
                     origin_seq: i as u64,
                     term: 2,
@@ -719,6 +761,7 @@ mod tests {
         }
         for txn in txns {
             let applied = tree.apply(&Entry {
+                providers: crate::acl::Providers::ALL,
                 zxid: tree.last_zxid() + 1,
                 time_ms: 0,
                 session_id: 7,

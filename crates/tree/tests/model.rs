@@ -151,6 +151,7 @@ impl Harness {
     fn apply(&mut self, session: i64, txn: Txn) -> corral_tree::Applied {
         self.zxid += 1;
         self.tree.apply(&Entry {
+            providers: corral_tree::acl::Providers::ALL,
             zxid: self.zxid,
             time_ms: self.zxid * 10,
             session_id: session,

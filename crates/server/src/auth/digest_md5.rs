@@ -209,6 +209,7 @@ impl DigestClient {
         };
         let response = secret.response(&format!("AUTHENTICATE:{uri}"));
         self.expected_rspauth = Some(secret.response(&format!(":{uri}")));
+        let (user, realm, nonce) = (quoted(user), quoted(realm), quoted(nonce));
         Ok(format!(
             "charset=utf-8,username=\"{user}\",realm=\"{realm}\",nonce=\"{nonce}\",nc=00000001,\
              cnonce=\"{cnonce}\",digest-uri=\"{uri}\",maxbuf=65536,response={response},qop=auth"
@@ -228,6 +229,11 @@ impl DigestClient {
             _ => Err("the server answered without rspauth".into()),
         }
     }
+}
+
+/// A quoted-string's content (RFC 2831): `"` and `\` escaped.
+fn quoted(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// What both sides' digests are computed from.

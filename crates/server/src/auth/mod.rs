@@ -84,6 +84,9 @@ pub struct QuorumAuthConfig {
     pub server_context: Option<String>,
     /// `quorum.auth.kerberos.servicePrincipal` ("zkquorum/localhost").
     pub kerberos_service_principal: Option<String>,
+    /// `zookeeper.server.realm`: the service principal's realm when it names none (else the
+    /// learner's own).
+    pub server_realm: Option<String>,
     /// The learner's and server's logins, read from the JAAS file when enabled.
     pub logins: Option<(LearnerLogin, ServerLogin)>,
 }
@@ -181,6 +184,7 @@ pub fn is_auth_key(key: &str) -> bool {
         || key.starts_with("superUser.")
         || key.starts_with("quorum.auth.")
         || key == "quorum.cnxn.threads.size"
+        || key == "server.realm"
         || matches!(
             key,
             "java.security.auth.login.config"
@@ -236,6 +240,8 @@ impl AuthConfig {
             }
             "allowSaslFailedClients" => self.allow_sasl_failed = parse_bool(key, value)?,
             n if n.starts_with("quorum.") => self.quorum.set(n, key, value)?,
+            // The realm of the members' service principal when it names none.
+            "server.realm" => self.quorum.server_realm = Some(value.to_owned()),
             _ => unreachable!("is_auth_key admits {key}"),
         }
         Ok(())

@@ -26,7 +26,7 @@ use super::digest_md5::{self, DigestClient, DigestMd5, DigestStep};
 use super::gssapi::{self, GssStep, Gssapi, Initiator};
 use super::login::{LearnerLogin, ServerLogin};
 use std::io;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -38,8 +38,11 @@ pub const MAGIC_HEAD: [u8; 4] = [0x5f, 0x24, 0x35, 0x01];
 const MAX_TOKEN: usize = 64 << 10;
 /// Challenges a server sends before it gives up, as ZooKeeper's `MAX_RETRIES`.
 const MAX_ROUNDS: usize = 5;
-/// How long a whole login may take, from the first byte to the last.
+/// How long a member link may take from its first byte to the end of its login.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a dialed-in link may wait before its first bytes: a member writes at once (its
+/// login or its first request), so an idle connection is not one and gives its slot back soon.
+pub const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(2);
 /// Kerberos steps running at once (each on a blocking thread); more wait their turn.
 const GSS_STEPS_AT_ONCE: usize = 4;
 
@@ -62,12 +65,14 @@ pub struct QuorumSasl {
     server: ServerLogin,
     /// `quorum.auth.kerberos.servicePrincipal`: whom a Kerberos learner asks a ticket for.
     service_principal: String,
+    /// `zookeeper.server.realm`.
+    server_realm: Option<String>,
     /// The ensemble's hosts as its `server.N` lines write them: a Kerberos learner's principal
     /// must name one (ZooKeeper's `authzHosts`).
     hosts: Vec<String>,
     /// The acceptor's credentials, from the keytab at the first Kerberos login.
     acceptor: Mutex<Option<libgssapi::credential::Cred>>,
-    gss_slots: tokio::sync::Semaphore,
+    gss_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for QuorumSasl {
@@ -91,9 +96,10 @@ impl QuorumSasl {
             learner: logins.0,
             server: logins.1,
             service_principal: settings.service_principal().to_owned(),
+            server_realm: settings.server_realm.clone(),
             hosts,
             acceptor: Mutex::new(None),
-            gss_slots: tokio::sync::Semaphore::new(GSS_STEPS_AT_ONCE),
+            gss_slots: Arc::new(tokio::sync::Semaphore::new(GSS_STEPS_AT_ONCE)),
         }
     }
 
@@ -105,15 +111,16 @@ impl QuorumSasl {
         match &self.learner {
             LearnerLogin::Digest { username, password } => {
                 let mut client = DigestClient::new(digest_md5::QUORUM);
-                let challenge = self.exchange(s, &[]).await?;
+                let challenge = self.exchange(s, &[]).await?.going_on()?;
                 let cnonce = super::servers::nonce().ok_or("no randomness for a cnonce")?;
                 let response = client.respond(&challenge, username, password, &cnonce)?;
-                let last = self.exchange(s, &response).await?;
-                // The server's SUCCESS came with its rspauth; anything else was a challenge.
+                // The server's SUCCESS comes with its rspauth, which proves it knew the password.
+                let last = self.exchange(s, &response).await?.success()?;
                 client.finish(&last)
             }
             LearnerLogin::Kerberos { principal, .. } => {
-                let target = service_principal(&self.service_principal, host, principal);
+                let realm = self.server_realm.as_deref();
+                let target = service_principal(&self.service_principal, host, realm, principal);
                 let principal = principal.clone();
                 let (mut login, first) = self
                     .blocking(move || {
@@ -122,22 +129,22 @@ impl QuorumSasl {
                         Ok((login, first))
                     })
                     .await?;
-                let mut token = self.exchange(s, &first).await?;
+                let mut answer = self.exchange(s, &first).await?;
                 while !login.is_done() {
-                    let (l, answer) = self
+                    let token = answer.going_on()?;
+                    let (l, next) = self
                         .blocking(move || login.step(&token).map(|a| (login, a)))
                         .await?;
                     login = l;
-                    token = self.exchange(s, &answer).await?;
+                    answer = self.exchange(s, &next).await?;
                 }
-                Ok(())
+                answer.success().map(drop)
             }
         }
     }
 
-    /// Sends one learner packet and reads the server's answer: its token to go on with, or
-    /// the token of its SUCCESS; an ERROR is the refusal.
-    async fn exchange<S>(&self, s: &mut S, token: &[u8]) -> Result<Vec<u8>, String>
+    /// Sends one learner packet and reads the server's answer; an ERROR is the refusal.
+    async fn exchange<S>(&self, s: &mut S, token: &[u8]) -> Result<Answer, String>
     where
         S: AsyncRead + AsyncWrite + Unpin + ?Sized,
     {
@@ -148,7 +155,8 @@ impl QuorumSasl {
             .await
             .map_err(|e| format!("no answer to a login packet: {e}"))?;
         match status {
-            Status::InProgress | Status::Success => Ok(token),
+            Status::InProgress => Ok(Answer::GoOn(token)),
+            Status::Success => Ok(Answer::Success(token)),
             Status::Error => Err(
                 "the member refused the login (QuorumLearner's user, password or principal)".into(),
             ),
@@ -177,9 +185,14 @@ impl QuorumSasl {
         let (_, mut token) = read_packet(s, false)
             .await
             .map_err(|e| format!("a bad login packet: {e}"))?;
-        for _ in 0..=MAX_ROUNDS {
+        let mut challenges = 0;
+        loop {
             match self.step(&mut mechanism, token).await? {
+                Step::Challenge(_) if challenges == MAX_ROUNDS => {
+                    return Err(format!("no login after {MAX_ROUNDS} challenges"))
+                }
                 Step::Challenge(challenge) => {
+                    challenges += 1;
                     write_packet(s, Status::InProgress, &challenge)
                         .await
                         .map_err(|e| format!("cannot send a challenge: {e}"))?;
@@ -196,7 +209,6 @@ impl QuorumSasl {
                 }
             }
         }
-        Err(format!("no login after {MAX_ROUNDS} challenges"))
     }
 
     /// A fresh exchange for the server's login.
@@ -224,7 +236,7 @@ impl QuorumSasl {
                         slot.get_or_insert(cred).clone()
                     }
                 };
-                Ok(Mechanism::Kerberos(Box::new(Gssapi::new(cred))))
+                Ok(Mechanism::Kerberos(Some(Box::new(Gssapi::new(cred)))))
             }
         }
     }
@@ -240,19 +252,16 @@ impl QuorumSasl {
                     DigestStep::Complete { token, user } => Ok(Step::Complete { token, who: user }),
                 }
             }
-            Mechanism::Kerberos(_) => {
+            Mechanism::Kerberos(context) => {
                 // The context moves to a blocking thread and back.
-                let Mechanism::Kerberos(mut g) = std::mem::replace(mechanism, Mechanism::Done)
-                else {
-                    unreachable!("matched above")
-                };
+                let mut g = context.take().ok_or("a Kerberos step failed before")?;
                 let (g, step) = self
                     .blocking(move || {
                         let step = g.step(&token);
                         Ok((g, step))
                     })
                     .await?;
-                *mechanism = Mechanism::Kerberos(g);
+                *context = Some(g);
                 match step? {
                     GssStep::Challenge(c) => Ok(Step::Challenge(c)),
                     GssStep::Complete { principal } => Ok(Step::Complete {
@@ -261,7 +270,6 @@ impl QuorumSasl {
                     }),
                 }
             }
-            Mechanism::Done => Err("the login is over".into()),
         }
     }
 
@@ -284,26 +292,55 @@ impl QuorumSasl {
     }
 
     /// Runs `work` on a blocking thread, a few at a time: Kerberos reads keytabs and asks the
-    /// KDC.
+    /// KDC. The slot goes with the thread, so a login given up on (its link timed out) still
+    /// holds it until the thread is done: threads stuck on an unreachable KDC cannot pile up.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
-        let _slot = self
+        let slot = self
             .gss_slots
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| "shutting down".to_owned())?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| format!("a Kerberos step failed: {e}"))?
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            work()
+        })
+        .await
+        .map_err(|e| format!("a Kerberos step failed: {e}"))?
     }
 }
 
 enum Mechanism {
     Digest(DigestMd5),
-    Kerberos(Box<Gssapi>),
-    Done,
+    /// None while a step runs on a blocking thread (or after one failed there).
+    Kerberos(Option<Box<Gssapi>>),
+}
+
+/// The server's answer to a learner packet.
+enum Answer {
+    /// IN_PROGRESS: its token to go on with.
+    GoOn(Vec<u8>),
+    /// SUCCESS: its last token.
+    Success(Vec<u8>),
+}
+
+impl Answer {
+    fn going_on(self) -> Result<Vec<u8>, String> {
+        match self {
+            Answer::GoOn(token) => Ok(token),
+            Answer::Success(_) => Err("the member said SUCCESS before the login was over".into()),
+        }
+    }
+
+    fn success(self) -> Result<Vec<u8>, String> {
+        match self {
+            Answer::Success(token) => Ok(token),
+            Answer::GoOn(_) => Err("the member wants more after the login was over".into()),
+        }
+    }
 }
 
 enum Step {
@@ -313,14 +350,15 @@ enum Step {
 
 /// Whom a learner asks a ticket for, as ZooKeeper's `SecurityUtils.getServerPrincipal`: a
 /// configured `service/_HOST` takes the dialed host (lower case); a principal without a realm
-/// takes the learner's own.
-fn service_principal(configured: &str, host: &str, learner: &str) -> String {
+/// takes `zookeeper.server.realm`, else the learner's own.
+fn service_principal(configured: &str, host: &str, realm: Option<&str>, learner: &str) -> String {
     let mut target = match configured.split_once('/') {
         Some((service, "_HOST")) => format!("{service}/{}", host.to_ascii_lowercase()),
         _ => configured.to_owned(),
     };
     if !target.contains('@') {
-        if let Some((_, realm)) = learner.rsplit_once('@') {
+        let learners = learner.rsplit_once('@').map(|(_, r)| r);
+        if let Some(realm) = realm.or(learners) {
             target.push('@');
             target.push_str(realm);
         }
@@ -489,7 +527,9 @@ pub(super) mod tests {
 
     #[test]
     fn service_principals_as_zookeeper_makes_them() {
-        let p = |c, h, l| service_principal(c, h, l);
+        let p = |c, h, l| service_principal(c, h, None, l);
+        let other_realm = service_principal("zkquorum/localhost", "m2", Some("S"), "l/m1@R");
+        assert_eq!(other_realm, "zkquorum/localhost@S");
         assert_eq!(
             p("zkquorum/localhost", "m2", "l/m1@R"),
             "zkquorum/localhost@R"

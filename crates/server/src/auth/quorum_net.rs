@@ -2,7 +2,7 @@
 //! that wraps the one replication dials and listens with (TLS's when `sslQuorum` is on, so the
 //! login runs inside TLS). Replication itself does not know: it gets the links that logged in.
 
-use super::quorum::{read_magic_tail, QuorumSasl, LOGIN_TIMEOUT, MAGIC_HEAD};
+use super::quorum::{read_magic_tail, QuorumSasl, FIRST_BYTES_TIMEOUT, LOGIN_TIMEOUT, MAGIC_HEAD};
 use crate::gate::{gated, Check};
 use corral_io::net::BoxFuture;
 use corral_io::{BoxStream, Listener, Net};
@@ -70,7 +70,7 @@ async fn admit(
 ) -> Option<BoxStream> {
     // A member sends as soon as it dials: its login, or its first request.
     let mut head = [0u8; 4];
-    match timeout(LOGIN_TIMEOUT, stream.read_exact(&mut head)).await {
+    match timeout(FIRST_BYTES_TIMEOUT, stream.read_exact(&mut head)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "a member link closed before its first bytes");

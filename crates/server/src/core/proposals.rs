@@ -256,6 +256,7 @@ impl Core {
             term,
             session_id,
             auth,
+            providers: self.cfg.acl_providers(),
             txn,
         };
         let framed = Bytes::from(proposal.to_framed_bytes());

@@ -10,6 +10,7 @@ use corral_tree::{acl, DataTree, Entry, Txn};
 /// A session to own the writes, applied before anything is measured.
 pub fn with_session(mut tree: DataTree) -> DataTree {
     tree.apply(&Entry {
+        providers: corral_tree::acl::Providers::ALL,
         zxid: tree.last_zxid() + 1,
         time_ms: 0,
         session_id: 1,
@@ -38,6 +39,7 @@ pub fn create_directories(tree: &mut DataTree, dirs: usize, per_dir: usize) -> u
                 },
             };
             let r = tree.apply(&Entry {
+                providers: corral_tree::acl::Providers::ALL,
                 zxid,
                 time_ms: zxid,
                 session_id: 1,
