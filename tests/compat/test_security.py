@@ -85,6 +85,12 @@ def make_pki(d):
     # Java reads a certificate-only PKCS#12 as trusted only as keytool writes it.
     sh("keytool", "-importcert", "-noprompt", "-alias", "ca", "-file", "ca.pem", "-keystore",
        "truststore.p12", "-storetype", "PKCS12", "-storepass", PASSWORD, cwd=d)
+    # The same in Java's own format (JKS), as many deployments still keep them.
+    sh("keytool", "-importkeystore", "-noprompt", "-srckeystore", "server.p12", "-srcstoretype",
+       "PKCS12", "-srcstorepass", PASSWORD, "-destkeystore", "server.jks", "-deststoretype",
+       "JKS", "-deststorepass", PASSWORD, cwd=d)
+    sh("keytool", "-importcert", "-noprompt", "-alias", "ca", "-file", "ca.pem", "-keystore",
+       "truststore.jks", "-storetype", "JKS", "-storepass", PASSWORD, cwd=d)
     with open(os.path.join(d, "jaas.conf"), "w") as f:
         f.write(JAAS_SERVER)
     with open(os.path.join(d, "jaas-alice.conf"), "w") as f:
@@ -461,6 +467,24 @@ def test_port_unification_takes_tls_and_plaintext_on_one_port(kind, pki):
         with connected(hosts) as plain:
             assert whoami(plain) == [("ip", "127.0.0.1")]
         assert four_letter(port, "ruok") == "imok"
+
+
+@pytest.mark.parametrize("kind", ["zookeeper", "corral"])
+def test_jks_key_and_trust_stores(kind, pki):
+    lines = [
+        "secureClientPort=%d" % free_port(),
+        "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+        "ssl.keyStore.location=%s/server.jks" % pki,
+        "ssl.keyStore.password=" + PASSWORD,
+        "ssl.trustStore.location=%s/truststore.jks" % pki,
+        "ssl.trustStore.password=" + PASSWORD,
+    ]
+    with standalone(kind, pki, lines):
+        secure = "127.0.0.1:%s" % lines[0].split("=")[1]
+        with connected(secure, **alice_tls(pki)) as alice:
+            assert ("x509", ALICE_DN) in whoami(alice)
+        refused(secure, use_ssl=True, ca=pki + "/ca.pem", certfile=pki + "/mallory.crt",
+                keyfile=pki + "/mallory.key")
 
 
 def test_corral_reloads_changed_certificates_and_reads_encrypted_pem_keys(pki):

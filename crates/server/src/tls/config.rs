@@ -19,6 +19,8 @@ pub enum ClientAuth {
 pub enum StoreType {
     Pem,
     Pkcs12,
+    /// Java's own format (see `jks`).
+    Jks,
 }
 
 /// A key store or trust store: where, with which password, of which type.
@@ -32,36 +34,36 @@ pub struct Store {
 
 impl Store {
     /// The store's type: as configured, else from the file name as ZooKeeper infers it
-    /// (`.pem`, `.p12`); JKS and BCFKS are Java's own formats, which Corral does not read.
+    /// (`.pem`, `.p12`, `.jks`); BCFKS, Bouncy Castle's format, is not read.
     pub fn store_type(&self, key: &str) -> Result<StoreType, ConfigError> {
         let location = self.location.as_ref().map(|p| p.display().to_string());
         let location = location.as_deref().unwrap_or("");
-        let named =
-            match &self.kind {
-                Some(k) => k.to_ascii_uppercase(),
-                None if location.ends_with(".pem") => "PEM".into(),
-                None if location.ends_with(".p12") => "PKCS12".into(),
-                None if location.ends_with(".jks") => "JKS".into(),
-                None if location.ends_with(".bcfks") => "BCFKS".into(),
-                None => return Err(bad(
-                    &format!("{key}.type"),
-                    location,
-                    "cannot tell the store's type from its file name (.pem, .p12): set the type",
-                )),
-            };
+        let named = match &self.kind {
+            Some(k) => k.to_ascii_uppercase(),
+            None if location.ends_with(".pem") => "PEM".into(),
+            None if location.ends_with(".p12") => "PKCS12".into(),
+            None if location.ends_with(".jks") => "JKS".into(),
+            None if location.ends_with(".bcfks") => "BCFKS".into(),
+            None => return Err(bad(
+                &format!("{key}.type"),
+                location,
+                "cannot tell the store's type from its file name (.pem, .p12, .jks): set the type",
+            )),
+        };
         match named.as_str() {
             "PEM" => Ok(StoreType::Pem),
             "PKCS12" => Ok(StoreType::Pkcs12),
-            "JKS" | "BCFKS" => Err(bad(
+            "JKS" => Ok(StoreType::Jks),
+            "BCFKS" => Err(bad(
                 &format!("{key}.type"),
                 &named,
-                "Corral reads PEM and PKCS12 stores; convert with \
+                "Corral reads PEM, PKCS12 and JKS stores; convert with \
                  `keytool -importkeystore -deststoretype pkcs12`",
             )),
             other => Err(bad(
                 &format!("{key}.type"),
                 other,
-                "not a store type (PEM, PKCS12)",
+                "not a store type (PEM, PKCS12, JKS)",
             )),
         }
     }
@@ -394,8 +396,8 @@ mod tests {
         assert!(err(&[port, key]).contains("ssl.trustStore.location"));
         assert!(tls(&[port, key, ("ssl.clientAuth", "none")]).is_ok());
         assert!(err(&[("ssl.clientAuth", "maybe")]).contains("need, want or none"));
-        let jks = ("ssl.trustStore.location", "/t.jks");
-        assert!(err(&[port, key, jks]).contains("keytool"));
+        let bcfks = ("ssl.trustStore.location", "/t.bcfks");
+        assert!(err(&[port, key, bcfks]).contains("keytool"));
         let odd = ("ssl.trustStore.location", "/t.store");
         assert!(err(&[port, key, odd]).contains("set the type"));
         assert!(err(&[("sslQuorum", "true")]).contains("ssl.quorum.keyStore.location"));

@@ -1,4 +1,4 @@
-//! TLS on the client port, with rustls: the stores ZooKeeper's operators bring (PEM, PKCS#12),
+//! TLS on the client port, with rustls: the stores ZooKeeper's operators bring (PEM, PKCS#12, JKS),
 //! client certificates as `x509` identities, and certificates reloaded when their files change.
 //!
 //! A connection on a TLS port (`secureClientPort`), or on a unified port
@@ -7,6 +7,7 @@
 //! byte stream and the identities its certificate proves.
 
 pub mod config;
+mod jks;
 mod quorum;
 mod reload;
 mod stores;

@@ -18,7 +18,11 @@ pub fn key_store(store: &Store, prefix: &str) -> Result<(Chain, PrivateKeyDer<'s
     let (path, bytes, password) = read(store, &name)?;
     let (chain, key) = match store.store_type(&name).map_err(|e| e.to_string())? {
         StoreType::Pem => pem_key_store(&bytes, &password),
-        StoreType::Pkcs12 => pkcs12_key_store(&bytes, &password),
+        // As Java's keystore.type.compat: either binary type is read whatever it is called.
+        StoreType::Pkcs12 | StoreType::Jks if super::jks::is_jks(&bytes) => {
+            jks_key_store(&bytes, &password)
+        }
+        StoreType::Pkcs12 | StoreType::Jks => pkcs12_key_store(&bytes, &password),
     }
     .map_err(|e| format!("{name} {path}: {e}"))?;
     if chain.is_empty() {
@@ -33,7 +37,10 @@ pub fn trust_store(store: &Store, prefix: &str) -> Result<RootCertStore, String>
     let (path, bytes, password) = read(store, &name)?;
     let certs = match store.store_type(&name).map_err(|e| e.to_string())? {
         StoreType::Pem => pem_certificates(&bytes),
-        StoreType::Pkcs12 => pkcs12_certificates(&bytes, &password),
+        StoreType::Pkcs12 | StoreType::Jks if super::jks::is_jks(&bytes) => {
+            jks_certificates(&bytes, &password)
+        }
+        StoreType::Pkcs12 | StoreType::Jks => pkcs12_certificates(&bytes, &password),
     }
     .map_err(|e| format!("{name} {path}: {e}"))?;
     let mut roots = RootCertStore::empty();
@@ -121,6 +128,27 @@ fn pkcs12_key_store(
         .collect();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(chain.key().to_vec()));
     Ok((certs, key))
+}
+
+fn jks_key_store(bytes: &[u8], password: &str) -> Result<(Chain, PrivateKeyDer<'static>), String> {
+    let store = super::jks::read(bytes, password)?;
+    let (key, chain) = store
+        .keys
+        .into_iter()
+        .next()
+        .ok_or("the JKS store has no private key")?;
+    Ok((chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key))))
+}
+
+/// A JKS trust store's certificates: its trusted entries and its keys' own certificates, as
+/// Java's trust manager takes them.
+fn jks_certificates(bytes: &[u8], password: &str) -> Result<Chain, String> {
+    let store = super::jks::read(bytes, password)?;
+    let own = store
+        .keys
+        .into_iter()
+        .filter_map(|(_, chain)| chain.into_iter().next());
+    Ok(store.trusted.into_iter().chain(own).collect())
 }
 
 fn pkcs12_certificates(bytes: &[u8], password: &str) -> Result<Chain, String> {
