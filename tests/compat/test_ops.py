@@ -182,7 +182,8 @@ def test_mntr_keys_are_zookeepers(both):
                   "zk_connection_throttled_count", "zk_global_outstanding_throttled_count",
                   "zk_connection_closed_slow_count", "zk_queued_reply_bytes",
                   "zk_proposals_throttled_count", "zk_reconfig_count",
-                  "zk_reconfig_refused_count", "zk_auth_refused_count", "zk_console_logins",
+                  "zk_reconfig_refused_count", "zk_auth_refused_count",
+                  "zk_member_link_checks_exceeded_count", "zk_console_logins",
                   "zk_console_login_failed_count", "zk_console_logins_exceeded_count",
                   "zk_console_events_lagged_count"}
     extra = set(ours) - set(theirs) - corral_own

@@ -92,6 +92,9 @@ pub struct Global {
     pub console_logins_exceeded: AtomicU64,
     /// Live console views dropped for falling `console::client::EVENT_QUEUE` events behind.
     pub console_events_lagged: AtomicU64,
+    /// Times a member link waited because `gate::CHECKS_IN_FLIGHT` links were being checked
+    /// (their TLS handshakes or SASL logins) already.
+    pub member_link_checks_exceeded: AtomicU64,
 }
 
 impl Global {

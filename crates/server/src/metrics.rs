@@ -321,6 +321,11 @@ impl Status {
                 count(self.limits.tls_outstanding.load(Relaxed)),
             ),
             Metric::new(
+                "member_link_checks_exceeded_count",
+                "member links that waited because 64 were in their TLS handshake or SASL login already",
+                Value::Counter(self.limits.member_link_checks_exceeded.load(Relaxed)),
+            ),
+            Metric::new(
                 "console_logins",
                 "web console logins open",
                 count(self.limits.console_logins.load(Relaxed)),

@@ -139,9 +139,10 @@ impl Server {
     /// Recovers the data directory, joins the replicated log, binds the client port and serves.
     pub async fn start(cfg: ServerConfig) -> Result<Server, ServerError> {
         let mut rcfg = replica_config(&cfg);
+        let limits = Arc::new(crate::budget::Global::default());
         if cfg.tls.ssl_quorum {
-            let net =
-                QuorumNet::new(cfg.io.net.clone(), &cfg.tls.quorum).map_err(ServerError::Tls)?;
+            let net = QuorumNet::new(cfg.io.net.clone(), &cfg.tls.quorum, limits.clone())
+                .map_err(ServerError::Tls)?;
             tracing::info!("members talk over TLS (sslQuorum)");
             rcfg.io.net = Arc::new(net);
         }
@@ -154,7 +155,8 @@ impl Server {
                 server_require = quorum.server_require,
                 "members log in to each other by SASL (quorum.auth.enableSasl)"
             );
-            rcfg.io.net = Arc::new(crate::auth::SaslNet::new(rcfg.io.net.clone(), sasl));
+            let net = crate::auth::SaslNet::new(rcfg.io.net.clone(), sasl, limits.clone());
+            rcfg.io.net = Arc::new(net);
         }
         let recover_cfg = rcfg.clone();
         let (tree, mark, storage) = cfg
@@ -165,7 +167,6 @@ impl Server {
                 dir: cfg.data_dir.clone(),
                 source,
             })?;
-        let limits = Arc::new(crate::budget::Global::default());
         let tls = match cfg.tls.enabled() {
             true => Some(Arc::new(
                 TlsAcceptor::new(cfg.tls.clone(), limits.clone()).map_err(ServerError::Tls)?,

@@ -3,6 +3,7 @@
 //! login runs inside TLS). Replication itself does not know: it gets the links that logged in.
 
 use super::quorum::{read_magic_tail, QuorumSasl, FIRST_BYTES_TIMEOUT, LOGIN_TIMEOUT, MAGIC_HEAD};
+use crate::budget::Global;
 use crate::gate::{gated, Check};
 use corral_io::net::BoxFuture;
 use corral_io::{BoxStream, Listener, Net};
@@ -16,13 +17,15 @@ use tokio::time::timeout;
 pub struct SaslNet {
     inner: Arc<dyn Net>,
     sasl: Arc<QuorumSasl>,
+    limits: Arc<Global>,
 }
 
 impl SaslNet {
-    pub fn new(inner: Arc<dyn Net>, sasl: QuorumSasl) -> SaslNet {
+    pub fn new(inner: Arc<dyn Net>, sasl: QuorumSasl, limits: Arc<Global>) -> SaslNet {
         SaslNet {
             inner,
             sasl: Arc::new(sasl),
+            limits,
         }
     }
 }
@@ -52,11 +55,11 @@ impl Net for SaslNet {
     /// Listens for members; each link that dials in logs in before replication sees it.
     fn bind(&self, addr: &str) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
         let inner = self.inner.bind(addr);
-        let sasl = self.sasl.clone();
+        let (sasl, limits) = (self.sasl.clone(), self.limits.clone());
         Box::pin(async move {
             let check: Check =
                 Arc::new(move |stream, peer| Box::pin(admit(sasl.clone(), stream, peer)));
-            gated(inner.await?, check)
+            gated(inner.await?, check, limits)
         })
     }
 }

@@ -27,6 +27,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The replicated log's network, with TLS on every member link.
 pub struct QuorumNet {
     inner: Arc<dyn Net>,
+    limits: Arc<crate::budget::Global>,
     configs: Arc<Reloading<Configs>>,
     /// `ssl.quorum.hostnameVerification`: each end checks the other's certificate names it.
     check_names: bool,
@@ -49,12 +50,17 @@ struct Configs {
 impl QuorumNet {
     /// Loads the quorum stores; an error names the file and what is wrong with it. They are
     /// loaded again when their files change (ZooKeeper's `sslQuorumReloadCertFiles`).
-    pub fn new(inner: Arc<dyn Net>, side: &TlsSide) -> Result<QuorumNet, String> {
+    pub fn new(
+        inner: Arc<dyn Net>,
+        side: &TlsSide,
+        limits: Arc<crate::budget::Global>,
+    ) -> Result<QuorumNet, String> {
         let check_names = side.hostname_verification;
         let side = side.clone();
         let configs = Reloading::new("member links", Box::new(move || configs(&side)))?;
         Ok(QuorumNet {
             inner,
+            limits,
             configs: Arc::new(configs),
             check_names,
         })
@@ -113,12 +119,13 @@ impl Net for QuorumNet {
     fn bind(&self, addr: &str) -> BoxFuture<'static, io::Result<Box<dyn Listener>>> {
         let inner = self.inner.bind(addr);
         let (configs, check_names) = (self.configs.clone(), self.check_names);
+        let limits = self.limits.clone();
         Box::pin(async move {
             let check: Check = Arc::new(move |stream, peer| {
                 let acceptor = tokio_rustls::TlsAcceptor::from(configs.get().server.clone());
                 Box::pin(handshake(acceptor, stream, peer, check_names))
             });
-            gated(inner.await?, check)
+            gated(inner.await?, check, limits)
         })
     }
 }
