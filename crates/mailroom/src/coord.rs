@@ -155,6 +155,16 @@ impl Conn {
         Ok(())
     }
 
+    /// Says that worker `id` is at work on `job`: its ephemeral node under the job's workers,
+    /// gone with its session (already there when the session announced it before).
+    pub async fn announce(&self, job: &Job, id: &str) -> Result<(), zk::Error> {
+        let presence = format!("{}/{id}", job.workers());
+        match self.op().create(&presence, b"", &ephemeral()).await {
+            Ok(_) | Err(zk::Error::NodeExists) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The job's manifest: written by the first worker, read by the others.
     pub async fn manifest(&self, job: &Job, proposed: Manifest) -> Result<Manifest, zk::Error> {
         self.ensure(ROOT).await?;

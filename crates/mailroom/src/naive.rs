@@ -372,15 +372,7 @@ async fn managed(
     let job = Job::new(&cfg.job);
     let manifest = conn.manifest(&job, manifest(cfg, emails)).await?;
     conn.ensure(&job.assignments()).await?;
-    let presence = format!("{}/{}", job.workers(), cfg.id);
-    match conn
-        .op()
-        .create(&presence, b"", &crate::coord::ephemeral())
-        .await
-    {
-        Ok(_) | Err(zk::Error::NodeExists) => {}
-        Err(e) => return Err(e),
-    }
+    conn.announce(&job, &cfg.id).await?;
     let mine = format!("{}/{}", job.assignments(), cfg.id);
     loop {
         let b = match conn.op().get_data(&mine).await {

@@ -186,15 +186,7 @@ async fn work(
         );
         return Err(zk::Error::BadArguments(&"the inbox does not match the job"));
     }
-    let presence = format!("{}/{}", job.workers(), cfg.id);
-    match conn
-        .op()
-        .create(&presence, b"", &crate::coord::ephemeral())
-        .await
-    {
-        Ok(_) | Err(zk::Error::NodeExists) => {}
-        Err(e) => return Err(e),
-    }
+    conn.announce(&job, &cfg.id).await?;
     let total = manifest.batches();
     loop {
         let done: HashSet<usize> = conn

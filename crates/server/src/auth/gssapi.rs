@@ -17,6 +17,7 @@ use libgssapi::context::{ClientCtx, CtxFlags, SecurityContext, ServerCtx};
 use libgssapi::credential::{Cred, CredUsage};
 use libgssapi::name::Name;
 use libgssapi::oid::{OidSet, GSS_MECH_KRB5, GSS_NT_KRB5_PRINCIPAL};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The security layers the server offers: bit 1, no protection (`auth`), as ZooKeeper's.
 const LAYER_NONE: u8 = 0x01;
@@ -51,8 +52,25 @@ pub enum GssStep {
     Complete { principal: String },
 }
 
+/// The acceptor credentials of a server login, acquired from the keytab at its first use and
+/// kept; shared by clones.
+#[derive(Clone, Default)]
+pub struct Acceptor(Arc<Mutex<Option<Cred>>>);
+
+impl Acceptor {
+    /// The credentials for `principal`, from the keytab the first time (run it on a blocking
+    /// thread: that reads the keytab).
+    pub fn cred(&self, principal: &str) -> Result<Cred, String> {
+        let mut cached = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cred) = &*cached {
+            return Ok(cred.clone());
+        }
+        Ok(cached.insert(acceptor(principal)?).clone())
+    }
+}
+
 /// The server's acceptor credentials for `principal` (`zookeeper/host@REALM`), from the keytab.
-pub fn acceptor(principal: &str) -> Result<Cred, String> {
+fn acceptor(principal: &str) -> Result<Cred, String> {
     let name = Name::new(principal.as_bytes(), Some(GSS_NT_KRB5_PRINCIPAL))
         .map_err(|e| format!("bad principal {principal:?}: {e}"))?;
     let mut mechs = OidSet::new();

@@ -26,7 +26,7 @@ use super::digest_md5::{self, DigestClient, DigestMd5, DigestStep};
 use super::gssapi::{self, GssStep, Gssapi, Initiator};
 use super::login::{LearnerLogin, ServerLogin};
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -71,7 +71,7 @@ pub struct QuorumSasl {
     /// must name one (ZooKeeper's `authzHosts`).
     hosts: Vec<String>,
     /// The acceptor's credentials, from the keytab at the first Kerberos login.
-    acceptor: Mutex<Option<libgssapi::credential::Cred>>,
+    acceptor: gssapi::Acceptor,
     gss_slots: Arc<tokio::sync::Semaphore>,
 }
 
@@ -98,7 +98,7 @@ impl QuorumSasl {
             service_principal: settings.service_principal().to_owned(),
             server_realm: settings.server_realm.clone(),
             hosts,
-            acceptor: Mutex::new(None),
+            acceptor: gssapi::Acceptor::default(),
             gss_slots: Arc::new(tokio::sync::Semaphore::new(GSS_STEPS_AT_ONCE)),
         }
     }
@@ -222,20 +222,8 @@ impl QuorumSasl {
                 )))
             }
             ServerLogin::Kerberos { principal, .. } => {
-                let cached = self
-                    .acceptor
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone();
-                let cred = match cached {
-                    Some(cred) => cred,
-                    None => {
-                        let principal = principal.clone();
-                        let cred = self.blocking(move || gssapi::acceptor(&principal)).await?;
-                        let mut slot = self.acceptor.lock().unwrap_or_else(PoisonError::into_inner);
-                        slot.get_or_insert(cred).clone()
-                    }
-                };
+                let (acceptor, principal) = (self.acceptor.clone(), principal.clone());
+                let cred = self.blocking(move || acceptor.cred(&principal)).await?;
                 Ok(Mechanism::Kerberos(Some(Box::new(Gssapi::new(cred)))))
             }
         }

@@ -50,7 +50,7 @@ pub struct SaslServers {
     /// Java `SaslServer` refuses more tokens.
     completed: HashSet<ConnId>,
     /// The acceptor credentials, acquired from the keytab at the first GSSAPI login.
-    cred: Arc<Mutex<Option<libgssapi::credential::Cred>>>,
+    cred: gssapi::Acceptor,
     slots: Arc<tokio::sync::Semaphore>,
 }
 
@@ -61,7 +61,7 @@ impl SaslServers {
             digest: HashMap::default(),
             gss: HashMap::default(),
             completed: HashSet::default(),
-            cred: Arc::default(),
+            cred: gssapi::Acceptor::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(GSS_STEPS_AT_ONCE)),
         }
     }
@@ -137,21 +137,17 @@ impl SaslServers {
 fn gss_step(
     config: &AuthConfig,
     exchange: &Mutex<Option<Gssapi>>,
-    cred: &Mutex<Option<libgssapi::credential::Cred>>,
+    cred: &gssapi::Acceptor,
     principal: &str,
     token: &[u8],
 ) -> SaslOutcome {
     // A step that panicked left nothing a later one could wrongly trust.
     let mut exchange = exchange.lock().unwrap_or_else(PoisonError::into_inner);
     if exchange.is_none() {
-        let mut cred = cred.lock().unwrap_or_else(PoisonError::into_inner);
-        if cred.is_none() {
-            match gssapi::acceptor(principal) {
-                Ok(c) => *cred = Some(c),
-                Err(why) => return SaslOutcome::Failed(why),
-            }
+        match cred.cred(principal) {
+            Ok(cred) => *exchange = Some(Gssapi::new(cred)),
+            Err(why) => return SaslOutcome::Failed(why),
         }
-        *exchange = Some(Gssapi::new(cred.clone().expect("just set")));
     }
     let gss = exchange.as_mut().expect("just set");
     match gss.step(token) {
