@@ -492,12 +492,24 @@ pub fn wait_for_serving_leader(addrs: &[SocketAddr], among: &[usize]) -> usize {
     }
 }
 
-/// A port nothing listens on right now (bound and released).
+/// A port nothing listens on right now, for a server to bind later. It is taken below the
+/// kernel's ephemeral range (32768 and up on Linux): a port the kernel handed out and took back
+/// could meanwhile become the source port of any outgoing connection, and the server's bind
+/// would then fail. Each test process walks its own stretch of the range, and each port is
+/// checked by binding it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(997) % SPAN;
+    for _ in 0..SPAN {
+        let port = FIRST + (start + NEXT.fetch_add(1, Relaxed)) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN)
 }
 
 /// Waits until something accepts connections on `port`.
